@@ -1,0 +1,7 @@
+use lambda_runtime::{Error, run, service_fn};
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    shared::telemetry::init();
+    run(service_fn(import_processor::handle_batch)).await
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# `make test`: every test tier, in order, failing fast.
+#   1. formatting and lints
+#   2. unit tests (no AWS endpoint)
+#   3. the no-Docker emulator, started here unless already running, and stopped on exit
+#      (also when a test fails) only if this script started it
+#   4. integration tests against it
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+emulator=infra/emulator/emulator.sh
+step() { printf '\n==> %s\n' "$*"; }
+
+step "format"
+cargo fmt --all --check
+
+step "clippy"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "unit tests"
+cargo test --workspace --exclude integration-tests
+
+step "emulator"
+if "$emulator" status >/dev/null 2>&1; then
+    echo "using the emulator that is already running"
+else
+    trap '"$emulator" down' EXIT
+    "$emulator" up
+    # Starting twice must find the running emulator, not start a second one.
+    first="$("$emulator" status)"
+    "$emulator" up 2>&1 | grep -q "already running"
+    [[ "$("$emulator" status)" == "$first" ]] || { echo "a second 'up' changed the emulator" >&2; exit 1; }
+fi
+eval "$("$emulator" env)"
+
+step "integration tests"
+cargo test -p integration-tests

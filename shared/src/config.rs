@@ -1,0 +1,215 @@
+//! Typed configuration, read once at start-up.
+//!
+//! Every setting comes from an environment variable, because that is how the SAM template hands
+//! settings to a Lambda function. Each configuration struct reads its variables through [`Env`],
+//! which turns a missing or malformed value into a [`ConfigError`] that names the variable, so a
+//! misconfigured deployment fails at init with a message that says what to fix.
+//!
+//! Each struct also lists the variables it reads (`VARIABLES`), so a test can check that the
+//! template sets exactly what the code reads.
+
+use std::collections::HashMap;
+use std::fmt::Display;
+use std::str::FromStr;
+use std::time::Duration;
+
+/// A configuration value is missing or malformed.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigError {
+    /// A required variable is not set (or is empty).
+    #[error("environment variable {name} is required but not set")]
+    Missing {
+        /// The variable's name.
+        name: String,
+    },
+    /// A variable is set but cannot be used.
+    #[error("environment variable {name}={value:?} is invalid: {reason}")]
+    Invalid {
+        /// The variable's name.
+        name: String,
+        /// The value found.
+        value: String,
+        /// Why it was rejected.
+        reason: String,
+    },
+}
+
+/// A snapshot of environment variables to read typed settings from.
+///
+/// Production code uses [`Env::from_process`]; tests build one from pairs, so they never mutate
+/// the process environment (which is shared by every test thread).
+#[derive(Debug, Clone, Default)]
+pub struct Env {
+    vars: HashMap<String, String>,
+}
+
+impl Env {
+    /// Captures the current process environment.
+    pub fn from_process() -> Self {
+        Self {
+            vars: std::env::vars().collect(),
+        }
+    }
+
+    /// Builds an environment from explicit name/value pairs.
+    pub fn from_pairs<K, V>(pairs: impl IntoIterator<Item = (K, V)>) -> Self
+    where
+        K: Into<String>,
+        V: Into<String>,
+    {
+        Self {
+            vars: pairs
+                .into_iter()
+                .map(|(k, v)| (k.into(), v.into()))
+                .collect(),
+        }
+    }
+
+    /// The value of `name`, treating an empty value as unset.
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.vars
+            .get(name)
+            .map(String::as_str)
+            .filter(|v| !v.trim().is_empty())
+    }
+
+    /// A required string setting.
+    pub fn required(&self, name: &str) -> Result<String, ConfigError> {
+        self.get(name)
+            .map(str::to_owned)
+            .ok_or_else(|| ConfigError::Missing { name: name.into() })
+    }
+
+    /// An optional setting parsed with [`FromStr`], or `default` when unset.
+    pub fn parsed_or<T>(&self, name: &str, default: T) -> Result<T, ConfigError>
+    where
+        T: FromStr,
+        T::Err: Display,
+    {
+        match self.get(name) {
+            None => Ok(default),
+            Some(raw) => raw
+                .trim()
+                .parse()
+                .map_err(|e: T::Err| ConfigError::Invalid {
+                    name: name.into(),
+                    value: raw.into(),
+                    reason: e.to_string(),
+                }),
+        }
+    }
+
+    /// An optional duration given in whole seconds, or `default` when unset.
+    /// Zero is rejected: every duration setting here is a timeout, lease or retention.
+    pub fn seconds_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        let secs: u64 = self.parsed_or(name, default.as_secs())?;
+        if secs == 0 {
+            return Err(ConfigError::Invalid {
+                name: name.into(),
+                value: "0".into(),
+                reason: "must be at least 1 second".into(),
+            });
+        }
+        Ok(Duration::from_secs(secs))
+    }
+}
+
+/// Settings of the idempotency guard.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GuardConfig {
+    /// DynamoDB table holding idempotency records (`IDEMPOTENCY_TABLE`).
+    pub table_name: String,
+    /// How long a completed record suppresses duplicates (`IDEMPOTENCY_RETENTION_SECONDS`,
+    /// default 14 days: a message cannot outlive that in SQS, including a DLQ round trip).
+    pub retention: Duration,
+    /// Added to the invocation deadline to form the lease (`IDEMPOTENCY_LEASE_MARGIN_SECONDS`,
+    /// default 10 s), so a claim outlives the invocation that made it by a little.
+    pub lease_margin: Duration,
+    /// Upper bound of any lease (`IDEMPOTENCY_MAX_LEASE_SECONDS`, default 910 s: Lambda's 15 min
+    /// maximum timeout plus the default margin). Also the lease when no deadline is known.
+    pub max_lease: Duration,
+}
+
+impl GuardConfig {
+    /// The environment variables this struct reads.
+    pub const VARIABLES: &'static [&'static str] = &[
+        "IDEMPOTENCY_TABLE",
+        "IDEMPOTENCY_RETENTION_SECONDS",
+        "IDEMPOTENCY_LEASE_MARGIN_SECONDS",
+        "IDEMPOTENCY_MAX_LEASE_SECONDS",
+    ];
+
+    /// Reads the guard settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            table_name: env.required("IDEMPOTENCY_TABLE")?,
+            retention: env.seconds_or(
+                "IDEMPOTENCY_RETENTION_SECONDS",
+                Duration::from_secs(14 * 24 * 3600),
+            )?,
+            lease_margin: env
+                .seconds_or("IDEMPOTENCY_LEASE_MARGIN_SECONDS", Duration::from_secs(10))?,
+            max_lease: env.seconds_or("IDEMPOTENCY_MAX_LEASE_SECONDS", Duration::from_secs(910))?,
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_required_variable_is_named() {
+        let err = GuardConfig::from_env(&Env::default()).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "environment variable IDEMPOTENCY_TABLE is required but not set"
+        );
+    }
+
+    #[test]
+    fn empty_value_counts_as_missing() {
+        let env = Env::from_pairs([("IDEMPOTENCY_TABLE", "  ")]);
+        assert!(matches!(
+            GuardConfig::from_env(&env),
+            Err(ConfigError::Missing { name }) if name == "IDEMPOTENCY_TABLE"
+        ));
+    }
+
+    #[test]
+    fn malformed_number_names_variable_and_value() {
+        let env = Env::from_pairs([
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("IDEMPOTENCY_RETENTION_SECONDS", "ten"),
+        ]);
+        let err = GuardConfig::from_env(&env).unwrap_err();
+        assert!(matches!(&err, ConfigError::Invalid { name, value, .. }
+            if name == "IDEMPOTENCY_RETENTION_SECONDS" && value == "ten"));
+        assert!(
+            err.to_string()
+                .contains("IDEMPOTENCY_RETENTION_SECONDS=\"ten\"")
+        );
+    }
+
+    #[test]
+    fn zero_duration_is_rejected() {
+        let env = Env::from_pairs([
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("IDEMPOTENCY_MAX_LEASE_SECONDS", "0"),
+        ]);
+        assert!(matches!(
+            GuardConfig::from_env(&env),
+            Err(ConfigError::Invalid { name, .. }) if name == "IDEMPOTENCY_MAX_LEASE_SECONDS"
+        ));
+    }
+
+    #[test]
+    fn defaults_apply_when_optional_variables_are_unset() {
+        let env = Env::from_pairs([("IDEMPOTENCY_TABLE", "jobs-idempotency")]);
+        let config = GuardConfig::from_env(&env).unwrap();
+        assert_eq!(config.table_name, "jobs-idempotency");
+        assert_eq!(config.retention, Duration::from_secs(1_209_600));
+        assert_eq!(config.lease_margin, Duration::from_secs(10));
+        assert_eq!(config.max_lease, Duration::from_secs(910));
+    }
+}

@@ -1,0 +1,80 @@
+//! An in-memory [`IdempotencyStore`] with the same semantics as the DynamoDB one.
+//!
+//! For unit tests, benchmarks and local experiments. It is per process: it cannot guard
+//! anything across Lambda execution environments.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::SystemTime;
+
+use super::record::{self, Record, Status};
+use super::{Claim, ClaimRequest, Decision, GuardError, IdempotencyStore};
+
+/// Idempotency records in a process-local map.
+#[derive(Debug, Default)]
+pub struct InMemoryStore {
+    records: Mutex<HashMap<String, Record>>,
+}
+
+impl InMemoryStore {
+    fn records(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+        // Every critical section leaves the map consistent, so a panic elsewhere while the lock
+        // was held cannot have left a half-written record behind.
+        self.records.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether `claim` is still the current claim of its key.
+    fn owned_by<'a>(
+        records: &'a mut HashMap<String, Record>,
+        claim: &Claim,
+    ) -> Option<&'a mut Record> {
+        records
+            .get_mut(claim.key().as_str())
+            .filter(|r| r.status == Status::InProgress && &r.token == claim.token())
+    }
+}
+
+impl IdempotencyStore for InMemoryStore {
+    async fn try_claim(&self, request: &ClaimRequest) -> Result<Decision, GuardError> {
+        let now_ms = record::millis(request.now);
+        let now_s = record::seconds_floor(request.now);
+        let mut records = self.records();
+        if let Some(existing) = records.get(request.key.as_str()) {
+            if existing.blocks_claim(now_ms, now_s) {
+                return Ok(existing.clone().conflict(&request.payload_hash));
+            }
+        }
+        records.insert(
+            request.key.as_str().to_owned(),
+            Record::in_progress(request),
+        );
+        Ok(Decision::Proceed(request.granted()))
+    }
+
+    async fn complete(
+        &self,
+        claim: &Claim,
+        result: &str,
+        expires_at: SystemTime,
+    ) -> Result<(), GuardError> {
+        let mut records = self.records();
+        let record = Self::owned_by(&mut records, claim).ok_or_else(|| GuardError::ClaimLost {
+            key: claim.key().clone(),
+        })?;
+        record.status = Status::Completed;
+        record.result = Some(result.to_owned());
+        record.expires_at_s = record::seconds_ceil(expires_at);
+        Ok(())
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<(), GuardError> {
+        let mut records = self.records();
+        if Self::owned_by(&mut records, claim).is_none() {
+            return Err(GuardError::ClaimLost {
+                key: claim.key().clone(),
+            });
+        }
+        records.remove(claim.key().as_str());
+        Ok(())
+    }
+}

@@ -1,0 +1,82 @@
+//! The shared harness of the workspace-level integration tests.
+//!
+//! Integration tests talk to a real AWS API endpoint: the no-Docker emulator that `make test`
+//! starts (or LocalStack). The endpoint comes from the standard `AWS_ENDPOINT_URL*` variables;
+//! without one the harness refuses to run rather than reach real AWS by accident.
+//!
+//! Every test creates its own resources under a unique name ([`unique_name`]), so tests run in
+//! parallel and never see each other's data.
+//!
+//! Layout: this file holds endpoint checks, names and resource helpers; [`guard_suite`] is the
+//! behaviour suite of the idempotency guard, run against every store.
+
+pub mod guard_suite;
+
+mod clock;
+mod request_counter;
+
+pub use clock::ManualClock;
+pub use request_counter::RequestCounter;
+
+use aws_config::{BehaviorVersion, SdkConfig};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use shared::idempotency::attributes;
+
+/// Loads the SDK configuration for the emulator, or panics with instructions when no local
+/// endpoint is configured.
+pub async fn sdk_config() -> SdkConfig {
+    let endpoint = [
+        "AWS_ENDPOINT_URL",
+        "AWS_ENDPOINT_URL_DYNAMODB",
+        "AWS_ENDPOINT_URL_SQS",
+    ]
+    .iter()
+    .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()));
+    let Some(endpoint) = endpoint else {
+        panic!(
+            "integration tests need a local AWS endpoint: run `make test`, or `make emulator-up` \
+             and `eval \"$(infra/emulator/emulator.sh env)\"` before `cargo test -p integration-tests`"
+        );
+    };
+    assert!(
+        endpoint.starts_with("http://127.0.0.1") || endpoint.starts_with("http://localhost"),
+        "integration tests only run against a local endpoint, not {endpoint}"
+    );
+    aws_config::defaults(BehaviorVersion::latest()).load().await
+}
+
+/// A name no other test uses: `prefix` plus a random suffix. Valid for tables and queues.
+pub fn unique_name(prefix: &str) -> String {
+    let suffix = uuid::Uuid::new_v4().simple().to_string();
+    format!("{prefix}-{}", &suffix[..12])
+}
+
+/// Creates an idempotency table shaped as the guard expects (on-demand, string key
+/// [`attributes::KEY`]) and returns its name.
+pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    client
+        .create_table()
+        .table_name(&name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(attributes::KEY)
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .expect("attribute definition is complete"),
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(attributes::KEY)
+                .key_type(KeyType::Hash)
+                .build()
+                .expect("key schema is complete"),
+        )
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create table {name}: {e:?}"));
+    name
+}

@@ -1,0 +1,9 @@
+//! The guard's behaviour suite against the in-memory store.
+
+use shared::idempotency::InMemoryStore;
+
+async fn store() -> InMemoryStore {
+    InMemoryStore::default()
+}
+
+harness::guard_behaviour_suite!(store);
