@@ -99,18 +99,24 @@ impl Env {
         }
     }
 
-    /// An optional duration given in whole seconds, or `default` when unset.
-    /// Zero is rejected: every duration setting here is a timeout, lease or retention.
-    pub fn seconds_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
-        let secs: u64 = self.parsed_or(name, default.as_secs())?;
-        if secs == 0 {
+    /// An optional whole number that must be at least 1, or `default` when unset.
+    pub fn positive_or(&self, name: &str, default: u64) -> Result<u64, ConfigError> {
+        let value: u64 = self.parsed_or(name, default)?;
+        if value == 0 {
             return Err(ConfigError::Invalid {
                 name: name.into(),
                 value: "0".into(),
-                reason: "must be at least 1 second".into(),
+                reason: "must be at least 1".into(),
             });
         }
-        Ok(Duration::from_secs(secs))
+        Ok(value)
+    }
+
+    /// An optional duration given in whole seconds (at least 1: every duration setting here is
+    /// a timeout, lease or retention), or `default` when unset.
+    pub fn seconds_or(&self, name: &str, default: Duration) -> Result<Duration, ConfigError> {
+        self.positive_or(name, default.as_secs())
+            .map(Duration::from_secs)
     }
 }
 

@@ -14,8 +14,10 @@
 //!   queue delivers a job more than once, with a DynamoDB store and an in-memory store.
 
 pub mod aws;
+pub mod batch;
 pub mod config;
 pub mod idempotency;
+pub mod protection;
 pub mod telemetry;
 
 pub use config::{ConfigError, Env};

@@ -8,15 +8,19 @@
 //! parallel and never see each other's data.
 //!
 //! Layout: this file holds endpoint checks, names and resource helpers; [`guard_suite`] is the
-//! behaviour suite of the idempotency guard, run against every store.
+//! behaviour suite of the idempotency guard, run against every store;
+//! [`TestQueue`] turns real SQS messages into the Lambda event the event source mapping would
+//! deliver.
 
 pub mod guard_suite;
 
 mod clock;
 mod request_counter;
+mod sqs;
 
 pub use clock::ManualClock;
 pub use request_counter::RequestCounter;
+pub use sqs::{TestQueue, acknowledge};
 
 use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::types::{

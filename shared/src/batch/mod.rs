@@ -1,0 +1,394 @@
+//! The batch processor: one SQS event in, a partial batch response out.
+//!
+//! Lambda hands an SQS-triggered function a batch of up to 10,000 records. Failing the
+//! invocation retries every one of them, so the processor handles records one by one and
+//! reports only the failures in `batchItemFailures`.
+//!
+//! **The event source mapping must enable `ReportBatchItemFailures`**: without it Lambda ignores
+//! the response, deletes the whole batch on success, and every failed record is lost.
+//!
+//! Rules (each has a test):
+//! - Bodies are parsed by the record handler, per record: a malformed body fails one record.
+//! - A record without a `messageId` fails the whole invocation loudly: an empty or unknown
+//!   `itemIdentifier` would make Lambda fail the batch anyway, and silently.
+//! - Records run concurrently up to [`BatchSettings::concurrency`]; a panic fails only its record.
+//! - FIFO queues (source ARN ending in `.fifo`): records of one message group run in order; from
+//!   the first failure on, the rest of that group is reported failed without running. Other
+//!   groups go on. A permanent failure parked in the DLQ counts as handled: its group goes on.
+//! - No record starts once the remaining time is under [`BatchSettings::deadline_margin`];
+//!   records not started are reported failed, so an invocation never times out as a whole.
+//! - Retryable failures are reported failed and, with a [`BackoffPolicy`], made invisible for a
+//!   growing, jittered delay; permanent failures are parked in the dead-letter queue with their
+//!   reason and then acknowledged, or reported failed when parking fails: nothing is lost.
+//! - When every record failed, the invocation itself fails ([`BatchError::AllFailed`]), so the
+//!   event source mapping backs off instead of hammering a dependency that is down.
+//!
+//! Layout: [`RecordHandler`] and the outcome types are in `record`, the pure response step in
+//! `response`, the delay formula in `backoff`, and the SQS side effects behind [`QueueActions`]
+//! in `queue`.
+
+mod backoff;
+mod queue;
+mod record;
+mod response;
+
+use std::collections::HashMap;
+use std::num::NonZeroUsize;
+use std::panic::AssertUnwindSafe;
+use std::time::{Duration, SystemTime};
+
+use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use futures_util::{FutureExt, StreamExt, stream};
+use tokio::time::Instant;
+use tracing::{Instrument, field};
+
+pub use backoff::BackoffPolicy;
+pub use queue::{ParkReason, QueueActions, SqsQueueActions, dlq_attributes};
+pub use record::{Ack, MessageId, RecordError, RecordHandler, RecordResult, RecordStatus};
+pub use response::batch_response;
+
+use crate::config::{ConfigError, Env};
+
+/// How a batch is processed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BatchSettings {
+    /// Records (FIFO: message groups) handled at once within one invocation. Multiplied by the
+    /// event source mapping's maximum concurrency, this is the most load the workers can put on
+    /// a dependency.
+    pub concurrency: NonZeroUsize,
+    /// No record starts when less than this is left before the invocation's deadline.
+    pub deadline_margin: Duration,
+    /// Delay retryable failures with `ChangeMessageVisibility`; `None` leaves them to the
+    /// queue's visibility timeout.
+    pub backoff: Option<BackoffPolicy>,
+}
+
+impl BatchSettings {
+    /// The environment variables these settings are read from.
+    pub const VARIABLES: &'static [&'static str] = &[
+        "BATCH_CONCURRENCY",
+        "BATCH_DEADLINE_MARGIN_MS",
+        "RETRY_BACKOFF_BASE_SECONDS",
+        "RETRY_BACKOFF_MAX_SECONDS",
+    ];
+
+    /// Reads the settings: `BATCH_CONCURRENCY` (default 10), `BATCH_DEADLINE_MARGIN_MS` (default
+    /// 3000), `RETRY_BACKOFF_BASE_SECONDS` (default 2; `0` disables backoff) and
+    /// `RETRY_BACKOFF_MAX_SECONDS` (default 900).
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let concurrency =
+            env.parsed_or("BATCH_CONCURRENCY", NonZeroUsize::new(10).expect("10 > 0"))?;
+        let margin_ms: u64 = env.parsed_or("BATCH_DEADLINE_MARGIN_MS", 3000)?;
+        let base: u64 = env.parsed_or("RETRY_BACKOFF_BASE_SECONDS", 2)?;
+        let max = env.seconds_or("RETRY_BACKOFF_MAX_SECONDS", Duration::from_secs(900))?;
+        Ok(Self {
+            concurrency,
+            deadline_margin: Duration::from_millis(margin_ms),
+            backoff: (base > 0).then(|| BackoffPolicy {
+                base: Duration::from_secs(base),
+                max,
+            }),
+        })
+    }
+}
+
+/// Why a whole invocation fails. Lambda then returns every record of the batch to the queue.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum BatchError {
+    /// A record has no `messageId`, so no partial response can name it. Nothing was run.
+    #[error(
+        "record {index} of the batch has no messageId; failing the whole batch so no record is lost"
+    )]
+    MissingMessageId {
+        /// Position of the record in the batch.
+        index: usize,
+    },
+    /// Every record failed; failing the invocation makes the event source mapping back off.
+    #[error(
+        "all {count} records of the batch failed; failing the invocation so the event source mapping backs off"
+    )]
+    AllFailed {
+        /// Number of records in the batch.
+        count: usize,
+    },
+}
+
+/// Counts of what became of a batch's records.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct BatchSummary {
+    counts: HashMap<RecordStatus, usize>,
+}
+
+impl BatchSummary {
+    /// How many records ended with `status`.
+    pub fn count(&self, status: RecordStatus) -> usize {
+        self.counts.get(&status).copied().unwrap_or(0)
+    }
+
+    /// How many records were reported failed.
+    pub fn failed(&self) -> usize {
+        RecordStatus::ALL
+            .iter()
+            .filter(|s| s.is_failure())
+            .map(|s| self.count(*s))
+            .sum()
+    }
+
+    fn add(&mut self, status: RecordStatus) {
+        *self.counts.entry(status).or_default() += 1;
+    }
+}
+
+/// The result of processing a batch: the response for Lambda (or the error that fails the
+/// invocation) and the counts behind it, for metrics.
+#[derive(Debug)]
+pub struct BatchOutcome {
+    /// What to return to Lambda.
+    pub result: Result<SqsBatchResponse, BatchError>,
+    /// What became of the records.
+    pub summary: BatchSummary,
+}
+
+/// Runs a [`RecordHandler`] over SQS batches. Build it once per execution environment.
+#[derive(Debug)]
+pub struct BatchProcessor<H, Q> {
+    handler: H,
+    queue: Q,
+    settings: BatchSettings,
+}
+
+/// A record of the batch, with its position and validated id.
+struct Entry<'a> {
+    index: usize,
+    id: MessageId,
+    message: &'a SqsMessage,
+}
+
+impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
+    /// A processor running `handler`, with `queue` for backoff and parking.
+    pub fn new(handler: H, queue: Q, settings: BatchSettings) -> Self {
+        Self {
+            handler,
+            queue,
+            settings,
+        }
+    }
+
+    /// The record handler.
+    pub fn handler(&self) -> &H {
+        &self.handler
+    }
+
+    /// Processes `event`; `deadline` is the invocation's deadline (`Context::deadline()`).
+    pub async fn process(&self, event: &SqsEvent, deadline: SystemTime) -> BatchOutcome {
+        let mut entries = Vec::with_capacity(event.records.len());
+        for (index, message) in event.records.iter().enumerate() {
+            let Some(id) = MessageId::parse(message.message_id.as_deref()) else {
+                tracing::error!(index, "record without messageId; failing the batch");
+                return BatchOutcome {
+                    result: Err(BatchError::MissingMessageId { index }),
+                    summary: BatchSummary::default(),
+                };
+            };
+            entries.push(Entry { index, id, message });
+        }
+
+        let remaining = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        let stop_starting_at =
+            Instant::now() + remaining.saturating_sub(self.settings.deadline_margin);
+
+        let mut statuses: Vec<Option<RecordStatus>> = vec![None; entries.len()];
+        let mut runs = stream::iter(units(entries, is_fifo(event)))
+            .map(|unit| self.run_unit(unit, stop_starting_at))
+            .buffer_unordered(self.settings.concurrency.get());
+        let mut ids: Vec<Option<MessageId>> = vec![None; statuses.len()];
+        while let Some(results) = runs.next().await {
+            for (index, id, status) in results {
+                statuses[index] = Some(status);
+                ids[index] = Some(id);
+            }
+        }
+        drop(runs);
+
+        let mut summary = BatchSummary::default();
+        let finished: Vec<(MessageId, RecordStatus)> = ids
+            .into_iter()
+            .zip(statuses)
+            .filter_map(|(id, status)| Some((id?, status?)))
+            .collect();
+        for (_, status) in &finished {
+            summary.add(*status);
+        }
+        let response = batch_response(finished.iter().map(|(id, status)| (id, *status)));
+        tracing::info!(
+            records = finished.len(),
+            failed = summary.failed(),
+            processed = summary.count(RecordStatus::Processed),
+            duplicate = summary.count(RecordStatus::Duplicate),
+            parked = summary.count(RecordStatus::Parked),
+            "batch done"
+        );
+
+        let count = finished.len();
+        let result = if count > 0 && summary.failed() == count {
+            Err(BatchError::AllFailed { count })
+        } else {
+            Ok(response)
+        };
+        BatchOutcome { result, summary }
+    }
+
+    /// Runs one unit (a record, or a FIFO message group in order).
+    async fn run_unit(
+        &self,
+        unit: Vec<Entry<'_>>,
+        stop_starting_at: Instant,
+    ) -> Vec<(usize, MessageId, RecordStatus)> {
+        let mut results = Vec::with_capacity(unit.len());
+        let mut group_failed = false;
+        for entry in unit {
+            let status = if group_failed {
+                RecordStatus::Skipped
+            } else if Instant::now() >= stop_starting_at {
+                RecordStatus::NotStarted
+            } else {
+                self.run_record(&entry).await
+            };
+            group_failed |= status.is_failure();
+            results.push((entry.index, entry.id, status));
+        }
+        results
+    }
+
+    async fn run_record(&self, entry: &Entry<'_>) -> RecordStatus {
+        let message = entry.message;
+        let receive_count = receive_count(message);
+        let span = tracing::info_span!(
+            "record",
+            message_id = %entry.id,
+            receive_count,
+            import_id = field::Empty,
+        );
+        async {
+            let outcome = AssertUnwindSafe(self.handler.handle(message))
+                .catch_unwind()
+                .await;
+            match outcome {
+                Ok(Ok(Ack::Processed)) => RecordStatus::Processed,
+                Ok(Ok(Ack::Duplicate)) => {
+                    tracing::info!("duplicate delivery; acknowledged");
+                    RecordStatus::Duplicate
+                }
+                Ok(Err(error)) => match &error {
+                    RecordError::Retryable { .. } => {
+                        tracing::warn!(error = %error_chain(&error), "retryable failure");
+                        self.back_off(message, receive_count).await;
+                        RecordStatus::Retried
+                    }
+                    RecordError::Permanent { code, reason, .. } => {
+                        tracing::warn!(error = %error_chain(&error), code, "permanent failure; parking");
+                        match self.queue.park(message, ParkReason { code, reason }).await {
+                            Ok(()) => RecordStatus::Parked,
+                            Err(e) => {
+                                tracing::error!(
+                                    error = %error_chain(e.as_ref()),
+                                    "parking failed; the record will be retried"
+                                );
+                                RecordStatus::ParkFailed
+                            }
+                        }
+                    }
+                },
+                Err(panic) => {
+                    tracing::error!(panic = panic_message(panic.as_ref()), "record handler panicked");
+                    self.back_off(message, receive_count).await;
+                    RecordStatus::Panicked
+                }
+            }
+        }
+        .instrument(span)
+        .await
+    }
+
+    /// Delays the next delivery of a failed message, if backoff is on. A failure here only
+    /// means the message comes back after the queue's visibility timeout instead.
+    async fn back_off(&self, message: &SqsMessage, receive_count: u32) {
+        let Some(policy) = self.settings.backoff else {
+            return;
+        };
+        let delay = policy.delay(receive_count, fastrand::f64());
+        match self.queue.change_visibility(message, delay).await {
+            Ok(()) => tracing::info!(delay_seconds = delay.as_secs(), "next delivery delayed"),
+            Err(e) => {
+                tracing::warn!(error = %error_chain(e.as_ref()), "could not delay the next delivery")
+            }
+        }
+    }
+}
+
+/// Whether the batch comes from a FIFO queue. Only the source ARN says so: a standard (fair)
+/// queue can carry `MessageGroupId` too, and must not be serialised by it.
+fn is_fifo(event: &SqsEvent) -> bool {
+    event
+        .records
+        .first()
+        .and_then(|r| r.event_source_arn.as_deref())
+        .is_some_and(|arn| arn.ends_with(".fifo"))
+}
+
+/// Splits the batch into units of sequential work: one per record, or on FIFO one per message
+/// group, each in batch order.
+fn units(entries: Vec<Entry<'_>>, fifo: bool) -> Vec<Vec<Entry<'_>>> {
+    if !fifo {
+        return entries.into_iter().map(|entry| vec![entry]).collect();
+    }
+    let mut order: Vec<Vec<Entry<'_>>> = Vec::new();
+    let mut position: HashMap<String, usize> = HashMap::new();
+    for entry in entries {
+        let group = entry
+            .message
+            .attributes
+            .get("MessageGroupId")
+            .cloned()
+            .unwrap_or_default();
+        let slot = *position.entry(group).or_insert_with(|| {
+            order.push(Vec::new());
+            order.len() - 1
+        });
+        order[slot].push(entry);
+    }
+    order
+}
+
+fn receive_count(message: &SqsMessage) -> u32 {
+    message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1)
+}
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
+    panic
+        .downcast_ref::<&str>()
+        .copied()
+        .or_else(|| panic.downcast_ref::<String>().map(String::as_str))
+        .unwrap_or("non-text panic payload")
+}
+
+#[cfg(test)]
+mod tests;

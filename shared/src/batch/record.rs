@@ -1,0 +1,173 @@
+//! What a record handler returns, and what became of each record.
+
+use std::fmt;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+
+use crate::idempotency::BoxError;
+
+/// A record the handler is done with: it will be acknowledged (deleted from the queue).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ack {
+    /// The work was done now.
+    Processed,
+    /// The work had been done before (the idempotency guard said so): nothing was repeated.
+    Duplicate,
+}
+
+/// Why a record could not be processed, classified by what should happen to it.
+///
+/// `reason` travels to logs and, for permanent failures, to the dead-letter queue's message
+/// attributes: keep it short, and never put message contents or secrets in it.
+#[derive(Debug, thiserror::Error)]
+pub enum RecordError {
+    /// Trying again later can succeed (throttling, a timeout, a dependency that is down, a job
+    /// in progress elsewhere). The record is reported failed and comes back after its visibility
+    /// timeout (or the backoff delay).
+    #[error("{reason}")]
+    Retryable {
+        /// What went wrong.
+        reason: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+    /// Trying again cannot succeed (a malformed job, a missing or invalid file). The record is
+    /// parked in the dead-letter queue with `code` and `reason`, then acknowledged.
+    #[error("{reason}")]
+    Permanent {
+        /// A short machine-readable class, e.g. `malformed_job`; operators filter redrives by it.
+        code: &'static str,
+        /// What went wrong.
+        reason: String,
+        /// The underlying error, if any.
+        #[source]
+        source: Option<BoxError>,
+    },
+}
+
+impl RecordError {
+    /// A retryable failure.
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Self::Retryable {
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// A permanent failure of class `code`.
+    pub fn permanent(code: &'static str, reason: impl Into<String>) -> Self {
+        Self::Permanent {
+            code,
+            reason: reason.into(),
+            source: None,
+        }
+    }
+
+    /// Attaches the underlying error.
+    pub fn with_source(mut self, error: impl Into<BoxError>) -> Self {
+        match &mut self {
+            Self::Retryable { source, .. } | Self::Permanent { source, .. } => {
+                *source = Some(error.into());
+            }
+        }
+        self
+    }
+}
+
+/// What a record handler returns.
+pub type RecordResult = Result<Ack, RecordError>;
+
+/// Handles one SQS record. Implement this for the work a queue's messages carry.
+///
+/// The handler runs inside a span with `message_id`; record the job's own id into it once parsed
+/// (`tracing::Span::current().record("import_id", id)`) so every log line carries both.
+pub trait RecordHandler: Send + Sync {
+    /// Handles `message`. Parse the body here: a malformed body is this record's failure, not
+    /// the batch's.
+    fn handle(&self, message: &SqsMessage) -> impl Future<Output = RecordResult> + Send;
+}
+
+/// What became of one record of a batch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum RecordStatus {
+    /// Processed now: acknowledged.
+    Processed,
+    /// Processed before: acknowledged.
+    Duplicate,
+    /// Failed permanently and parked in the dead-letter queue: acknowledged.
+    Parked,
+    /// Failed retryably: reported failed, comes back later.
+    Retried,
+    /// The handler panicked: reported failed, comes back later.
+    Panicked,
+    /// Failed permanently, but parking it failed: reported failed so it is not lost.
+    ParkFailed,
+    /// Not started because the invocation was close to its deadline: reported failed.
+    NotStarted,
+    /// FIFO only: not run because an earlier record of its message group failed: reported failed.
+    Skipped,
+}
+
+impl RecordStatus {
+    /// Every status, for exhaustive reports.
+    pub const ALL: [Self; 8] = [
+        Self::Processed,
+        Self::Duplicate,
+        Self::Parked,
+        Self::Retried,
+        Self::Panicked,
+        Self::ParkFailed,
+        Self::NotStarted,
+        Self::Skipped,
+    ];
+
+    /// Whether the record is reported in `batchItemFailures` (and so comes back).
+    pub fn is_failure(self) -> bool {
+        !matches!(self, Self::Processed | Self::Duplicate | Self::Parked)
+    }
+
+    /// A stable snake_case name, for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Processed => "processed",
+            Self::Duplicate => "duplicate",
+            Self::Parked => "parked",
+            Self::Retried => "retried",
+            Self::Panicked => "panicked",
+            Self::ParkFailed => "park_failed",
+            Self::NotStarted => "not_started",
+            Self::Skipped => "skipped",
+        }
+    }
+}
+
+impl fmt::Display for RecordStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// An SQS message id, guaranteed non-empty: Lambda fails the whole batch when a response names
+/// an empty or unknown `itemIdentifier`, so an empty id must never reach the response.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct MessageId(String);
+
+impl MessageId {
+    /// Validates `id`.
+    pub fn parse(id: Option<&str>) -> Option<Self> {
+        id.filter(|id| !id.trim().is_empty())
+            .map(|id| Self(id.to_owned()))
+    }
+
+    /// The id as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for MessageId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
