@@ -1,24 +1,27 @@
-//! `import-producer`: the HTTP API (behind API Gateway) that accepts imports and queues them.
+//! `import-producer`: the HTTP API that accepts imports and queues their jobs.
 //!
-//! The routes (`POST /imports`, `GET /imports/{id}`) arrive with the producer issue; until then
-//! every request gets `501 Not Implemented` as an RFC 9457 problem document, so a client can
-//! never mistake the placeholder for an accepted import.
+//! - `POST /imports` with `{"objectKey": "uploads/...", "format": "csv"}` and an optional
+//!   `Idempotency-Key` header records the import (status `QUEUED`), sends its job to the queue,
+//!   and answers `202 Accepted` with the import and a `Location` header.
+//!   A retry with the same key and body answers `200 OK` with the same import and the header
+//!   `Idempotent-Replayed: true` (or `202` if the job had to be sent again); the same key with
+//!   another body answers `409 Conflict`.
+//! - `GET /imports/{id}` answers the import's status, counts, error and timestamps.
+//!
+//! Every error is an RFC 9457 `application/problem+json` document that names the field at
+//! fault. A failing dependency answers `503` with `Retry-After`; nothing is left that a retry with
+//! the same key cannot finish.
+//!
+//! Layout: `routes` (the router and handlers), `request` (body parsing), `problem` (errors),
+//! `config`. The router is plain axum: `main.rs` runs it on `lambda_http`, and the local runner
+//! serves the same router over TCP.
 
-use lambda_runtime::{Error, LambdaEvent};
-use serde_json::{Value, json};
+mod config;
+mod problem;
+mod request;
+mod routes;
 
-/// Handles one API Gateway HTTP API (payload v2) request.
-pub async fn handle_request(event: LambdaEvent<Value>) -> Result<Value, Error> {
-    tracing::info!(request_id = %event.context.request_id, "request received");
-    let problem = json!({
-        "type": "about:blank",
-        "title": "Not Implemented",
-        "status": 501,
-        "detail": "the import API is not implemented yet"
-    });
-    Ok(json!({
-        "statusCode": 501,
-        "headers": { "content-type": "application/problem+json" },
-        "body": problem.to_string()
-    }))
-}
+pub use config::ProducerConfig;
+pub use problem::{PROBLEM_TYPE_PREFIX, Problem};
+pub use request::NewImport;
+pub use routes::{Api, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, router};

@@ -25,6 +25,7 @@ use super::{
     Claim, ClaimRequest, Decision, FencingToken, GuardError, IdempotencyKey, IdempotencyStore,
     PayloadHash,
 };
+use crate::dynamo::{Item, n, s};
 
 /// Attribute names of an idempotency item.
 pub mod attributes {
@@ -72,14 +73,6 @@ const CLAIM_CONDITION: &str = "attribute_not_exists(#key) \
      OR (#status = :in_progress AND #lease <= :now_ms)";
 
 const OWNED_CONDITION: &str = "#token = :token AND #status = :in_progress";
-
-fn s(value: &str) -> AttributeValue {
-    AttributeValue::S(value.to_owned())
-}
-
-fn n(value: u64) -> AttributeValue {
-    AttributeValue::N(value.to_string())
-}
 
 /// An [`IdempotencyStore`] on a DynamoDB table.
 #[derive(Debug, Clone)]
@@ -230,40 +223,23 @@ fn decode(
         key: key.clone(),
         reason,
     };
-    let string = |name: &str| -> Result<&str, GuardError> {
-        match item.get(name) {
-            Some(AttributeValue::S(value)) => Ok(value),
-            _ => Err(malformed(format!(
-                "attribute {name} is missing or not a string"
-            ))),
-        }
-    };
-    let number = |name: &str| -> Result<Option<u64>, GuardError> {
-        match item.get(name) {
-            None => Ok(None),
-            Some(AttributeValue::N(value)) => value
-                .parse()
-                .map(Some)
-                .map_err(|_| malformed(format!("attribute {name} is not a whole number"))),
-            Some(_) => Err(malformed(format!("attribute {name} is not a number"))),
-        }
-    };
-
-    let status_text = string(attr::STATUS)?;
+    let item = Item(item);
+    let status_text = item.string(attr::STATUS).map_err(malformed)?;
     let status = Status::parse(status_text)
         .ok_or_else(|| malformed(format!("unknown status {status_text:?}")))?;
-    let result = match item.get(attr::RESULT) {
-        Some(AttributeValue::S(value)) => Some(value.clone()),
-        _ => None,
-    };
     Ok(Record {
         status,
-        payload_hash: PayloadHash::from_stored(string(attr::PAYLOAD_HASH)?),
-        token: FencingToken::from_stored(string(attr::FENCING_TOKEN)?),
-        lease_expires_at_ms: number(attr::LEASE_EXPIRES_AT)?.unwrap_or(0),
-        expires_at_s: number(attr::EXPIRES_AT)?
-            .ok_or_else(|| malformed(format!("attribute {} is missing", attr::EXPIRES_AT)))?,
-        result,
+        payload_hash: PayloadHash::from_stored(item.string(attr::PAYLOAD_HASH).map_err(malformed)?),
+        token: FencingToken::from_stored(item.string(attr::FENCING_TOKEN).map_err(malformed)?),
+        lease_expires_at_ms: item
+            .optional_number(attr::LEASE_EXPIRES_AT)
+            .map_err(malformed)?
+            .unwrap_or(0),
+        expires_at_s: item.number(attr::EXPIRES_AT).map_err(malformed)?,
+        result: item
+            .optional_string(attr::RESULT)
+            .map_err(malformed)?
+            .map(str::to_owned),
     })
 }
 

@@ -3,7 +3,9 @@
 //! Both stores use this model, so they cannot disagree about what blocks a claim or what a
 //! conflict means.
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::SystemTime;
+
+pub(crate) use crate::dynamo::{from_millis, millis};
 
 use super::{ClaimRequest, Decision, FencingToken, PayloadHash};
 
@@ -82,12 +84,6 @@ impl Record {
     }
 }
 
-/// Epoch milliseconds of `time` (0 before the epoch).
-pub(crate) fn millis(time: SystemTime) -> u64 {
-    time.duration_since(UNIX_EPOCH)
-        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
-}
-
 /// Epoch seconds of `time`, rounded up so a retention is never cut short.
 pub(crate) fn seconds_ceil(time: SystemTime) -> u64 {
     millis(time).div_ceil(1000)
@@ -96,8 +92,4 @@ pub(crate) fn seconds_ceil(time: SystemTime) -> u64 {
 /// Epoch seconds of `time`, rounded down.
 pub(crate) fn seconds_floor(time: SystemTime) -> u64 {
     millis(time) / 1000
-}
-
-pub(crate) fn from_millis(ms: u64) -> SystemTime {
-    UNIX_EPOCH + Duration::from_millis(ms)
 }

@@ -1,0 +1,74 @@
+//! Parsing `POST /imports` bodies into a validated request, field by field, so each error names
+//! the field at fault.
+
+use serde_json::{Map, Value};
+use shared::idempotency::PayloadHash;
+use shared::imports::{ImportFormat, ObjectKey};
+
+use crate::problem::Problem;
+
+const OBJECT_KEY: &str = "objectKey";
+const FORMAT: &str = "format";
+const KNOWN_FIELDS: [&str; 2] = [OBJECT_KEY, FORMAT];
+
+/// A valid request to import an uploaded object. `[To customize]`: the body's fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewImport {
+    /// The uploaded object, inside the upload prefix.
+    pub object_key: ObjectKey,
+    /// Its format: given, or implied by the key's extension.
+    pub format: ImportFormat,
+}
+
+impl NewImport {
+    /// Parses a body. The object key must lie under `upload_prefix`.
+    pub fn parse(body: &[u8], upload_prefix: &str) -> Result<Self, Problem> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(Problem::body_not_an_object());
+        };
+        if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
+            return Err(Problem::unknown_field(unknown, &KNOWN_FIELDS));
+        }
+
+        let raw_key =
+            string_field(&fields, OBJECT_KEY)?.ok_or_else(|| Problem::missing_field(OBJECT_KEY))?;
+        let object_key = ObjectKey::parse(raw_key, upload_prefix)
+            .map_err(|e| Problem::unsafe_object_key(OBJECT_KEY, format!("{OBJECT_KEY} {e}")))?;
+
+        let format = match string_field(&fields, FORMAT)? {
+            Some(name) => ImportFormat::parse(name).ok_or_else(|| {
+                let known: Vec<&str> = ImportFormat::ALL.iter().map(|f| f.as_str()).collect();
+                Problem::invalid_value(
+                    FORMAT,
+                    format!("{FORMAT} must be one of {}", known.join(", ")),
+                )
+            })?,
+            None => ImportFormat::from_key(&object_key).ok_or_else(|| {
+                Problem::missing_field(FORMAT).with_detail(format!(
+                    "field {FORMAT} is required when {OBJECT_KEY} has no .csv, .ndjson or .jsonl extension"
+                ))
+            })?,
+        };
+        Ok(Self { object_key, format })
+    }
+
+    /// A hash of what the request asks for (not of its bytes: key order and white space do not
+    /// make a different request).
+    pub fn fingerprint(&self) -> PayloadHash {
+        PayloadHash::of(format!("{}\n{}", self.format.as_str(), self.object_key).as_bytes())
+    }
+}
+
+/// The string value of `name`, `None` when absent; a non-string is a type error.
+fn string_field<'a>(
+    fields: &'a Map<String, Value>,
+    name: &str,
+) -> Result<Option<&'a str>, Problem> {
+    match fields.get(name) {
+        None => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text)),
+        Some(_) => Err(Problem::wrong_type(name, "a string")),
+    }
+}

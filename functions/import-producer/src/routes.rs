@@ -1,0 +1,266 @@
+//! The routes: `POST /imports` and `GET /imports/{id}`.
+
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::{Body, to_bytes};
+use axum::extract::{Path, Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use lambda_http::request::RequestContext;
+use serde_json::json;
+use shared::batch::error_chain;
+use shared::idempotency::IdempotencyKey;
+use shared::imports::{
+    CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore, JobQueue,
+};
+
+use crate::problem::Problem;
+use crate::request::NewImport;
+
+/// The header a client sends to make `POST /imports` safe to retry.
+pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
+/// Set on a response that replays an earlier request's result.
+pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
+
+/// What the routes need: the import store, the job queue and the request limits.
+#[derive(Debug)]
+pub struct Api<S, Q> {
+    /// Where import records live.
+    pub store: S,
+    /// Where jobs go.
+    pub queue: Q,
+    /// Object keys must start with this.
+    pub upload_prefix: String,
+    /// Largest accepted body, in bytes.
+    pub max_body_bytes: usize,
+}
+
+/// The API as an axum router: served by `lambda_http` in Lambda and by `axum::serve` locally.
+pub fn router<S, Q>(api: Arc<Api<S, Q>>) -> Router
+where
+    S: ImportStore + 'static,
+    Q: JobQueue + 'static,
+{
+    Router::new()
+        .route(
+            "/imports",
+            post(create_import::<S, Q>).fallback(|method: Method| async move {
+                Problem::method_not_allowed(method.as_str(), "POST")
+            }),
+        )
+        .route(
+            "/imports/{id}",
+            get(get_import::<S, Q>).fallback(|method: Method| async move {
+                Problem::method_not_allowed(method.as_str(), "GET")
+            }),
+        )
+        .fallback(|uri: Uri| async move { Problem::route_not_found(uri.path()) })
+        .with_state(api)
+}
+
+async fn create_import<S: ImportStore, Q: JobQueue>(
+    State(api): State<Arc<Api<S, Q>>>,
+    request: Request,
+) -> Result<Response, Problem> {
+    let (parts, body) = request.into_parts();
+    require_json(&parts.headers)?;
+    let body = read_body(body, api.max_body_bytes).await?;
+    let new = NewImport::parse(&body, &api.upload_prefix)?;
+    let key = idempotency_key(&parts.headers)?;
+    let import_id = match &key {
+        Some(key) => ImportId::for_idempotency_key(&caller(&parts), key),
+        None => ImportId::generate(),
+    };
+    let record = ImportRecord::queued(
+        import_id,
+        new.object_key.clone(),
+        new.format,
+        new.fingerprint().as_str().to_owned(),
+        SystemTime::now(),
+    );
+    let trace = parts
+        .headers
+        .get("x-amzn-trace-id")
+        .and_then(|v| v.to_str().ok());
+    accept(&api, &record, key.is_some(), trace).await
+}
+
+/// Records the import and queues its job, or replays what an earlier request with the same key
+/// did.
+#[tracing::instrument(skip_all, fields(import_id = %record.import_id))]
+async fn accept<S: ImportStore, Q: JobQueue>(
+    api: &Api<S, Q>,
+    record: &ImportRecord,
+    has_key: bool,
+    trace: Option<&str>,
+) -> Result<Response, Problem> {
+    let import_id = record.import_id;
+    let existing = match api.store.create(record).await {
+        Ok(CreateOutcome::Created) => None,
+        Ok(CreateOutcome::Exists(existing)) => Some(existing),
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "could not record the import");
+            return Err(Problem::dependency_unavailable(
+                "the import could not be recorded; retry the request",
+            ));
+        }
+    };
+
+    match existing {
+        None => {
+            if let Err(problem) = send_job(api, record, trace).await {
+                if !has_key {
+                    // Without a key the client cannot come back to this import: undo it.
+                    if let Err(e) = api.store.delete_unsent(import_id).await {
+                        tracing::error!(error = %error_chain(&e), "could not remove the unsent import");
+                    }
+                }
+                return Err(problem);
+            }
+            tracing::info!("import accepted");
+            Ok(accepted(StatusCode::ACCEPTED, record, false))
+        }
+        Some(existing) if existing.request_hash != record.request_hash => {
+            Err(Problem::idempotency_key_reused())
+        }
+        Some(existing) if !existing.job_sent => {
+            tracing::info!("retried import whose job may not have been sent; sending it again");
+            send_job(api, &existing, trace).await?;
+            Ok(accepted(StatusCode::ACCEPTED, &existing, true))
+        }
+        Some(existing) => Ok(accepted(StatusCode::OK, &existing, true)),
+    }
+}
+
+/// Sends the import's job and records that it was sent. Only a failed send is an error: if the
+/// mark fails, a retry sends the job once more, which the idempotent consumer absorbs.
+async fn send_job<S: ImportStore, Q: JobQueue>(
+    api: &Api<S, Q>,
+    record: &ImportRecord,
+    trace: Option<&str>,
+) -> Result<(), Problem> {
+    let job = ImportJob::new(record.import_id, &record.object_key, record.format);
+    if let Err(e) = api.queue.send(&job, trace).await {
+        tracing::error!(error = %error_chain(e.as_ref()), "could not queue the job");
+        return Err(Problem::dependency_unavailable(
+            "the import could not be queued; retry the request with the same Idempotency-Key",
+        ));
+    }
+    if let Err(e) = api
+        .store
+        .mark_job_sent(record.import_id, SystemTime::now())
+        .await
+    {
+        tracing::warn!(error = %error_chain(&e), "job sent, but not marked as sent");
+    }
+    Ok(())
+}
+
+async fn get_import<S: ImportStore, Q: JobQueue>(
+    State(api): State<Arc<Api<S, Q>>>,
+    Path(id): Path<String>,
+) -> Result<Response, Problem> {
+    let import_id = ImportId::parse(&id).map_err(|e| Problem::invalid_import_id(e.to_string()))?;
+    match api.store.get(import_id).await {
+        Ok(Some(record)) => Ok((StatusCode::OK, axum::Json(view(&record))).into_response()),
+        Ok(None) => Err(Problem::import_not_found(&id)),
+        Err(e) => {
+            tracing::error!(error = %error_chain(&e), "could not read the import");
+            Err(Problem::dependency_unavailable(
+                "the import could not be read; retry",
+            ))
+        }
+    }
+}
+
+fn accepted(status: StatusCode, record: &ImportRecord, replayed: bool) -> Response {
+    let mut response = (status, axum::Json(view(record))).into_response();
+    let location = format!("/imports/{}", record.import_id);
+    let headers = response.headers_mut();
+    headers.insert(
+        header::LOCATION,
+        HeaderValue::from_str(&location).expect("an import path is a valid header"),
+    );
+    if replayed {
+        headers.insert(IDEMPOTENT_REPLAYED, HeaderValue::from_static("true"));
+    }
+    response
+}
+
+/// The public view of an import.
+fn view(record: &ImportRecord) -> serde_json::Value {
+    let mut view = json!({
+        "importId": record.import_id,
+        "status": record.status.as_str(),
+        "objectKey": record.object_key.as_str(),
+        "format": record.format.as_str(),
+        "createdAt": humantime::format_rfc3339_millis(record.created_at).to_string(),
+        "updatedAt": humantime::format_rfc3339_millis(record.updated_at).to_string(),
+    });
+    if record.status != ImportStatus::Queued {
+        view["rowsWritten"] = json!(record.rows_written.unwrap_or(0));
+        view["rowsRejected"] = json!(record.rows_rejected.unwrap_or(0));
+    }
+    if let Some(error) = &record.error {
+        view["error"] = json!(error);
+    }
+    view
+}
+
+fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .map(|v| v.to_str().unwrap_or("(not text)"));
+    let essence = content_type
+        .and_then(|ct| ct.split(';').next())
+        .map(|ct| ct.trim().to_ascii_lowercase());
+    match essence.as_deref() {
+        Some("application/json") => Ok(()),
+        _ => Err(Problem::unsupported_media_type(content_type)),
+    }
+}
+
+async fn read_body(body: Body, limit: usize) -> Result<axum::body::Bytes, Problem> {
+    to_bytes(body, limit)
+        .await
+        .map_err(|_| Problem::payload_too_large(limit))
+}
+
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY) else {
+        return Ok(None);
+    };
+    let text = value
+        .to_str()
+        .map_err(|_| Problem::invalid_idempotency_key("Idempotency-Key must be visible ASCII"))?;
+    IdempotencyKey::parse(text)
+        .map(Some)
+        .map_err(|e| Problem::invalid_idempotency_key(e.to_string()))
+}
+
+/// Who is calling, so idempotency keys are scoped per caller: the IAM principal or JWT subject
+/// API Gateway authorised, or `anonymous` (local runs).
+fn caller(parts: &Parts) -> String {
+    let Some(RequestContext::ApiGatewayV2(context)) = parts.extensions.get::<RequestContext>()
+    else {
+        return "anonymous".to_owned();
+    };
+    let Some(authorizer) = &context.authorizer else {
+        return "anonymous".to_owned();
+    };
+    authorizer
+        .iam
+        .as_ref()
+        .and_then(|iam| iam.user_arn.clone())
+        .or_else(|| {
+            authorizer
+                .jwt
+                .as_ref()
+                .and_then(|jwt| jwt.claims.get("sub").cloned())
+        })
+        .unwrap_or_else(|| "anonymous".to_owned())
+}

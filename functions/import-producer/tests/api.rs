@@ -1,0 +1,364 @@
+//! The producer's routes driven by API Gateway HTTP API (payload v2) events, decoded by
+//! `lambda_http` exactly as in Lambda, against in-memory fakes of the store and the queue.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use axum::body::{Body, to_bytes};
+use axum::http::{Response, StatusCode};
+use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
+use serde_json::{Value, json};
+use shared::idempotency::BoxError;
+use shared::imports::{
+    CreateOutcome, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
+    JobQueue, StoreError,
+};
+use tower::ServiceExt;
+
+#[derive(Default)]
+struct MemoryImports {
+    records: Mutex<HashMap<ImportId, ImportRecord>>,
+    down: AtomicBool,
+}
+
+impl MemoryImports {
+    fn check(&self) -> Result<(), StoreError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("table down".into()));
+        }
+        Ok(())
+    }
+
+    fn all(&self) -> Vec<ImportRecord> {
+        self.records.lock().unwrap().values().cloned().collect()
+    }
+}
+
+impl ImportStore for MemoryImports {
+    async fn create(&self, record: &ImportRecord) -> Result<CreateOutcome, StoreError> {
+        self.check()?;
+        let mut records = self.records.lock().unwrap();
+        if let Some(existing) = records.get(&record.import_id) {
+            return Ok(CreateOutcome::Exists(existing.clone()));
+        }
+        records.insert(record.import_id, record.clone());
+        Ok(CreateOutcome::Created)
+    }
+
+    async fn mark_job_sent(&self, import_id: ImportId, at: SystemTime) -> Result<(), StoreError> {
+        self.check()?;
+        if let Some(record) = self.records.lock().unwrap().get_mut(&import_id) {
+            record.job_sent = true;
+            record.updated_at = at;
+        }
+        Ok(())
+    }
+
+    async fn delete_unsent(&self, import_id: ImportId) -> Result<(), StoreError> {
+        self.check()?;
+        let mut records = self.records.lock().unwrap();
+        if records.get(&import_id).is_some_and(|r| !r.job_sent) {
+            records.remove(&import_id);
+        }
+        Ok(())
+    }
+
+    async fn get(&self, import_id: ImportId) -> Result<Option<ImportRecord>, StoreError> {
+        self.check()?;
+        Ok(self.records.lock().unwrap().get(&import_id).cloned())
+    }
+}
+
+#[derive(Default)]
+struct MemoryQueue {
+    jobs: Mutex<Vec<(ImportJob, Option<String>)>>,
+    down: AtomicBool,
+}
+
+impl MemoryQueue {
+    fn jobs(&self) -> Vec<(ImportJob, Option<String>)> {
+        self.jobs.lock().unwrap().clone()
+    }
+}
+
+impl JobQueue for MemoryQueue {
+    async fn send(&self, job: &ImportJob, trace: Option<&str>) -> Result<(), BoxError> {
+        if self.down.load(Ordering::SeqCst) {
+            return Err("queue down".into());
+        }
+        self.jobs
+            .lock()
+            .unwrap()
+            .push((job.clone(), trace.map(str::to_owned)));
+        Ok(())
+    }
+}
+
+type TestApi = Arc<Api<MemoryImports, MemoryQueue>>;
+
+fn api() -> TestApi {
+    Arc::new(Api {
+        store: MemoryImports::default(),
+        queue: MemoryQueue::default(),
+        upload_prefix: "uploads/".into(),
+        max_body_bytes: 1024,
+    })
+}
+
+fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
+}
+
+/// Sends an API Gateway event through `lambda_http`'s decoding and the router.
+async fn call(api: &TestApi, event: Value) -> (StatusCode, Response<Body>, Value) {
+    let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
+    let request = request.map(|body| Body::from(body.to_vec()));
+    let response = router(Arc::clone(api)).oneshot(request).await.unwrap();
+    let status = response.status();
+    let (parts, body) = response.into_parts();
+    let bytes = to_bytes(body, usize::MAX).await.unwrap();
+    let json = if bytes.is_empty() {
+        Value::Null
+    } else {
+        serde_json::from_slice(&bytes).unwrap()
+    };
+    (status, Response::from_parts(parts, Body::empty()), json)
+}
+
+fn post(body: &str) -> Value {
+    let mut event = fixture("post_imports.json");
+    event["body"] = json!(body);
+    event
+}
+
+fn header<'a>(response: &'a Response<Body>, name: &str) -> Option<&'a str> {
+    response.headers().get(name).map(|v| v.to_str().unwrap())
+}
+
+#[tokio::test]
+async fn an_accepted_import_is_recorded_and_exactly_one_job_is_queued() {
+    let api = api();
+    let (status, response, body) = call(&api, fixture("post_imports.json")).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = body["importId"].as_str().unwrap();
+    assert_eq!(
+        header(&response, "location"),
+        Some(format!("/imports/{id}").as_str())
+    );
+    assert_eq!(body["status"], "QUEUED");
+    assert_eq!(body["objectKey"], "uploads/orders.csv");
+    assert_eq!(body["format"], "csv");
+
+    let records = api.store.all();
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0].import_id.to_string(), id);
+    assert_eq!(records[0].status, ImportStatus::Queued);
+    assert!(records[0].job_sent);
+
+    let jobs = api.queue.jobs();
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0].0.import_id.to_string(), id);
+    assert_eq!(jobs[0].0.object_key, "uploads/orders.csv");
+    assert_eq!(jobs[0].0.format, ImportFormat::Csv);
+    assert_eq!(
+        jobs[0].1.as_deref(),
+        Some("Root=1-6748b3c0-0123456789abcdef01234567")
+    );
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_replays_the_import_and_queues_nothing_more() {
+    let api = api();
+    let (_, _, first) = call(&api, fixture("post_imports.json")).await;
+    let (status, response, again) = call(&api, fixture("post_imports.json")).await;
+
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(header(&response, "idempotent-replayed"), Some("true"));
+    assert_eq!(again["importId"], first["importId"]);
+    assert_eq!(api.store.all().len(), 1);
+    assert_eq!(api.queue.jobs().len(), 1);
+}
+
+#[tokio::test]
+async fn the_same_key_with_another_body_is_a_conflict() {
+    let api = api();
+    call(&api, fixture("post_imports.json")).await;
+    let (status, _, problem) = call(&api, post(r#"{"objectKey":"uploads/other.csv"}"#)).await;
+    assert_eq!(status, StatusCode::CONFLICT);
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}idempotency-key-reused")
+    );
+    assert_eq!(api.queue.jobs().len(), 1);
+}
+
+#[tokio::test]
+async fn equivalent_bodies_are_the_same_request() {
+    let api = api();
+    call(&api, fixture("post_imports.json")).await;
+    let (status, _, _) = call(
+        &api,
+        post(r#"{ "format": "csv", "objectKey": "uploads/orders.csv" }"#),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK);
+}
+
+#[tokio::test]
+async fn keys_are_scoped_to_the_caller() {
+    let api = api();
+    let (_, _, mine) = call(&api, fixture("post_imports.json")).await;
+    let mut theirs = fixture("post_imports.json");
+    theirs["requestContext"]["authorizer"]["iam"]["userArn"] =
+        json!("arn:aws:iam::123456789012:user/someone-else");
+    let (status, _, other) = call(&api, theirs).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(mine["importId"], other["importId"]);
+}
+
+#[tokio::test]
+async fn without_a_key_each_request_is_a_new_import_with_a_sortable_id() {
+    let api = api();
+    let mut event = fixture("post_imports.json");
+    event["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
+    let (_, _, first) = call(&api, event.clone()).await;
+    let (_, _, second) = call(&api, event).await;
+    let (first, second) = (
+        first["importId"].as_str().unwrap().to_owned(),
+        second["importId"].as_str().unwrap().to_owned(),
+    );
+    assert!(
+        first < second,
+        "UUIDv7 ids sort by creation: {first} {second}"
+    );
+    assert_eq!(api.queue.jobs().len(), 2);
+}
+
+#[tokio::test]
+async fn a_queue_failure_answers_503_and_the_retry_with_the_key_sends_the_job() {
+    let api = api();
+    api.queue.down.store(true, Ordering::SeqCst);
+    let (status, response, problem) = call(&api, fixture("post_imports.json")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert_eq!(header(&response, "retry-after"), Some("5"));
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}dependency-unavailable")
+    );
+    assert!(
+        !api.store.all()[0].job_sent,
+        "the record says the job may be unsent"
+    );
+
+    api.queue.down.store(false, Ordering::SeqCst);
+    let (status, response, body) = call(&api, fixture("post_imports.json")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(header(&response, "idempotent-replayed"), Some("true"));
+    assert_eq!(api.queue.jobs().len(), 1);
+    assert_eq!(
+        api.queue.jobs()[0].0.import_id.to_string(),
+        body["importId"].as_str().unwrap()
+    );
+    assert!(api.store.all()[0].job_sent);
+}
+
+#[tokio::test]
+async fn a_queue_failure_without_a_key_leaves_no_orphan_import() {
+    let api = api();
+    api.queue.down.store(true, Ordering::SeqCst);
+    let mut event = fixture("post_imports.json");
+    event["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
+    let (status, _, _) = call(&api, event).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(api.store.all().is_empty());
+}
+
+#[tokio::test]
+async fn a_table_failure_answers_503_and_queues_nothing() {
+    let api = api();
+    api.store.down.store(true, Ordering::SeqCst);
+    let (status, _, _) = call(&api, fixture("post_imports.json")).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(api.queue.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn get_returns_the_import_with_its_status_and_timestamps() {
+    let api = api();
+    let (_, _, created) = call(&api, fixture("post_imports.json")).await;
+    let id = created["importId"].as_str().unwrap();
+    let mut event = fixture("get_import.json");
+    event["rawPath"] = json!(format!("/imports/{id}"));
+    event["requestContext"]["http"]["path"] = json!(format!("/imports/{id}"));
+
+    let (status, _, body) = call(&api, event).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(body["importId"], id);
+    assert_eq!(body["status"], "QUEUED");
+    assert!(body["createdAt"].as_str().unwrap().ends_with('Z'));
+    assert!(
+        body.get("rowsWritten").is_none(),
+        "no counts before processing"
+    );
+}
+
+#[tokio::test]
+async fn get_of_an_unknown_import_is_404_and_of_a_malformed_id_400() {
+    let api = api();
+    let (status, _, problem) = call(&api, fixture("get_import.json")).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}import-not-found")
+    );
+
+    let mut event = fixture("get_import.json");
+    event["rawPath"] = json!("/imports/not-a-uuid");
+    event["requestContext"]["http"]["path"] = json!("/imports/not-a-uuid");
+    let (status, _, problem) = call(&api, event).await;
+    assert_eq!(status, StatusCode::BAD_REQUEST);
+    assert_eq!(problem["field"], "id");
+}
+
+#[tokio::test]
+async fn a_malformed_body_is_a_problem_naming_the_field_and_queues_nothing() {
+    let api = api();
+    let (status, response, problem) = call(&api, post(r#"{"objectKey": 42}"#)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        header(&response, "content-type"),
+        Some("application/problem+json")
+    );
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}invalid-field-type")
+    );
+    assert_eq!(problem["field"], "objectKey");
+    assert_eq!(problem["status"], 422);
+    assert!(api.queue.jobs().is_empty());
+    assert!(api.store.all().is_empty());
+}
+
+#[tokio::test]
+async fn a_wrong_method_is_405_with_allow() {
+    let api = api();
+    let mut event = fixture("post_imports.json");
+    event["requestContext"]["http"]["method"] = json!("DELETE");
+    let (status, response, problem) = call(&api, event).await;
+    assert_eq!(status, StatusCode::METHOD_NOT_ALLOWED);
+    assert_eq!(header(&response, "allow"), Some("POST"));
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}method-not-allowed")
+    );
+}

@@ -1,0 +1,22 @@
+//! The import domain shared by the producer and the processor: ids, object keys, the job message
+//! and the import record, with the stores that persist them.
+//!
+//! `[To customize]`: this is the example domain. A fork renames `Import*` to its own unit of
+//! work and changes [`ImportFormat`] and the job's fields; the guard, the batch processor and the
+//! protection helpers do not change.
+//!
+//! Layout: value types in `types`, the job message in `job`, the import record and its
+//! DynamoDB store in `record`, the SQS job queue in `queue`.
+
+mod job;
+mod queue;
+mod record;
+mod types;
+
+pub use job::{ImportJob, JOB_SCHEMA_VERSION, job_attributes};
+pub use queue::{JobQueue, SqsJobQueue};
+pub use record::{
+    CreateOutcome, DynamoDbImports, ImportRecord, ImportStatus, ImportStore, StoreError,
+    import_attributes,
+};
+pub use types::{ImportFormat, ImportId, InvalidImportId, InvalidObjectKey, ObjectKey};

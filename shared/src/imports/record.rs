@@ -1,0 +1,344 @@
+//! The import record: what a client reads back with `GET /imports/{id}`.
+
+use std::collections::HashMap;
+use std::time::SystemTime;
+
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+
+use super::{ImportFormat, ImportId, ObjectKey};
+use crate::dynamo::{Item, from_millis, millis, n, s};
+use crate::idempotency::BoxError;
+
+/// Where an import is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ImportStatus {
+    /// Accepted; the job is (or is about to be) on the queue.
+    Queued,
+    /// All valid rows were written.
+    Completed,
+    /// The file cannot be imported; `error` says why.
+    Failed,
+}
+
+impl ImportStatus {
+    /// The status's name in storage and in the API.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Queued => "QUEUED",
+            Self::Completed => "COMPLETED",
+            Self::Failed => "FAILED",
+        }
+    }
+
+    fn parse(text: &str) -> Option<Self> {
+        [Self::Queued, Self::Completed, Self::Failed]
+            .into_iter()
+            .find(|s| s.as_str() == text)
+    }
+}
+
+/// An import as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImportRecord {
+    /// The import's id.
+    pub import_id: ImportId,
+    /// Where it is in its life.
+    pub status: ImportStatus,
+    /// The uploaded object.
+    pub object_key: ObjectKey,
+    /// The object's format.
+    pub format: ImportFormat,
+    /// Hash of the request that created the import, to tell a retry from a reused key.
+    pub request_hash: String,
+    /// Whether the job is known to have reached the queue. While `false`, a retry of the
+    /// request sends the job again.
+    pub job_sent: bool,
+    /// When the import was accepted.
+    pub created_at: SystemTime,
+    /// When the record last changed.
+    pub updated_at: SystemTime,
+    /// Rows written, once completed.
+    pub rows_written: Option<u64>,
+    /// Rows rejected by validation, once completed.
+    pub rows_rejected: Option<u64>,
+    /// Why the import failed, or a summary of rejected rows.
+    pub error: Option<String>,
+}
+
+impl ImportRecord {
+    /// A newly accepted import whose job has not been sent yet.
+    pub fn queued(
+        import_id: ImportId,
+        object_key: ObjectKey,
+        format: ImportFormat,
+        request_hash: String,
+        now: SystemTime,
+    ) -> Self {
+        Self {
+            import_id,
+            status: ImportStatus::Queued,
+            object_key,
+            format,
+            request_hash,
+            job_sent: false,
+            created_at: now,
+            updated_at: now,
+            rows_written: None,
+            rows_rejected: None,
+            error: None,
+        }
+    }
+}
+
+/// What creating an import found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CreateOutcome {
+    /// The record was written.
+    Created,
+    /// A record with this id already exists (a retry, or a reused key): here it is.
+    Exists(ImportRecord),
+}
+
+/// Why an import store operation failed.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The table could not be reached or refused the request. Retryable.
+    #[error("the imports table is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// A stored record cannot be understood.
+    #[error("the import record {import_id} is malformed: {reason}")]
+    Malformed {
+        /// The import's id.
+        import_id: ImportId,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// Persistence of import records.
+pub trait ImportStore: Send + Sync {
+    /// Writes `record` unless its id exists; a conflict returns the existing record without a
+    /// second request.
+    fn create(
+        &self,
+        record: &ImportRecord,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send;
+
+    /// Records that the import's job reached the queue.
+    fn mark_job_sent(
+        &self,
+        import_id: ImportId,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Deletes an import whose job was never sent (undoing a request that failed half-way).
+    /// Does nothing when the job was sent after all.
+    fn delete_unsent(
+        &self,
+        import_id: ImportId,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send;
+
+    /// Reads an import.
+    fn get(
+        &self,
+        import_id: ImportId,
+    ) -> impl Future<Output = Result<Option<ImportRecord>, StoreError>> + Send;
+}
+
+/// Attribute names of an import item.
+pub mod import_attributes {
+    /// Partition key (string): the import id.
+    pub const ID: &str = "id";
+    /// `QUEUED`, `COMPLETED` or `FAILED`.
+    pub const STATUS: &str = "status";
+    /// The uploaded object's key.
+    pub const OBJECT_KEY: &str = "object_key";
+    /// The object's format.
+    pub const FORMAT: &str = "format";
+    /// Hash of the creating request.
+    pub const REQUEST_HASH: &str = "request_hash";
+    /// Whether the job reached the queue (boolean).
+    pub const JOB_SENT: &str = "job_sent";
+    /// Epoch milliseconds.
+    pub const CREATED_AT: &str = "created_at";
+    /// Epoch milliseconds.
+    pub const UPDATED_AT: &str = "updated_at";
+    /// Rows written.
+    pub const ROWS_WRITTEN: &str = "rows_written";
+    /// Rows rejected.
+    pub const ROWS_REJECTED: &str = "rows_rejected";
+    /// Failure reason or rejection summary.
+    pub const ERROR: &str = "error";
+}
+
+use import_attributes as attr;
+
+/// An [`ImportStore`] on a DynamoDB table with a string partition key [`import_attributes::ID`].
+///
+/// The producer needs `dynamodb:PutItem`, `dynamodb:UpdateItem`, `dynamodb:DeleteItem` and
+/// `dynamodb:GetItem` on the table.
+#[derive(Debug, Clone)]
+pub struct DynamoDbImports {
+    client: Client,
+    table_name: String,
+}
+
+impl DynamoDbImports {
+    /// A store on `table_name`.
+    pub fn new(client: Client, table_name: impl Into<String>) -> Self {
+        Self {
+            client,
+            table_name: table_name.into(),
+        }
+    }
+
+    fn key(import_id: ImportId) -> HashMap<String, AttributeValue> {
+        HashMap::from([(attr::ID.to_owned(), s(&import_id.to_string()))])
+    }
+}
+
+fn encode(record: &ImportRecord) -> HashMap<String, AttributeValue> {
+    let mut item = HashMap::from([
+        (attr::ID.to_owned(), s(&record.import_id.to_string())),
+        (attr::STATUS.to_owned(), s(record.status.as_str())),
+        (attr::OBJECT_KEY.to_owned(), s(record.object_key.as_str())),
+        (attr::FORMAT.to_owned(), s(record.format.as_str())),
+        (attr::REQUEST_HASH.to_owned(), s(&record.request_hash)),
+        (
+            attr::JOB_SENT.to_owned(),
+            AttributeValue::Bool(record.job_sent),
+        ),
+        (attr::CREATED_AT.to_owned(), n(millis(record.created_at))),
+        (attr::UPDATED_AT.to_owned(), n(millis(record.updated_at))),
+    ]);
+    if let Some(rows) = record.rows_written {
+        item.insert(attr::ROWS_WRITTEN.to_owned(), n(rows));
+    }
+    if let Some(rows) = record.rows_rejected {
+        item.insert(attr::ROWS_REJECTED.to_owned(), n(rows));
+    }
+    if let Some(error) = &record.error {
+        item.insert(attr::ERROR.to_owned(), s(error));
+    }
+    item
+}
+
+fn decode(item: &HashMap<String, AttributeValue>) -> Result<ImportRecord, String> {
+    let item = Item(item);
+    let import_id = ImportId::parse(item.string(attr::ID)?).map_err(|e| e.to_string())?;
+    let status = item.string(attr::STATUS)?;
+    let format = item.string(attr::FORMAT)?;
+    Ok(ImportRecord {
+        import_id,
+        status: ImportStatus::parse(status).ok_or_else(|| format!("unknown status {status:?}"))?,
+        object_key: ObjectKey::from_stored(item.string(attr::OBJECT_KEY)?),
+        format: ImportFormat::parse(format).ok_or_else(|| format!("unknown format {format:?}"))?,
+        request_hash: item.string(attr::REQUEST_HASH)?.to_owned(),
+        job_sent: item.boolean(attr::JOB_SENT)?,
+        created_at: from_millis(item.number(attr::CREATED_AT)?),
+        updated_at: from_millis(item.number(attr::UPDATED_AT)?),
+        rows_written: item.optional_number(attr::ROWS_WRITTEN)?,
+        rows_rejected: item.optional_number(attr::ROWS_REJECTED)?,
+        error: item.optional_string(attr::ERROR)?.map(str::to_owned),
+    })
+}
+
+fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> StoreError {
+    StoreError::Unavailable(Box::new(error))
+}
+
+impl ImportStore for DynamoDbImports {
+    async fn create(&self, record: &ImportRecord) -> Result<CreateOutcome, StoreError> {
+        let outcome = self
+            .client
+            .put_item()
+            .table_name(&self.table_name)
+            .set_item(Some(encode(record)))
+            .condition_expression("attribute_not_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(CreateOutcome::Created),
+            Err(err) => match err.as_service_error() {
+                Some(PutItemError::ConditionalCheckFailedException(conflict)) => {
+                    let malformed = |reason: String| StoreError::Malformed {
+                        import_id: record.import_id,
+                        reason,
+                    };
+                    let existing = conflict
+                        .item()
+                        .ok_or_else(|| malformed("no existing item was returned".into()))?;
+                    decode(existing)
+                        .map(CreateOutcome::Exists)
+                        .map_err(malformed)
+                }
+                _ => Err(unavailable(err)),
+            },
+        }
+    }
+
+    async fn mark_job_sent(&self, import_id: ImportId, at: SystemTime) -> Result<(), StoreError> {
+        self.client
+            .update_item()
+            .table_name(&self.table_name)
+            .set_key(Some(Self::key(import_id)))
+            .update_expression("SET #sent = :true, #updated = :now")
+            .condition_expression("attribute_exists(#id)")
+            .expression_attribute_names("#id", attr::ID)
+            .expression_attribute_names("#sent", attr::JOB_SENT)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_values(":true", AttributeValue::Bool(true))
+            .expression_attribute_values(":now", n(millis(at)))
+            .send()
+            .await
+            .map_err(unavailable)?;
+        Ok(())
+    }
+
+    async fn delete_unsent(&self, import_id: ImportId) -> Result<(), StoreError> {
+        let outcome = self
+            .client
+            .delete_item()
+            .table_name(&self.table_name)
+            .set_key(Some(Self::key(import_id)))
+            .condition_expression("#sent = :false")
+            .expression_attribute_names("#sent", attr::JOB_SENT)
+            .expression_attribute_values(":false", AttributeValue::Bool(false))
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(()),
+            Err(err)
+                if err
+                    .as_service_error()
+                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(unavailable(err)),
+        }
+    }
+
+    async fn get(&self, import_id: ImportId) -> Result<Option<ImportRecord>, StoreError> {
+        let output = self
+            .client
+            .get_item()
+            .table_name(&self.table_name)
+            .set_key(Some(Self::key(import_id)))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(unavailable)?;
+        output
+            .item
+            .as_ref()
+            .map(decode)
+            .transpose()
+            .map_err(|reason| StoreError::Malformed { import_id, reason })
+    }
+}

@@ -1,0 +1,275 @@
+use std::fmt;
+use std::str::FromStr;
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use crate::idempotency::IdempotencyKey;
+
+/// The id of an import: a UUID. Server-generated ids are UUIDv7, so they sort by creation time;
+/// ids derived from a client's `Idempotency-Key` are stable for that client and key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ImportId(Uuid);
+
+/// A string that is not an import id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("import id must be a UUID such as 0192f0c4-7d2e-7c3a-9b1e-2f4d5a6b7c8d")]
+pub struct InvalidImportId;
+
+impl ImportId {
+    /// A new, time-sortable id.
+    pub fn generate() -> Self {
+        Self(Uuid::now_v7())
+    }
+
+    /// The id for `key` sent by `caller`: the same caller and key always give the same id, and
+    /// different callers cannot collide by picking the same key.
+    pub fn for_idempotency_key(caller: &str, key: &IdempotencyKey) -> Self {
+        let mut hash = Sha256::new();
+        hash.update(caller.as_bytes());
+        hash.update([0]);
+        hash.update(key.as_str().as_bytes());
+        let digest = hash.finalize();
+        let mut bytes = [0u8; 16];
+        bytes.copy_from_slice(&digest[..16]);
+        Self(Uuid::new_v8(bytes))
+    }
+
+    /// Parses the canonical hyphenated form.
+    pub fn parse(text: &str) -> Result<Self, InvalidImportId> {
+        if text.len() != 36 {
+            return Err(InvalidImportId);
+        }
+        Uuid::try_parse(text).map(Self).map_err(|_| InvalidImportId)
+    }
+
+    /// The id as an idempotency key for the processor's guard.
+    pub fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey::parse(self.to_string()).expect("a UUID is a valid idempotency key")
+    }
+}
+
+impl FromStr for ImportId {
+    type Err = InvalidImportId;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Self::parse(text)
+    }
+}
+
+impl fmt::Display for ImportId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.hyphenated().fmt(f)
+    }
+}
+
+impl Serialize for ImportId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ImportId {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The S3 key of an uploaded file, checked to be safe: inside the upload prefix, no `..`
+/// segment, no control characters, at most 1024 bytes (S3's limit).
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
+#[serde(transparent)]
+pub struct ObjectKey(String);
+
+/// Why a string is not a safe object key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidObjectKey {
+    /// The key is empty.
+    #[error("must not be empty")]
+    Empty,
+    /// The key is longer than S3 allows.
+    #[error("must be at most {max} bytes long, not {len}")]
+    TooLong {
+        /// The key's length in bytes.
+        len: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// The key contains a control character.
+    #[error("must not contain control characters")]
+    ControlCharacter,
+    /// The key has a `.` or `..` segment, or an empty one.
+    #[error("must not contain '.', '..' or empty path segments")]
+    Traversal,
+    /// The key is outside the upload prefix.
+    #[error("must start with {prefix:?}")]
+    OutsidePrefix {
+        /// The required prefix.
+        prefix: String,
+    },
+}
+
+impl ObjectKey {
+    /// S3's limit on key length, in bytes.
+    pub const MAX_LEN: usize = 1024;
+
+    /// Validates `key` as an object under `prefix`.
+    pub fn parse(key: &str, prefix: &str) -> Result<Self, InvalidObjectKey> {
+        if key.is_empty() {
+            return Err(InvalidObjectKey::Empty);
+        }
+        if key.len() > Self::MAX_LEN {
+            return Err(InvalidObjectKey::TooLong {
+                len: key.len(),
+                max: Self::MAX_LEN,
+            });
+        }
+        if key.chars().any(char::is_control) {
+            return Err(InvalidObjectKey::ControlCharacter);
+        }
+        if key
+            .split('/')
+            .any(|segment| segment.is_empty() || segment == "." || segment == "..")
+        {
+            return Err(InvalidObjectKey::Traversal);
+        }
+        if !key.starts_with(prefix) || key.len() == prefix.len() {
+            return Err(InvalidObjectKey::OutsidePrefix {
+                prefix: prefix.to_owned(),
+            });
+        }
+        Ok(Self(key.to_owned()))
+    }
+
+    /// Wraps a key read back from storage written by this code (already validated then).
+    pub fn from_stored(key: impl Into<String>) -> Self {
+        Self(key.into())
+    }
+
+    /// The key as text.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for ObjectKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The file formats an import accepts. `[To customize]`
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ImportFormat {
+    /// Comma-separated values with a header row.
+    Csv,
+    /// Newline-delimited JSON: one object per line.
+    Ndjson,
+}
+
+impl ImportFormat {
+    /// Every format, for error messages.
+    pub const ALL: [Self; 2] = [Self::Csv, Self::Ndjson];
+
+    /// The format's name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Csv => "csv",
+            Self::Ndjson => "ndjson",
+        }
+    }
+
+    /// Parses a wire name.
+    pub fn parse(name: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|f| f.as_str() == name)
+    }
+
+    /// The format an object key's extension implies, if any.
+    pub fn from_key(key: &ObjectKey) -> Option<Self> {
+        let extension = key.as_str().rsplit_once('.')?.1.to_ascii_lowercase();
+        match extension.as_str() {
+            "csv" => Some(Self::Csv),
+            "ndjson" | "jsonl" => Some(Self::Ndjson),
+            _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_ids_sort_by_creation() {
+        let first = ImportId::generate();
+        let second = ImportId::generate();
+        assert!(first < second);
+        assert_eq!(ImportId::parse(&first.to_string()), Ok(first));
+    }
+
+    #[test]
+    fn key_derived_ids_are_stable_per_caller() {
+        let key = IdempotencyKey::parse("order-42").unwrap();
+        let a = ImportId::for_idempotency_key("caller-a", &key);
+        assert_eq!(a, ImportId::for_idempotency_key("caller-a", &key));
+        assert_ne!(a, ImportId::for_idempotency_key("caller-b", &key));
+    }
+
+    #[test]
+    fn malformed_ids_are_rejected() {
+        for text in [
+            "",
+            "42",
+            "0192f0c47d2e7c3a9b1e2f4d5a6b7c8d",
+            "{0192f0c4-7d2e-7c3a-9b1e-2f4d5a6b7c8d}",
+        ] {
+            assert_eq!(ImportId::parse(text), Err(InvalidImportId), "{text}");
+        }
+    }
+
+    #[test]
+    fn object_keys_must_be_safe_and_inside_the_prefix() {
+        let parse = |key: &str| ObjectKey::parse(key, "uploads/");
+        assert!(parse("uploads/2026/orders.csv").is_ok());
+        assert_eq!(parse(""), Err(InvalidObjectKey::Empty));
+        assert_eq!(
+            parse("uploads/../secrets.csv"),
+            Err(InvalidObjectKey::Traversal)
+        );
+        assert_eq!(parse("uploads//a.csv"), Err(InvalidObjectKey::Traversal));
+        assert_eq!(
+            parse("uploads/a\u{0}.csv"),
+            Err(InvalidObjectKey::ControlCharacter)
+        );
+        assert!(matches!(
+            parse("other/a.csv"),
+            Err(InvalidObjectKey::OutsidePrefix { .. })
+        ));
+        assert!(matches!(
+            parse("uploads/"),
+            Err(InvalidObjectKey::OutsidePrefix { .. })
+        ));
+        let long = format!("uploads/{}", "a".repeat(1100));
+        assert!(matches!(
+            parse(&long),
+            Err(InvalidObjectKey::TooLong { max: 1024, .. })
+        ));
+    }
+
+    #[test]
+    fn format_follows_the_extension() {
+        let key = |k: &str| ObjectKey::parse(k, "uploads/").unwrap();
+        assert_eq!(
+            ImportFormat::from_key(&key("uploads/a.CSV")),
+            Some(ImportFormat::Csv)
+        );
+        assert_eq!(
+            ImportFormat::from_key(&key("uploads/a.jsonl")),
+            Some(ImportFormat::Ndjson)
+        );
+        assert_eq!(ImportFormat::from_key(&key("uploads/a.xlsx")), None);
+    }
+}
