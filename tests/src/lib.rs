@@ -27,6 +27,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use shared::idempotency::attributes;
+use shared::imports::import_attributes;
 
 /// Loads the SDK configuration for the emulator, or panics with instructions when no local
 /// endpoint is configured.
@@ -60,6 +61,16 @@ pub fn unique_name(prefix: &str) -> String {
 /// Creates an idempotency table shaped as the guard expects (on-demand, string key
 /// [`attributes::KEY`]) and returns its name.
 pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client, prefix: &str) -> String {
+    create_table(client, prefix, attributes::KEY).await
+}
+
+/// Creates an imports table (on-demand, string key [`import_attributes::ID`]) and returns its
+/// name.
+pub async fn create_imports_table(client: &aws_sdk_dynamodb::Client, prefix: &str) -> String {
+    create_table(client, prefix, import_attributes::ID).await
+}
+
+async fn create_table(client: &aws_sdk_dynamodb::Client, prefix: &str, key: &str) -> String {
     let name = unique_name(prefix);
     client
         .create_table()
@@ -67,14 +78,14 @@ pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client, prefix:
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(
             AttributeDefinition::builder()
-                .attribute_name(attributes::KEY)
+                .attribute_name(key)
                 .attribute_type(ScalarAttributeType::S)
                 .build()
                 .expect("attribute definition is complete"),
         )
         .key_schema(
             KeySchemaElement::builder()
-                .attribute_name(attributes::KEY)
+                .attribute_name(key)
                 .key_type(KeyType::Hash)
                 .build()
                 .expect("key schema is complete"),
@@ -83,4 +94,17 @@ pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client, prefix:
         .await
         .unwrap_or_else(|e| panic!("create table {name}: {e:?}"));
     name
+}
+
+/// Serves `router` over HTTP on an ephemeral port of 127.0.0.1 for the rest of the test, and
+/// returns its base URL.
+pub async fn serve(router: axum::Router) -> String {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let address = listener.local_addr().expect("local address");
+    tokio::spawn(async move {
+        axum::serve(listener, router).await.expect("serve");
+    });
+    format!("http://{address}")
 }

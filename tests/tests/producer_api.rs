@@ -1,0 +1,528 @@
+//! The producer over real HTTP, backed by a real DynamoDB table and SQS queue on the emulator.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use std::collections::BTreeMap;
+
+use harness::{RequestCounter, TestQueue, create_imports_table, sdk_config, serve};
+use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use shared::imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore, SqsJobQueue};
+
+const MAX_BODY_BYTES: usize = 4096;
+
+struct Fixture {
+    base: String,
+    http: reqwest::Client,
+    sqs: aws_sdk_sqs::Client,
+    queue: TestQueue,
+    store: DynamoDbImports,
+}
+
+async fn fixture() -> Fixture {
+    fixture_counting(&RequestCounter::default()).await
+}
+
+/// A fixture whose producer's DynamoDB requests are counted by `counter`.
+async fn fixture_counting(counter: &RequestCounter) -> Fixture {
+    let config = sdk_config().await;
+    let dynamodb = counter.dynamodb_client(&config);
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let table = create_imports_table(&dynamodb, "imports").await;
+    let queue = TestQueue::create(&sqs, "jobs", &[]).await;
+    let store = DynamoDbImports::new(dynamodb.clone(), &table);
+    let api = Api {
+        store: DynamoDbImports::new(dynamodb, &table),
+        queue: SqsJobQueue::new(sqs.clone(), &queue.url),
+        upload_prefix: "uploads/".into(),
+        max_body_bytes: MAX_BODY_BYTES,
+    };
+    Fixture {
+        base: serve(router(Arc::new(api))).await,
+        http: reqwest::Client::new(),
+        sqs,
+        queue,
+        store,
+    }
+}
+
+impl Fixture {
+    async fn post(
+        &self,
+        key: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let mut request = self
+            .http
+            .post(format!("{}/imports", self.base))
+            .header("content-type", "application/json")
+            .header(
+                "x-amzn-trace-id",
+                "Root=1-6748b3c0-0123456789abcdef01234567",
+            )
+            .body(body.to_owned());
+        if let Some(key) = key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request.send().await.expect("the server answers");
+        let (status, headers) = (response.status(), response.headers().clone());
+        (
+            status,
+            headers,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+}
+
+#[tokio::test]
+async fn an_accepted_import_is_in_the_table_and_exactly_one_job_is_on_the_queue() {
+    let f = fixture().await;
+    let (status, headers, body) = f
+        .post(Some("orders-1"), r#"{"objectKey":"uploads/orders.csv"}"#)
+        .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let id = ImportId::parse(body["importId"].as_str().unwrap()).unwrap();
+    assert_eq!(headers["location"], format!("/imports/{id}").as_str());
+
+    let record = f
+        .store
+        .get(id)
+        .await
+        .unwrap()
+        .expect("the import is recorded");
+    assert_eq!(record.status, ImportStatus::Queued);
+    assert_eq!(record.object_key.as_str(), "uploads/orders.csv");
+    assert!(record.job_sent);
+
+    let event = f
+        .queue
+        .receive_event(&f.sqs, 10, Duration::from_secs(1))
+        .await;
+    assert_eq!(event.records.len(), 1, "exactly one job");
+    let job = &event.records[0];
+    assert_eq!(
+        serde_json::from_str::<Value>(job.body.as_deref().unwrap()).unwrap(),
+        json!({
+            "schemaVersion": 1,
+            "importId": id.to_string(),
+            "objectKey": "uploads/orders.csv",
+            "format": "csv"
+        })
+    );
+    let attribute = |name: &str| job.message_attributes[name].string_value.clone().unwrap();
+    assert_eq!(attribute("import_id"), id.to_string());
+    assert_eq!(attribute("schema_version"), "1");
+    assert_eq!(
+        attribute("trace_context"),
+        "Root=1-6748b3c0-0123456789abcdef01234567"
+    );
+
+    let status_url = format!("{}/imports/{id}", f.base);
+    let view: Value = f
+        .http
+        .get(status_url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(view["status"], "QUEUED");
+}
+
+#[tokio::test]
+async fn a_retry_with_the_same_key_adds_nothing() {
+    let f = fixture().await;
+    let body = r#"{"objectKey":"uploads/orders.ndjson"}"#;
+    let (first_status, _, first) = f.post(Some("orders-2"), body).await;
+    let (status, headers, again) = f.post(Some("orders-2"), body).await;
+    assert_eq!(first_status, StatusCode::ACCEPTED);
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["importId"], first["importId"]);
+    assert_eq!(f.queue.depth(&f.sqs).await, 1);
+}
+
+#[tokio::test]
+async fn a_failing_queue_gives_503_and_the_retry_after_it_is_restored_succeeds() {
+    let f = fixture().await;
+    let name = f.queue.url.rsplit('/').next().unwrap().to_owned();
+    f.sqs
+        .delete_queue()
+        .queue_url(&f.queue.url)
+        .send()
+        .await
+        .unwrap();
+
+    let body = r#"{"objectKey":"uploads/orders.csv"}"#;
+    let (status, headers, problem) = f.post(Some("orders-3"), body).await;
+    assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(headers.contains_key("retry-after"));
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}dependency-unavailable")
+    );
+
+    let restored = f
+        .sqs
+        .create_queue()
+        .queue_name(&name)
+        .attributes(QueueAttributeName::VisibilityTimeout, "30")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(restored.queue_url.as_deref(), Some(f.queue.url.as_str()));
+
+    let (status, _, accepted) = f.post(Some("orders-3"), body).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{accepted}");
+    let event = f
+        .queue
+        .receive_event(&f.sqs, 10, Duration::from_secs(1))
+        .await;
+    assert_eq!(event.records.len(), 1);
+    let id = ImportId::parse(accepted["importId"].as_str().unwrap()).unwrap();
+    assert!(f.store.get(id).await.unwrap().unwrap().job_sent);
+}
+
+#[tokio::test]
+async fn an_import_costs_two_table_writes_and_a_replay_one_read_free_write() {
+    let counter = RequestCounter::default();
+    let f = fixture_counting(&counter).await;
+    let body = r#"{"objectKey":"uploads/budget.csv"}"#;
+    counter.reset();
+    f.post(Some("budget"), body).await;
+    let writes = BTreeMap::from([("PutItem".to_owned(), 1), ("UpdateItem".to_owned(), 1)]);
+    assert_eq!(counter.snapshot(), writes);
+
+    counter.reset();
+    f.post(Some("budget"), body).await;
+    assert_eq!(
+        counter.snapshot(),
+        BTreeMap::from([("PutItem".to_owned(), 1)])
+    );
+}
+
+/// One bad request: what is sent, and the exact status, problem type and field expected.
+struct Bad {
+    name: &'static str,
+    method: Method,
+    path: String,
+    content_type: Option<&'static str>,
+    key: Option<String>,
+    body: String,
+    status: u16,
+    problem: &'static str,
+    field: Option<&'static str>,
+}
+
+fn post(
+    name: &'static str,
+    body: impl Into<String>,
+    status: u16,
+    problem: &'static str,
+    field: Option<&'static str>,
+) -> Bad {
+    Bad {
+        name,
+        method: Method::POST,
+        path: "/imports".into(),
+        content_type: Some("application/json"),
+        key: None,
+        body: body.into(),
+        status,
+        problem,
+        field,
+    }
+}
+
+fn object_key(name: &'static str, key: &str) -> Bad {
+    post(
+        name,
+        json!({ "objectKey": key }).to_string(),
+        422,
+        "unsafe-object-key",
+        Some("objectKey"),
+    )
+}
+
+fn bad_requests() -> Vec<Bad> {
+    let known_id = "0192f0c4-7d2e-7c3a-9b1e-2f4d5a6b7c8d";
+    let mut cases = vec![
+        post("unterminated JSON", "{", 400, "invalid-json", None),
+        post(
+            "not JSON at all",
+            "objectKey=uploads/a.csv",
+            400,
+            "invalid-json",
+            None,
+        ),
+        post("empty body", "", 400, "invalid-json", None),
+        post(
+            "trailing garbage",
+            r#"{"objectKey":"uploads/a.csv"} x"#,
+            400,
+            "invalid-json",
+            None,
+        ),
+        post("body is an array", "[]", 422, "invalid-body", None),
+        post(
+            "body is a string",
+            r#""uploads/a.csv""#,
+            422,
+            "invalid-body",
+            None,
+        ),
+        post("body is null", "null", 422, "invalid-body", None),
+        post(
+            "empty object",
+            "{}",
+            422,
+            "missing-field",
+            Some("objectKey"),
+        ),
+        post(
+            "only a format",
+            r#"{"format":"csv"}"#,
+            422,
+            "missing-field",
+            Some("objectKey"),
+        ),
+        post(
+            "objectKey is a number",
+            r#"{"objectKey":42}"#,
+            422,
+            "invalid-field-type",
+            Some("objectKey"),
+        ),
+        post(
+            "objectKey is null",
+            r#"{"objectKey":null}"#,
+            422,
+            "invalid-field-type",
+            Some("objectKey"),
+        ),
+        post(
+            "objectKey is an array",
+            r#"{"objectKey":["uploads/a.csv"]}"#,
+            422,
+            "invalid-field-type",
+            Some("objectKey"),
+        ),
+        post(
+            "format is a number",
+            r#"{"objectKey":"uploads/a.csv","format":1}"#,
+            422,
+            "invalid-field-type",
+            Some("format"),
+        ),
+        post(
+            "format is unknown",
+            r#"{"objectKey":"uploads/a.csv","format":"xlsx"}"#,
+            422,
+            "invalid-field-value",
+            Some("format"),
+        ),
+        post(
+            "unknown field",
+            r#"{"objectKey":"uploads/a.csv","priority":1}"#,
+            422,
+            "unknown-field",
+            Some("priority"),
+        ),
+        post(
+            "snake_case field name",
+            r#"{"object_key":"uploads/a.csv"}"#,
+            422,
+            "unknown-field",
+            Some("object_key"),
+        ),
+        post(
+            "no format and no known extension",
+            r#"{"objectKey":"uploads/a.txt"}"#,
+            422,
+            "missing-field",
+            Some("format"),
+        ),
+        object_key("empty object key", ""),
+        object_key(
+            "parent segment inside the prefix",
+            "uploads/../secrets/a.csv",
+        ),
+        object_key("parent segment first", "../uploads/a.csv"),
+        object_key("current-directory segment", "uploads/./a.csv"),
+        object_key("NUL character", "uploads/a\u{0}.csv"),
+        object_key("newline", "uploads/a\n.csv"),
+        object_key(
+            "over 1024 bytes",
+            &format!("uploads/{}.csv", "a".repeat(1100)),
+        ),
+        object_key("outside the prefix", "private/a.csv"),
+        object_key("absolute path", "/uploads/a.csv"),
+        object_key("empty segment", "uploads//a.csv"),
+        object_key("the prefix alone", "uploads/"),
+        post(
+            "body over the limit",
+            json!({ "objectKey": format!("uploads/{}.csv", "a".repeat(MAX_BODY_BYTES)) })
+                .to_string(),
+            413,
+            "payload-too-large",
+            None,
+        ),
+    ];
+    for (name, content_type) in [
+        ("text/plain body", Some("text/plain")),
+        ("no content type", None),
+        ("XML content type", Some("application/xml")),
+        ("look-alike content type", Some("application/jsonx")),
+        (
+            "form content type",
+            Some("application/x-www-form-urlencoded"),
+        ),
+    ] {
+        let mut case = post(
+            name,
+            r#"{"objectKey":"uploads/a.csv"}"#,
+            415,
+            "unsupported-media-type",
+            Some("Content-Type"),
+        );
+        case.content_type = content_type;
+        cases.push(case);
+    }
+    for (name, key) in [
+        ("empty idempotency key", String::new()),
+        ("oversize idempotency key", "k".repeat(300)),
+    ] {
+        let mut case = post(
+            name,
+            r#"{"objectKey":"uploads/a.csv"}"#,
+            400,
+            "invalid-idempotency-key",
+            Some("Idempotency-Key"),
+        );
+        case.key = Some(key);
+        cases.push(case);
+    }
+    for (name, method, path, status, problem, field) in [
+        (
+            "PUT on the collection",
+            Method::PUT,
+            "/imports".to_owned(),
+            405,
+            "method-not-allowed",
+            None,
+        ),
+        (
+            "GET on the collection",
+            Method::GET,
+            "/imports".to_owned(),
+            405,
+            "method-not-allowed",
+            None,
+        ),
+        (
+            "DELETE an import",
+            Method::DELETE,
+            format!("/imports/{known_id}"),
+            405,
+            "method-not-allowed",
+            None,
+        ),
+        (
+            "POST to an import",
+            Method::POST,
+            format!("/imports/{known_id}"),
+            405,
+            "method-not-allowed",
+            None,
+        ),
+        (
+            "malformed import id",
+            Method::GET,
+            "/imports/not-a-uuid".to_owned(),
+            400,
+            "invalid-import-id",
+            Some("id"),
+        ),
+        (
+            "unknown import",
+            Method::GET,
+            format!("/imports/{known_id}"),
+            404,
+            "import-not-found",
+            None,
+        ),
+        (
+            "unknown route",
+            Method::GET,
+            "/exports".to_owned(),
+            404,
+            "not-found",
+            None,
+        ),
+    ] {
+        let mut case = post(name, "", status, problem, field);
+        case.method = method;
+        case.path = path;
+        cases.push(case);
+    }
+    cases
+}
+
+#[tokio::test]
+async fn every_bad_request_gets_its_exact_status_and_problem_and_queues_nothing() {
+    let f = fixture().await;
+    let cases = bad_requests();
+    assert!(
+        cases.len() >= 30,
+        "the suite covers at least 30 bad requests"
+    );
+    for case in &cases {
+        let mut request = f
+            .http
+            .request(case.method.clone(), format!("{}{}", f.base, case.path));
+        if let Some(content_type) = case.content_type {
+            request = request.header("content-type", content_type);
+        }
+        if let Some(key) = &case.key {
+            request = request.header("idempotency-key", key);
+        }
+        let response = request
+            .body(case.body.clone())
+            .send()
+            .await
+            .expect("the server answers");
+        let status = response.status().as_u16();
+        let content_type = response.headers().get("content-type").cloned();
+        let problem: Value = response.json().await.unwrap_or(Value::Null);
+
+        assert_eq!(status, case.status, "{}: {problem}", case.name);
+        assert_eq!(
+            content_type.as_ref().and_then(|v| v.to_str().ok()),
+            Some("application/problem+json"),
+            "{}",
+            case.name
+        );
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_TYPE_PREFIX}{}", case.problem),
+            "{}",
+            case.name
+        );
+        assert_eq!(problem["status"], case.status, "{}", case.name);
+        assert_eq!(problem["field"].as_str(), case.field, "{}", case.name);
+        assert!(
+            !problem["detail"].as_str().unwrap_or_default().is_empty(),
+            "{}",
+            case.name
+        );
+    }
+    assert_eq!(
+        f.queue.depth(&f.sqs).await,
+        0,
+        "no bad request queued a job"
+    );
+}
