@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use shared::batch::{
-    Ack, BatchProcessor, BatchSettings, ParkReason, QueueActions, RecordError, RecordHandler,
-    RecordResult,
+    Ack, BatchProcessor, BatchSettings, Invocation, ParkReason, QueueActions, RecordError,
+    RecordHandler, RecordResult,
 };
 use shared::idempotency::{
     BoxError, Decision, GuardSettings, IdempotencyGuard, IdempotencyKey, InMemoryStore,
@@ -17,7 +17,7 @@ use shared::idempotency::{
 struct Noop;
 
 impl RecordHandler for Noop {
-    async fn handle(&self, _message: &SqsMessage) -> RecordResult {
+    async fn handle(&self, _message: &SqsMessage, _: &Invocation) -> RecordResult {
         Ok(Ack::Processed)
     }
 }
@@ -26,7 +26,7 @@ impl RecordHandler for Noop {
 struct Guarded(IdempotencyGuard<InMemoryStore>);
 
 impl RecordHandler for Guarded {
-    async fn handle(&self, message: &SqsMessage) -> RecordResult {
+    async fn handle(&self, message: &SqsMessage, _: &Invocation) -> RecordResult {
         let id = message.message_id.as_deref().unwrap_or_default();
         let key = IdempotencyKey::parse(id)
             .map_err(|e| RecordError::permanent("bad_key", e.to_string()))?;

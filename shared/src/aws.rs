@@ -39,3 +39,12 @@ impl AwsClients {
         Self::new(&load_sdk_config().await)
     }
 }
+
+/// Whether an endpoint override (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3`) is set: a local
+/// emulator. S3 clients then need path-style addressing, because `bucket.127.0.0.1` does not
+/// resolve.
+pub fn endpoint_overridden() -> bool {
+    ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
+        .iter()
+        .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()))
+}

@@ -8,8 +8,8 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use harness::{TestQueue, acknowledge, sdk_config};
 use shared::batch::{
-    BackoffPolicy, BatchProcessor, BatchSettings, RecordError, RecordHandler, RecordResult,
-    SqsQueueActions, dlq_attributes,
+    BackoffPolicy, BatchProcessor, BatchSettings, Invocation, RecordError, RecordHandler,
+    RecordResult, SqsQueueActions, dlq_attributes,
 };
 
 /// Fails every record, retryably or permanently.
@@ -18,7 +18,7 @@ struct AlwaysFails {
 }
 
 impl RecordHandler for AlwaysFails {
-    async fn handle(&self, _message: &SqsMessage) -> RecordResult {
+    async fn handle(&self, _message: &SqsMessage, _: &Invocation) -> RecordResult {
         if self.permanent {
             Err(RecordError::permanent(
                 "malformed_job",

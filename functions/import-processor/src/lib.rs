@@ -1,20 +1,57 @@
-//! `import-processor`: the SQS-triggered worker of the import pipeline.
+//! `import-processor`: the SQS-triggered worker that imports uploaded files.
 //!
-//! It receives batches of import jobs from the job queue's event source mapping. The record
-//! handler (read the object from S3, validate rows, write them to DynamoDB, record the outcome)
-//! arrives with the processor issue; until then every batch fails as a whole, so no job is ever
-//! acknowledged without being processed: the messages return to the queue after their visibility
-//! timeout and, past `maxReceiveCount`, are parked in the dead-letter queue.
+//! Each job names an uploaded object. The worker claims the job's import id with the
+//! idempotency guard, streams the object from S3, validates its rows, writes the valid ones to
+//! the items table 25 at a time (behind a circuit breaker), and records the import as
+//! `COMPLETED` with its counts, or `FAILED` with a reason. Batches go through the shared batch
+//! processor: partial batch failures, backoff, DLQ parking. One EMF metrics line is printed per
+//! invocation.
+//!
+//! **The event source mapping must enable `ReportBatchItemFailures`.**
+//!
+//! Layout: `handler` (one job), `rows` (file schema and readers, `[To customize]`), `source`
+//! (S3), `items` (the items table), `metrics` (EMF), `config`. `main.rs` only wires them.
+
+mod config;
+mod handler;
+mod items;
+mod metrics;
+mod rows;
+mod source;
+
+use std::time::SystemTime;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use lambda_runtime::{Error, LambdaEvent};
+use lambda_runtime::LambdaEvent;
+use shared::batch::{BatchProcessor, QueueActions, RecordHandler};
 
-/// Handles one batch from the job queue.
-pub async fn handle_batch(event: LambdaEvent<SqsEvent>) -> Result<SqsBatchResponse, Error> {
-    tracing::warn!(
-        records = event.payload.records.len(),
-        request_id = %event.context.request_id,
-        "import job handling is not implemented yet; failing the batch so no job is lost"
+pub use config::ProcessorConfig;
+pub use handler::{Counts, ImportHandler};
+pub use items::{BATCH_SIZE, DynamoDbItems, ItemWriter, WriteError};
+pub use metrics::{NAMESPACE, emf, oldest_message_age};
+pub use rows::{
+    COLUMNS, FileError, MAX_LINE_BYTES, Rejection, Rejections, Row, RowReader, validate,
+};
+pub use source::{ObjectBody, ObjectSource, S3ObjectSource, SourceError};
+
+/// Handles one invocation: processes the batch and prints its metrics line. A
+/// [`BatchError`](shared::batch::BatchError) fails the invocation.
+pub async fn handle_batch<H: RecordHandler, Q: QueueActions>(
+    processor: &BatchProcessor<H, Q>,
+    event: LambdaEvent<SqsEvent>,
+) -> Result<SqsBatchResponse, lambda_runtime::Error> {
+    let outcome = processor
+        .process(&event.payload, event.context.deadline())
+        .await;
+    let now = SystemTime::now();
+    let function =
+        std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_else(|_| "import-processor".into());
+    let metrics = emf(
+        &function,
+        &outcome.summary,
+        oldest_message_age(&event.payload, now),
+        now,
     );
-    Err("import job handling is not implemented yet; the batch stays on the queue".into())
+    println!("{metrics}");
+    Ok(outcome.result?)
 }

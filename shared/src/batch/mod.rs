@@ -44,7 +44,9 @@ use tracing::{Instrument, field};
 
 pub use backoff::BackoffPolicy;
 pub use queue::{ParkReason, QueueActions, SqsQueueActions, dlq_attributes};
-pub use record::{Ack, MessageId, RecordError, RecordHandler, RecordResult, RecordStatus};
+pub use record::{
+    Ack, Invocation, MessageId, RecordError, RecordHandler, RecordResult, RecordStatus,
+};
 pub use response::batch_response;
 
 use crate::config::{ConfigError, Env};
@@ -139,6 +141,16 @@ impl BatchSummary {
     }
 }
 
+impl FromIterator<RecordStatus> for BatchSummary {
+    fn from_iter<I: IntoIterator<Item = RecordStatus>>(statuses: I) -> Self {
+        let mut summary = Self::default();
+        for status in statuses {
+            summary.add(status);
+        }
+        summary
+    }
+}
+
 /// The result of processing a batch: the response for Lambda (or the error that fails the
 /// invocation) and the counts behind it, for metrics.
 #[derive(Debug)]
@@ -201,7 +213,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
 
         let mut statuses: Vec<Option<RecordStatus>> = vec![None; entries.len()];
         let mut runs = stream::iter(units(entries, is_fifo(event)))
-            .map(|unit| self.run_unit(unit, stop_starting_at))
+            .map(|unit| self.run_unit(unit, Invocation { deadline }, stop_starting_at))
             .buffer_unordered(self.settings.concurrency.get());
         let mut ids: Vec<Option<MessageId>> = vec![None; statuses.len()];
         while let Some(results) = runs.next().await {
@@ -212,15 +224,12 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         }
         drop(runs);
 
-        let mut summary = BatchSummary::default();
         let finished: Vec<(MessageId, RecordStatus)> = ids
             .into_iter()
             .zip(statuses)
             .filter_map(|(id, status)| Some((id?, status?)))
             .collect();
-        for (_, status) in &finished {
-            summary.add(*status);
-        }
+        let summary: BatchSummary = finished.iter().map(|(_, status)| *status).collect();
         let response = batch_response(finished.iter().map(|(id, status)| (id, *status)));
         tracing::info!(
             records = finished.len(),
@@ -244,6 +253,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
     async fn run_unit(
         &self,
         unit: Vec<Entry<'_>>,
+        invocation: Invocation,
         stop_starting_at: Instant,
     ) -> Vec<(usize, MessageId, RecordStatus)> {
         let mut results = Vec::with_capacity(unit.len());
@@ -254,7 +264,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             } else if Instant::now() >= stop_starting_at {
                 RecordStatus::NotStarted
             } else {
-                self.run_record(&entry).await
+                self.run_record(&entry, &invocation).await
             };
             group_failed |= status.is_failure();
             results.push((entry.index, entry.id, status));
@@ -262,7 +272,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         results
     }
 
-    async fn run_record(&self, entry: &Entry<'_>) -> RecordStatus {
+    async fn run_record(&self, entry: &Entry<'_>, invocation: &Invocation) -> RecordStatus {
         let message = entry.message;
         let receive_count = receive_count(message);
         let span = tracing::info_span!(
@@ -272,7 +282,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             import_id = field::Empty,
         );
         async {
-            let outcome = AssertUnwindSafe(self.handler.handle(message))
+            let outcome = AssertUnwindSafe(self.handler.handle(message, invocation))
                 .catch_unwind()
                 .await;
             match outcome {

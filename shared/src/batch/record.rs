@@ -1,6 +1,7 @@
 //! What a record handler returns, and what became of each record.
 
 use std::fmt;
+use std::time::SystemTime;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 
@@ -78,6 +79,14 @@ impl RecordError {
 /// What a record handler returns.
 pub type RecordResult = Result<Ack, RecordError>;
 
+/// What a record handler knows of the invocation it runs in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Invocation {
+    /// When Lambda ends the invocation (`Context::deadline()`): bound leases and downstream
+    /// calls by it.
+    pub deadline: SystemTime,
+}
+
 /// Handles one SQS record. Implement this for the work a queue's messages carry.
 ///
 /// The handler runs inside a span with `message_id`; record the job's own id into it once parsed
@@ -85,7 +94,11 @@ pub type RecordResult = Result<Ack, RecordError>;
 pub trait RecordHandler: Send + Sync {
     /// Handles `message`. Parse the body here: a malformed body is this record's failure, not
     /// the batch's.
-    fn handle(&self, message: &SqsMessage) -> impl Future<Output = RecordResult> + Send;
+    fn handle(
+        &self,
+        message: &SqsMessage,
+        invocation: &Invocation,
+    ) -> impl Future<Output = RecordResult> + Send;
 }
 
 /// What became of one record of a batch.

@@ -32,7 +32,7 @@ impl Scripted {
 }
 
 impl RecordHandler for Scripted {
-    async fn handle(&self, message: &SqsMessage) -> RecordResult {
+    async fn handle(&self, message: &SqsMessage, _: &Invocation) -> RecordResult {
         let now = self.in_flight.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
         let id = message.message_id.clone().unwrap_or_default();

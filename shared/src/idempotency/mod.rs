@@ -203,6 +203,16 @@ pub struct GuardSettings {
     pub max_lease: Duration,
 }
 
+impl From<&crate::config::GuardConfig> for GuardSettings {
+    fn from(config: &crate::config::GuardConfig) -> Self {
+        Self {
+            retention: config.retention,
+            lease_margin: config.lease_margin,
+            max_lease: config.max_lease,
+        }
+    }
+}
+
 /// The idempotency guard: computes leases, hashes and tokens, and delegates persistence to an
 /// [`IdempotencyStore`].
 #[derive(Debug, Clone)]

@@ -16,7 +16,7 @@ mod types;
 pub use job::{ImportJob, JOB_SCHEMA_VERSION, job_attributes};
 pub use queue::{JobQueue, SqsJobQueue};
 pub use record::{
-    CreateOutcome, DynamoDbImports, ImportRecord, ImportStatus, ImportStore, StoreError,
-    import_attributes,
+    CreateOutcome, DynamoDbImports, ImportRecord, ImportResults, ImportStatus, ImportStore,
+    StoreError, Transition, import_attributes,
 };
 pub use types::{ImportFormat, ImportId, InvalidImportId, InvalidObjectKey, ObjectKey};

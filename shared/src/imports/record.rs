@@ -6,6 +6,7 @@ use std::time::SystemTime;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{ImportFormat, ImportId, ObjectKey};
@@ -148,6 +149,38 @@ pub trait ImportStore: Send + Sync {
     ) -> impl Future<Output = Result<Option<ImportRecord>, StoreError>> + Send;
 }
 
+/// What recording an import's outcome did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transition {
+    /// The record changed to the new status.
+    Applied,
+    /// The import was already completed; nothing changed (a completed import never goes back).
+    AlreadyCompleted,
+    /// No import has this id.
+    UnknownImport,
+}
+
+/// The processor's side of the import record: recording outcomes.
+pub trait ImportResults: Send + Sync {
+    /// Marks the import `COMPLETED` with its counts, and `summary` of rejected rows if any.
+    fn mark_completed(
+        &self,
+        import_id: ImportId,
+        rows_written: u64,
+        rows_rejected: u64,
+        summary: Option<&str>,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
+
+    /// Marks the import `FAILED` with `reason`, unless it completed already.
+    fn mark_failed(
+        &self,
+        import_id: ImportId,
+        reason: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
+}
+
 /// Attribute names of an import item.
 pub mod import_attributes {
     /// Partition key (string): the import id.
@@ -179,7 +212,7 @@ use import_attributes as attr;
 /// An [`ImportStore`] on a DynamoDB table with a string partition key [`import_attributes::ID`].
 ///
 /// The producer needs `dynamodb:PutItem`, `dynamodb:UpdateItem`, `dynamodb:DeleteItem` and
-/// `dynamodb:GetItem` on the table.
+/// `dynamodb:GetItem` on the table; the processor only `dynamodb:UpdateItem`.
 #[derive(Debug, Clone)]
 pub struct DynamoDbImports {
     client: Client,
@@ -197,6 +230,50 @@ impl DynamoDbImports {
 
     fn key(import_id: ImportId) -> HashMap<String, AttributeValue> {
         HashMap::from([(attr::ID.to_owned(), s(&import_id.to_string()))])
+    }
+
+    /// Applies `update` (which may use `#status`, `#updated`, `:now` and its own `values`)
+    /// unless the import is missing or completed; tells which.
+    async fn transition(
+        &self,
+        import_id: ImportId,
+        update: &str,
+        names: &[(&str, &str)],
+        values: Vec<(&str, AttributeValue)>,
+        at: SystemTime,
+    ) -> Result<Transition, StoreError> {
+        let mut request = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .set_key(Some(Self::key(import_id)))
+            .update_expression(update)
+            .condition_expression("attribute_exists(#id) AND #status <> :completed")
+            .expression_attribute_names("#id", attr::ID)
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_values(":completed", s(ImportStatus::Completed.as_str()))
+            .expression_attribute_values(":now", n(millis(at)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
+        for (placeholder, name) in names {
+            request = request.expression_attribute_names(*placeholder, *name);
+        }
+        for (placeholder, value) in values {
+            request = request.expression_attribute_values(placeholder, value);
+        }
+        match request.send().await {
+            Ok(_) => Ok(Transition::Applied),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(conflict)) => {
+                    Ok(if conflict.item().is_some() {
+                        Transition::AlreadyCompleted
+                    } else {
+                        Transition::UnknownImport
+                    })
+                }
+                _ => Err(unavailable(err)),
+            },
+        }
     }
 }
 
@@ -340,5 +417,58 @@ impl ImportStore for DynamoDbImports {
             .map(decode)
             .transpose()
             .map_err(|reason| StoreError::Malformed { import_id, reason })
+    }
+}
+
+impl ImportResults for DynamoDbImports {
+    async fn mark_completed(
+        &self,
+        import_id: ImportId,
+        rows_written: u64,
+        rows_rejected: u64,
+        summary: Option<&str>,
+        at: SystemTime,
+    ) -> Result<Transition, StoreError> {
+        let mut values = vec![
+            (":status", s(ImportStatus::Completed.as_str())),
+            (":written", n(rows_written)),
+            (":rejected", n(rows_rejected)),
+        ];
+        let names = [
+            ("#written", attr::ROWS_WRITTEN),
+            ("#rejected", attr::ROWS_REJECTED),
+            ("#error", attr::ERROR),
+        ];
+        let update = match summary {
+            Some(summary) => {
+                values.push((":error", s(summary)));
+                "SET #status = :status, #written = :written, #rejected = :rejected, \
+                 #error = :error, #updated = :now"
+            }
+            None => {
+                "SET #status = :status, #written = :written, #rejected = :rejected, \
+                 #updated = :now REMOVE #error"
+            }
+        };
+        self.transition(import_id, update, &names, values, at).await
+    }
+
+    async fn mark_failed(
+        &self,
+        import_id: ImportId,
+        reason: &str,
+        at: SystemTime,
+    ) -> Result<Transition, StoreError> {
+        self.transition(
+            import_id,
+            "SET #status = :status, #error = :error, #updated = :now",
+            &[("#error", attr::ERROR)],
+            vec![
+                (":status", s(ImportStatus::Failed.as_str())),
+                (":error", s(reason)),
+            ],
+            at,
+        )
+        .await
     }
 }

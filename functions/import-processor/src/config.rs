@@ -1,0 +1,54 @@
+use shared::batch::BatchSettings;
+use shared::config::{ConfigError, Env, GuardConfig};
+use shared::protection::DependencySettings;
+
+/// Settings of the processor, read once at start-up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProcessorConfig {
+    /// The idempotency guard.
+    pub guard: GuardConfig,
+    /// How batches are processed.
+    pub batch: BatchSettings,
+    /// Protection of the items table.
+    pub items_table_protection: DependencySettings,
+    /// The imports table (`IMPORTS_TABLE`).
+    pub imports_table: String,
+    /// The items table (`ITEMS_TABLE`).
+    pub items_table: String,
+    /// The upload bucket (`UPLOAD_BUCKET`).
+    pub upload_bucket: String,
+    /// Object keys must start with this (`UPLOAD_PREFIX`, default `uploads/`).
+    pub upload_prefix: String,
+    /// Largest object imported (`MAX_OBJECT_BYTES`, default 64 MiB).
+    pub max_object_bytes: u64,
+    /// Where permanent failures are parked (`DEAD_LETTER_QUEUE_URL`).
+    pub dead_letter_queue_url: String,
+}
+
+impl ProcessorConfig {
+    /// The environment variables this struct reads itself (see also [`GuardConfig::VARIABLES`],
+    /// [`BatchSettings::VARIABLES`] and [`DependencySettings::VARIABLES`]).
+    pub const VARIABLES: &'static [&'static str] = &[
+        "IMPORTS_TABLE",
+        "ITEMS_TABLE",
+        "UPLOAD_BUCKET",
+        "UPLOAD_PREFIX",
+        "MAX_OBJECT_BYTES",
+        "DEAD_LETTER_QUEUE_URL",
+    ];
+
+    /// Reads the settings.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self {
+            guard: GuardConfig::from_env(env)?,
+            batch: BatchSettings::from_env(env)?,
+            items_table_protection: DependencySettings::from_env(env)?,
+            imports_table: env.required("IMPORTS_TABLE")?,
+            items_table: env.required("ITEMS_TABLE")?,
+            upload_bucket: env.required("UPLOAD_BUCKET")?,
+            upload_prefix: env.get("UPLOAD_PREFIX").unwrap_or("uploads/").to_owned(),
+            max_object_bytes: env.positive_or("MAX_OBJECT_BYTES", 64 * 1024 * 1024)?,
+            dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
+        })
+    }
+}

@@ -1,0 +1,144 @@
+//! Writing imported rows: the database this worker protects.
+
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
+
+use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
+use shared::idempotency::BoxError;
+use shared::imports::ImportId;
+use shared::protection::Transient;
+
+use crate::rows::Row;
+
+/// Items per `BatchWriteItem` request: DynamoDB's limit.
+pub const BATCH_SIZE: usize = 25;
+/// Rounds of retrying unprocessed items before giving up (retryably).
+const UNPROCESSED_ROUNDS: u32 = 5;
+
+/// Why rows could not be written.
+#[derive(Debug, thiserror::Error)]
+pub enum WriteError {
+    /// The table is throttling, down or unreachable, or left items unprocessed. Retryable.
+    #[error("the items table is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The table refused the items themselves (e.g. an item over the size limit). Permanent.
+    #[error("the items table rejected the rows")]
+    Rejected(#[source] BoxError),
+}
+
+impl Transient for WriteError {
+    fn is_transient(&self) -> bool {
+        matches!(self, Self::Unavailable(_))
+    }
+}
+
+/// Where rows are written. Writes must be idempotent (a redelivered job writes its rows again):
+/// the DynamoDB writer puts whole items keyed by `sku`.
+pub trait ItemWriter: Send + Sync {
+    /// Writes up to [`BATCH_SIZE`] rows of `import_id`.
+    fn write(
+        &self,
+        import_id: ImportId,
+        rows: &[Row],
+    ) -> impl Future<Output = Result<(), WriteError>> + Send;
+}
+
+/// An [`ItemWriter`] on a DynamoDB table keyed by `sku`. Needs `dynamodb:BatchWriteItem`.
+///
+/// Give it a client with SDK retries disabled: the processor retries writes itself, inside its
+/// circuit breaker, and retrying in both places multiplies the load on a struggling table.
+#[derive(Debug, Clone)]
+pub struct DynamoDbItems {
+    client: aws_sdk_dynamodb::Client,
+    table_name: String,
+}
+
+impl DynamoDbItems {
+    /// A writer to `table_name`.
+    pub fn new(client: aws_sdk_dynamodb::Client, table_name: impl Into<String>) -> Self {
+        Self {
+            client,
+            table_name: table_name.into(),
+        }
+    }
+}
+
+/// The item a row becomes; `imported_at` is epoch milliseconds.
+fn item(import_id: &str, imported_at: &str, row: &Row) -> WriteRequest {
+    let item = HashMap::from([
+        ("sku".to_owned(), AttributeValue::S(row.sku.clone())),
+        ("name".to_owned(), AttributeValue::S(row.name.clone())),
+        (
+            "quantity".to_owned(),
+            AttributeValue::N(row.quantity.to_string()),
+        ),
+        ("price".to_owned(), AttributeValue::N(row.price())),
+        (
+            "import_id".to_owned(),
+            AttributeValue::S(import_id.to_owned()),
+        ),
+        (
+            "imported_at".to_owned(),
+            AttributeValue::N(imported_at.to_owned()),
+        ),
+    ]);
+    let put = PutRequest::builder()
+        .set_item(Some(item))
+        .build()
+        .expect("a put request with an item is complete");
+    WriteRequest::builder().put_request(put).build()
+}
+
+impl ItemWriter for DynamoDbItems {
+    async fn write(&self, import_id: ImportId, rows: &[Row]) -> Result<(), WriteError> {
+        let id = import_id.to_string();
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis())
+            .to_string();
+        let mut pending: Vec<WriteRequest> = rows.iter().map(|row| item(&id, &now, row)).collect();
+        for round in 0..=UNPROCESSED_ROUNDS {
+            if round > 0 {
+                // Unprocessed items mean the table is at capacity: back off, jittered.
+                let ceiling = Duration::from_millis(50 << round.min(5));
+                tokio::time::sleep(ceiling / 2 + ceiling.mul_f64(fastrand::f64() / 2.0)).await;
+            }
+            let output = self
+                .client
+                .batch_write_item()
+                .request_items(&self.table_name, std::mem::take(&mut pending))
+                .send()
+                .await
+                .map_err(|err| {
+                    let rejected = err
+                        .as_service_error()
+                        .and_then(|e| e.meta().code())
+                        .is_some_and(|code| code == "ValidationException");
+                    if rejected {
+                        WriteError::Rejected(Box::new(err))
+                    } else {
+                        WriteError::Unavailable(Box::new(err))
+                    }
+                })?;
+            pending = output
+                .unprocessed_items
+                .and_then(|mut items| items.remove(&self.table_name))
+                .unwrap_or_default();
+            if pending.is_empty() {
+                return Ok(());
+            }
+            tracing::debug!(
+                unprocessed = pending.len(),
+                round,
+                "retrying unprocessed items"
+            );
+        }
+        Err(WriteError::Unavailable(
+            format!(
+                "{} items still unprocessed after {UNPROCESSED_ROUNDS} retries",
+                pending.len()
+            )
+            .into(),
+        ))
+    }
+}
