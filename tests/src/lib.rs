@@ -64,6 +64,31 @@ pub async fn create_idempotency_table(client: &aws_sdk_dynamodb::Client, prefix:
     create_table(client, prefix, attributes::KEY).await
 }
 
+/// Creates an items table (on-demand, string key `sku`) and returns its name.
+pub async fn create_items_table(client: &aws_sdk_dynamodb::Client, prefix: &str) -> String {
+    create_table(client, prefix, "sku").await
+}
+
+/// An S3 client for the emulator (path-style addressing, as the processor uses locally).
+pub fn s3_client(config: &SdkConfig) -> aws_sdk_s3::Client {
+    aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(config)
+            .force_path_style(true)
+            .build(),
+    )
+}
+
+/// Creates a uniquely named bucket and returns its name.
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, prefix: &str) -> String {
+    let name = unique_name(prefix);
+    s3.create_bucket()
+        .bucket(&name)
+        .send()
+        .await
+        .unwrap_or_else(|e| panic!("create bucket {name}: {e:?}"));
+    name
+}
+
 /// Creates an imports table (on-demand, string key [`import_attributes::ID`]) and returns its
 /// name.
 pub async fn create_imports_table(client: &aws_sdk_dynamodb::Client, prefix: &str) -> String {

@@ -228,6 +228,11 @@ impl DynamoDbImports {
         }
     }
 
+    /// The table's name.
+    pub fn table_name(&self) -> &str {
+        &self.table_name
+    }
+
     fn key(import_id: ImportId) -> HashMap<String, AttributeValue> {
         HashMap::from([(attr::ID.to_owned(), s(&import_id.to_string()))])
     }

@@ -155,6 +155,11 @@ impl Dependency {
         self.name
     }
 
+    /// Whether calls currently fail fast.
+    pub fn is_circuit_open(&self) -> bool {
+        self.breaker.is_open()
+    }
+
     /// Calls `operation` (building a new future per attempt) under the dependency's protection.
     ///
     /// Transient failures and timeouts are retried up to the attempt limit; a permanent error
