@@ -3,6 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 EMULATOR := infra/emulator/emulator.sh
+TOOLS := infra/tools/tools.sh
 
 .PHONY: help
 help: ## List the targets
@@ -40,3 +41,20 @@ emulator-down: ## Stop the emulator started by emulator-up
 .PHONY: emulator-env
 emulator-env: ## Print the endpoint variables: eval "$$(make -s emulator-env)"
 	@$(EMULATOR) env
+
+.PHONY: validate
+validate: ## Validate template.yaml (sam validate --lint, cfn-lint)
+	$(TOOLS) sam validate --lint --region us-east-1
+	$(TOOLS) cfn-lint template.yaml
+
+.PHONY: build
+build: ## Build both functions for Lambda with SAM (arm64 unless ARCH=x86_64)
+	$(TOOLS) sam build --parameter-overrides Architecture=$${ARCH:-arm64}
+
+.PHONY: deploy
+deploy: build ## Deploy the stack (the first time: sam deploy --guided)
+	$(TOOLS) sam deploy
+
+.PHONY: destroy
+destroy: ## Delete the stack and everything in it
+	$(TOOLS) sam delete

@@ -4,7 +4,8 @@
 #   2. unit tests (no AWS endpoint)
 #   3. the no-Docker emulator, started here unless already running, and stopped on exit
 #      (also when a test fails) only if this script started it
-#   4. integration tests against it
+#   4. integration tests against it (including the template's invariants)
+#   5. template.yaml: sam validate --lint, cfn-lint, and sam build for x86_64
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -35,3 +36,11 @@ eval "$("$emulator" env)"
 
 step "integration tests"
 cargo test -p integration-tests
+
+tools=infra/tools/tools.sh
+step "template: sam validate --lint, cfn-lint"
+"$tools" sam validate --lint --region us-east-1
+"$tools" cfn-lint template.yaml
+
+step "template: sam build (x86_64)"
+"$tools" sam build --parameter-overrides Architecture=x86_64

@@ -13,6 +13,7 @@
 //! deliver.
 
 pub mod guard_suite;
+pub mod template;
 
 mod clock;
 mod request_counter;

@@ -1,0 +1,314 @@
+//! Invariants of `template.yaml` that neither `sam validate` nor `cfn-lint` check, as a function
+//! from the parsed template to the list of violations, so tests can run it on the real
+//! template (no violation) and on mutated copies (each mutation caught).
+//!
+//! Values given as `!Ref Parameter` are checked at the parameter's default and across its
+//! allowed range, so a deploy with other parameter values cannot break them either.
+
+use std::collections::BTreeSet;
+
+use serde_yaml_ng::Value;
+
+/// The environment variables a function's code reads, by the `Binary` it is built from.
+pub fn variables_read_by(binary: &str) -> Option<BTreeSet<&'static str>> {
+    let lists: Vec<&[&str]> = match binary {
+        "import-producer" => vec![import_producer::ProducerConfig::VARIABLES],
+        "import-processor" => vec![
+            import_processor::ProcessorConfig::VARIABLES,
+            shared::config::GuardConfig::VARIABLES,
+            shared::batch::BatchSettings::VARIABLES,
+            shared::protection::DependencySettings::VARIABLES,
+        ],
+        _ => return None,
+    };
+    Some(lists.into_iter().flatten().copied().collect())
+}
+
+/// Reads `template.yaml` from the workspace root.
+pub fn load() -> Value {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml");
+    let text = std::fs::read_to_string(path).expect("template.yaml exists");
+    serde_yaml_ng::from_str(&text).expect("template.yaml is valid YAML")
+}
+
+/// Service prefixes whose actions touch data; granting them on `*` is never least privilege.
+const DATA_PLANE: [&str; 7] = [
+    "dynamodb",
+    "s3",
+    "sqs",
+    "sns",
+    "kms",
+    "secretsmanager",
+    "ssm",
+];
+
+/// Every invariant violation in `template`.
+pub fn violations(template: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let resources = template["Resources"]
+        .as_mapping()
+        .cloned()
+        .unwrap_or_default();
+    for (name, resource) in &resources {
+        let name = name.as_str().unwrap_or("?");
+        match resource["Type"].as_str() {
+            Some("AWS::SQS::Queue") => check_queue(template, name, resource, &mut found),
+            Some("AWS::Serverless::Function") => {
+                check_function(template, name, resource, &mut found)
+            }
+            _ => {}
+        }
+    }
+    found
+}
+
+/// A number given literally or as `!Ref Param`: its possible values (the parameter's default,
+/// bounds and allowed values).
+fn possible_numbers(template: &Value, value: &Value) -> Vec<f64> {
+    if let Some(n) = number(value) {
+        return vec![n];
+    }
+    let Some(param) = reference(value) else {
+        return Vec::new();
+    };
+    let parameter = &template["Parameters"][param];
+    let mut values: Vec<f64> = ["Default", "MinValue", "MaxValue"]
+        .iter()
+        .filter_map(|k| number(&parameter[*k]))
+        .collect();
+    if let Some(allowed) = parameter["AllowedValues"].as_sequence() {
+        values.extend(allowed.iter().filter_map(number));
+    }
+    values
+}
+
+/// The value a literal or `!Ref Param` has by default.
+fn default_number(template: &Value, value: &Value) -> Option<f64> {
+    number(value).or_else(|| number(&template["Parameters"][reference(value)?]["Default"]))
+}
+
+fn number(value: &Value) -> Option<f64> {
+    match value {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.parse().ok(),
+        _ => None,
+    }
+}
+
+/// The parameter or resource a `!Ref` names.
+fn reference(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str(),
+        _ => value["Ref"].as_str(),
+    }
+}
+
+fn check_queue(template: &Value, name: &str, queue: &Value, found: &mut Vec<String>) {
+    let properties = &queue["Properties"];
+    let redrive = &properties["RedrivePolicy"];
+    if !redrive.is_null() {
+        let counts = possible_numbers(template, &redrive["maxReceiveCount"]);
+        if counts.is_empty() || counts.iter().any(|c| *c < 5.0) {
+            found.push(format!("{name}: maxReceiveCount must be at least 5"));
+        }
+    }
+    if properties["FifoQueue"].as_bool() == Some(true) {
+        for function in consumers(template, name) {
+            let batch = default_number(template, &function["Properties"]["BatchSize"]);
+            if batch.is_some_and(|b| b > 10.0) {
+                found.push(format!(
+                    "{name}: a FIFO queue allows a batch size of at most 10"
+                ));
+            }
+        }
+    }
+}
+
+/// The SQS events that read from the queue `queue_name`.
+fn consumers<'a>(template: &'a Value, queue_name: &str) -> Vec<&'a Value> {
+    let mut events = Vec::new();
+    for resource in template["Resources"]
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        for event in resource["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            if event["Type"].as_str() == Some("SQS")
+                && get_att_resource(&event["Properties"]["Queue"]) == Some(queue_name)
+            {
+                events.push(event);
+            }
+        }
+    }
+    events
+}
+
+/// The resource of a `!GetAtt Resource.Attribute`.
+fn get_att_resource(value: &Value) -> Option<&str> {
+    match value {
+        Value::Tagged(tagged) if tagged.tag == "GetAtt" => tagged.value.as_str()?.split('.').next(),
+        _ => None,
+    }
+}
+
+/// The visibility timeouts the queue can get, by processor timeout.
+fn visibility_by_timeout(template: &Value, queue: &Value) -> Vec<(f64, f64)> {
+    let visibility = &queue["Properties"]["VisibilityTimeout"];
+    if let Some(seconds) = number(visibility) {
+        return vec![(f64::NAN, seconds)];
+    }
+    // !FindInMap [Map, !Ref ProcessorTimeoutSeconds, Seconds], keyed by the timeout
+    let Value::Tagged(tagged) = visibility else {
+        return Vec::new();
+    };
+    let Some(args) = tagged
+        .value
+        .as_sequence()
+        .filter(|_| tagged.tag == "FindInMap")
+    else {
+        return Vec::new();
+    };
+    let map = &template["Mappings"][args[0].as_str().unwrap_or_default()];
+    map.as_mapping()
+        .into_iter()
+        .flat_map(|m| m.iter())
+        .filter_map(|(key, entry)| {
+            let timeout = number(key)?;
+            Some((timeout, number(&entry[args[2].as_str()?])?))
+        })
+        .collect()
+}
+
+fn check_function(template: &Value, name: &str, function: &Value, found: &mut Vec<String>) {
+    let properties = &function["Properties"];
+    for event in properties["Events"]
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        if event["Type"].as_str() != Some("SQS") {
+            continue;
+        }
+        let event_properties = &event["Properties"];
+        let types: Vec<&str> = event_properties["FunctionResponseTypes"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !types.contains(&"ReportBatchItemFailures") {
+            found.push(format!(
+                "{name}: the SQS event must set FunctionResponseTypes: [ReportBatchItemFailures]"
+            ));
+        }
+        let concurrency = possible_numbers(
+            template,
+            &event_properties["ScalingConfig"]["MaximumConcurrency"],
+        );
+        if concurrency.is_empty() || concurrency.iter().any(|c| !(2.0..=1000.0).contains(c)) {
+            found.push(format!(
+                "{name}: ScalingConfig.MaximumConcurrency must be within 2..1000"
+            ));
+        }
+        let batch = default_number(template, &event_properties["BatchSize"]).unwrap_or(10.0);
+        let window = default_number(
+            template,
+            &event_properties["MaximumBatchingWindowInSeconds"],
+        )
+        .unwrap_or(0.0);
+        if batch > 10.0 && window < 1.0 {
+            found.push(format!(
+                "{name}: a batch size above 10 needs a batching window of at least 1 s"
+            ));
+        }
+        let windows = possible_numbers(
+            template,
+            &event_properties["MaximumBatchingWindowInSeconds"],
+        );
+        let largest_window = windows.iter().copied().fold(0.0, f64::max);
+        let timeouts = possible_numbers(template, &properties["Timeout"]);
+        let queue_name = get_att_resource(&event_properties["Queue"]).unwrap_or_default();
+        let queue = &template["Resources"][queue_name];
+        let visibilities = visibility_by_timeout(template, queue);
+        for timeout in &timeouts {
+            let visibility = visibilities
+                .iter()
+                .find(|(t, _)| t.is_nan() || t == timeout)
+                .map(|(_, v)| *v);
+            match visibility {
+                Some(v) if v >= 6.0 * timeout + largest_window => {}
+                _ => found.push(format!(
+                    "{queue_name}: visibility timeout must be at least 6 x {timeout} s + {largest_window} s"
+                )),
+            }
+        }
+    }
+
+    for statement in statements(properties) {
+        let resources = as_list(&statement["Resource"]);
+        if !resources.iter().any(|r| r.as_str() == Some("*")) {
+            continue;
+        }
+        for action in as_list(&statement["Action"]) {
+            let action = action.as_str().unwrap_or_default();
+            let service = action.split(':').next().unwrap_or_default();
+            if DATA_PLANE.contains(&service) {
+                found.push(format!(
+                    "{name}: grants the data-plane action {action} on *"
+                ));
+            }
+        }
+    }
+    for policy in properties["Policies"].as_sequence().into_iter().flatten() {
+        if let Some(managed) = policy.as_str() {
+            found.push(format!(
+                "{name}: managed policy {managed} is broader than the function needs"
+            ));
+        }
+    }
+
+    let binary = function["Metadata"]["BuildProperties"]["Binary"]
+        .as_str()
+        .unwrap_or_default();
+    let Some(read) = variables_read_by(binary) else {
+        found.push(format!("{name}: builds unknown binary {binary:?}"));
+        return;
+    };
+    let set: BTreeSet<&str> = properties["Environment"]["Variables"]
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.keys())
+        .filter_map(Value::as_str)
+        .collect();
+    for missing in read.difference(&set) {
+        found.push(format!(
+            "{name}: the code reads {missing} but the template does not set it"
+        ));
+    }
+    for unused in set.difference(&read) {
+        found.push(format!(
+            "{name}: the template sets {unused} but the code never reads it"
+        ));
+    }
+}
+
+fn statements(properties: &Value) -> Vec<&Value> {
+    properties["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|policy| as_list(&policy["Statement"]))
+        .collect()
+}
+
+fn as_list(value: &Value) -> Vec<&Value> {
+    match value {
+        Value::Sequence(items) => items.iter().collect(),
+        Value::Null => Vec::new(),
+        other => vec![other],
+    }
+}

@@ -1,0 +1,136 @@
+//! `template.yaml` keeps the invariants the pipeline's correctness depends on, and the checker
+//! catches each one broken (on mutated copies of the real template).
+
+use harness::template::{load, violations};
+use serde_yaml_ng::Value;
+
+fn mutated(change: impl FnOnce(&mut Value)) -> Vec<String> {
+    let mut template = load();
+    change(&mut template);
+    violations(&template)
+}
+
+fn assert_caught(found: &[String], expected: &str) {
+    assert!(
+        found.iter().any(|v| v.contains(expected)),
+        "expected a violation mentioning {expected:?}, got {found:?}"
+    );
+}
+
+fn yaml(text: &str) -> Value {
+    serde_yaml_ng::from_str(text).unwrap()
+}
+
+#[test]
+fn the_template_keeps_every_invariant() {
+    assert_eq!(violations(&load()), Vec::<String>::new());
+}
+
+#[test]
+fn a_visibility_timeout_below_six_processor_timeouts_is_caught() {
+    let found = mutated(|t| t["Mappings"]["QueueVisibility"]["60"]["Seconds"] = yaml("359"));
+    assert_caught(&found, "visibility timeout must be at least 6 x 60");
+}
+
+#[test]
+fn a_processor_timeout_without_a_visibility_entry_is_caught() {
+    let found = mutated(|t| {
+        t["Parameters"]["ProcessorTimeoutSeconds"]["AllowedValues"] = yaml("[30, 60, 45]")
+    });
+    assert_caught(&found, "6 x 45");
+}
+
+#[test]
+fn a_max_receive_count_below_five_is_caught() {
+    let found = mutated(|t| t["Parameters"]["MaxReceiveCount"]["MinValue"] = yaml("3"));
+    assert_caught(&found, "maxReceiveCount must be at least 5");
+    let found = mutated(|t| {
+        t["Resources"]["JobQueue"]["Properties"]["RedrivePolicy"]["maxReceiveCount"] = yaml("2")
+    });
+    assert_caught(&found, "maxReceiveCount");
+}
+
+fn sqs_event(template: &mut Value) -> &mut Value {
+    &mut template["Resources"]["ProcessorFunction"]["Properties"]["Events"]["Jobs"]["Properties"]
+}
+
+#[test]
+fn a_missing_or_misspelled_report_batch_item_failures_is_caught() {
+    let found =
+        mutated(|t| sqs_event(t)["FunctionResponseTypes"] = yaml("[ReportBatchItemFailure]"));
+    assert_caught(&found, "ReportBatchItemFailures");
+    let found = mutated(|t| {
+        sqs_event(t)
+            .as_mapping_mut()
+            .unwrap()
+            .remove("FunctionResponseTypes");
+    });
+    assert_caught(&found, "ReportBatchItemFailures");
+}
+
+#[test]
+fn a_maximum_concurrency_outside_2_to_1000_is_caught() {
+    let found = mutated(|t| t["Parameters"]["MaximumConcurrency"]["MinValue"] = yaml("1"));
+    assert_caught(&found, "MaximumConcurrency must be within 2..1000");
+    let found = mutated(|t| t["Parameters"]["MaximumConcurrency"]["MaxValue"] = yaml("5000"));
+    assert_caught(&found, "MaximumConcurrency");
+}
+
+#[test]
+fn a_large_batch_without_a_batching_window_is_caught() {
+    let found = mutated(|t| {
+        t["Parameters"]["BatchSize"]["Default"] = yaml("100");
+        t["Parameters"]["MaxBatchingWindowSeconds"]["Default"] = yaml("0");
+    });
+    assert_caught(&found, "batching window");
+}
+
+#[test]
+fn a_large_batch_on_a_fifo_queue_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["JobQueue"]["Properties"]["FifoQueue"] = yaml("true");
+        t["Parameters"]["BatchSize"]["Default"] = yaml("20");
+    });
+    assert_caught(&found, "FIFO");
+}
+
+#[test]
+fn a_data_plane_action_on_any_resource_is_caught() {
+    let found = mutated(|t| {
+        let statements =
+            t["Resources"]["ProducerFunction"]["Properties"]["Policies"][0]["Statement"]
+                .as_sequence_mut()
+                .unwrap();
+        statements.push(yaml(
+            "{Effect: Allow, Action: [dynamodb:Scan], Resource: '*'}",
+        ));
+    });
+    assert_caught(&found, "dynamodb:Scan on *");
+    let found = mutated(|t| {
+        t["Resources"]["ProcessorFunction"]["Properties"]["Policies"]
+            .as_sequence_mut()
+            .unwrap()
+            .push(yaml("AmazonS3FullAccess"));
+    });
+    assert_caught(&found, "AmazonS3FullAccess");
+}
+
+#[test]
+fn an_environment_variable_the_code_reads_but_the_template_omits_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("ITEMS_TABLE");
+    });
+    assert_caught(&found, "reads ITEMS_TABLE but the template does not set it");
+}
+
+#[test]
+fn an_environment_variable_the_template_sets_but_the_code_ignores_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["ProducerFunction"]["Properties"]["Environment"]["Variables"]["JOB_QUEUE"] =
+            yaml("typo");
+    });
+    assert_caught(&found, "sets JOB_QUEUE but the code never reads it");
+}
