@@ -5,7 +5,8 @@
 //! text. The level comes from `RUST_LOG`, else from the `AWS_LAMBDA_LOG_LEVEL` that Lambda sets
 //! from the function's logging configuration, else `info`.
 //!
-//! Never log message bodies or secrets: log identifiers and outcomes.
+//! Never log message bodies or secrets: log identifiers and outcomes, and errors with their
+//! cause chain ([`error_chain`]).
 
 use tracing_subscriber::EnvFilter;
 
@@ -34,4 +35,16 @@ pub fn init() {
     } else {
         builder.compact().with_ansi(!in_lambda).init();
     }
+}
+
+/// An error and its causes on one line: `outer: cause: root cause`.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
 }

@@ -4,12 +4,13 @@ use std::time::SystemTime;
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use serde_json::json;
-use shared::batch::{Ack, Invocation, RecordError, RecordHandler, RecordResult, error_chain};
+use shared::batch::{Ack, Invocation, RecordError, RecordHandler, RecordResult};
 use shared::idempotency::{Claim, Decision, GuardError, IdempotencyGuard, IdempotencyStore};
 use shared::imports::{
     ImportId, ImportJob, ImportResults, JOB_SCHEMA_VERSION, ObjectKey, Transition,
 };
 use shared::protection::{Dependency, DependencyError};
+use shared::telemetry::error_chain;
 
 use crate::items::{BATCH_SIZE, ItemWriter, WriteError};
 use crate::rows::{FileError, Rejections, RowReader};

@@ -12,11 +12,11 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use lambda_http::request::RequestContext;
 use serde_json::json;
-use shared::batch::error_chain;
 use shared::idempotency::IdempotencyKey;
 use shared::imports::{
     CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore, JobQueue,
 };
+use shared::telemetry::error_chain;
 
 use crate::problem::Problem;
 use crate::request::NewImport;

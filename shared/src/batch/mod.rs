@@ -50,6 +50,7 @@ pub use record::{
 pub use response::batch_response;
 
 use crate::config::{ConfigError, Env};
+use crate::telemetry::error_chain;
 
 /// How a batch is processed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -378,18 +379,6 @@ fn receive_count(message: &SqsMessage) -> u32 {
         .get("ApproximateReceiveCount")
         .and_then(|count| count.parse().ok())
         .unwrap_or(1)
-}
-
-/// An error and its causes on one line: `outer: cause: root cause`.
-pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = error.to_string();
-    let mut source = error.source();
-    while let Some(cause) = source {
-        text.push_str(": ");
-        text.push_str(&cause.to_string());
-        source = cause.source();
-    }
-    text
 }
 
 fn panic_message(panic: &(dyn std::any::Any + Send)) -> &str {
