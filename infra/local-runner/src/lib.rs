@@ -1,0 +1,8 @@
+//! The local runner: the whole pipeline on a laptop, against the no-Docker emulator or
+//! LocalStack.
+//!
+//! `sam local` cannot trigger a function from SQS. [`esm`] emulates the SQS event source
+//! mapping instead, with the template's settings and the exact rules Lambda applies to a
+//! partial batch response.
+
+pub mod esm;
