@@ -147,7 +147,7 @@ impl GuardConfig {
 
     /// Reads the guard settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self {
+        let config = Self {
             table_name: env.required("IDEMPOTENCY_TABLE")?,
             retention: env.seconds_or(
                 "IDEMPOTENCY_RETENTION_SECONDS",
@@ -156,7 +156,20 @@ impl GuardConfig {
             lease_margin: env
                 .seconds_or("IDEMPOTENCY_LEASE_MARGIN_SECONDS", Duration::from_secs(10))?,
             max_lease: env.seconds_or("IDEMPOTENCY_MAX_LEASE_SECONDS", Duration::from_secs(910))?,
-        })
+        };
+        // A record past retention is reclaimable whatever its lease says, so a retention shorter
+        // than a lease would let a second worker take a live claim.
+        if config.retention < config.max_lease {
+            return Err(ConfigError::Invalid {
+                name: "IDEMPOTENCY_RETENTION_SECONDS".into(),
+                value: config.retention.as_secs().to_string(),
+                reason: format!(
+                    "must be at least IDEMPOTENCY_MAX_LEASE_SECONDS ({})",
+                    config.max_lease.as_secs()
+                ),
+            });
+        }
+        Ok(config)
     }
 }
 
@@ -206,6 +219,19 @@ mod tests {
         assert!(matches!(
             GuardConfig::from_env(&env),
             Err(ConfigError::Invalid { name, .. }) if name == "IDEMPOTENCY_MAX_LEASE_SECONDS"
+        ));
+    }
+
+    #[test]
+    fn a_retention_shorter_than_the_longest_lease_is_rejected() {
+        let env = Env::from_pairs([
+            ("IDEMPOTENCY_TABLE", "t"),
+            ("IDEMPOTENCY_RETENTION_SECONDS", "300"),
+            ("IDEMPOTENCY_MAX_LEASE_SECONDS", "900"),
+        ]);
+        assert!(matches!(
+            GuardConfig::from_env(&env),
+            Err(ConfigError::Invalid { name, .. }) if name == "IDEMPOTENCY_RETENTION_SECONDS"
         ));
     }
 

@@ -2,8 +2,8 @@
 //! from the parsed template to the list of violations, so tests can run it on the real
 //! template (no violation) and on mutated copies (each mutation caught).
 //!
-//! Values given as `!Ref Parameter` are checked at the parameter's default and across its
-//! allowed range, so a deploy with other parameter values cannot break them either.
+//! Values given as `!Ref Parameter` are checked across the parameter's default, bounds and
+//! allowed values, so a deploy with other parameter values cannot break them either.
 
 use std::collections::BTreeSet;
 
@@ -106,6 +106,22 @@ fn reference(value: &Value) -> Option<&str> {
 fn check_queue(template: &Value, name: &str, queue: &Value, found: &mut Vec<String>) {
     let properties = &queue["Properties"];
     let redrive = &properties["RedrivePolicy"];
+    if redrive.is_null() && !consumers(template, name).is_empty() {
+        found.push(format!(
+            "{name}: a queue a function consumes needs a RedrivePolicy to a DLQ"
+        ));
+    }
+    if let Some(dlq) = get_att_resource(&redrive["deadLetterTargetArn"]) {
+        let retention = default_number(
+            template,
+            &template["Resources"][dlq]["Properties"]["MessageRetentionPeriod"],
+        );
+        if retention != Some(1_209_600.0) {
+            found.push(format!(
+                "{dlq}: a dead-letter queue keeps messages for 14 days (1209600 s)"
+            ));
+        }
+    }
     if !redrive.is_null() {
         let counts = possible_numbers(template, &redrive["maxReceiveCount"]);
         if counts.is_empty() || counts.iter().any(|c| *c < 5.0) {
@@ -214,21 +230,28 @@ fn check_function(template: &Value, name: &str, function: &Value, found: &mut Ve
                 "{name}: ScalingConfig.MaximumConcurrency must be within 2..1000"
             ));
         }
-        let batch = default_number(template, &event_properties["BatchSize"]).unwrap_or(10.0);
-        let window = default_number(
-            template,
-            &event_properties["MaximumBatchingWindowInSeconds"],
-        )
-        .unwrap_or(0.0);
-        if batch > 10.0 && window < 1.0 {
-            found.push(format!(
-                "{name}: a batch size above 10 needs a batching window of at least 1 s"
-            ));
-        }
+        let batches = possible_numbers(template, &event_properties["BatchSize"]);
         let windows = possible_numbers(
             template,
             &event_properties["MaximumBatchingWindowInSeconds"],
         );
+        let largest_batch = batches.iter().copied().fold(10.0, f64::max);
+        // No window at all is a window of 0 s.
+        let smallest_window =
+            windows
+                .iter()
+                .copied()
+                .fold(f64::INFINITY, f64::min)
+                .min(if windows.is_empty() {
+                    0.0
+                } else {
+                    f64::INFINITY
+                });
+        if largest_batch > 10.0 && smallest_window < 1.0 {
+            found.push(format!(
+                "{name}: a batch size above 10 needs a batching window of at least 1 s"
+            ));
+        }
         let largest_window = windows.iter().copied().fold(0.0, f64::max);
         let timeouts = possible_numbers(template, &properties["Timeout"]);
         let queue_name = get_att_resource(&event_properties["Queue"]).unwrap_or_default();

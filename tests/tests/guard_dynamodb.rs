@@ -134,3 +134,27 @@ async fn malformed_stored_record_is_a_permanent_error() {
     assert!(matches!(err, GuardError::MalformedRecord { .. }), "{err:?}");
     assert!(!err.is_retryable());
 }
+
+#[tokio::test]
+async fn a_retried_claim_write_recognises_its_own_claim() {
+    use shared::idempotency::{ClaimRequest, FencingToken, IdempotencyStore, PayloadHash};
+    let store = store().await;
+    let now = SystemTime::now();
+    let request = ClaimRequest {
+        key: IdempotencyKey::parse("import-retried-write").unwrap(),
+        payload_hash: PayloadHash::of(b"job"),
+        token: FencingToken::generate(),
+        now,
+        lease_expires_at: now + Duration::from_secs(60),
+        expires_at: now + Duration::from_secs(3600),
+    };
+    assert!(matches!(
+        store.try_claim(&request).await.unwrap(),
+        Decision::Proceed(_)
+    ));
+    // As when the SDK resends a PutItem whose first attempt was written.
+    assert_eq!(
+        store.try_claim(&request).await.unwrap(),
+        Decision::Proceed(request.granted())
+    );
+}

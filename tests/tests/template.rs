@@ -79,10 +79,28 @@ fn a_maximum_concurrency_outside_2_to_1000_is_caught() {
 #[test]
 fn a_large_batch_without_a_batching_window_is_caught() {
     let found = mutated(|t| {
-        t["Parameters"]["BatchSize"]["Default"] = yaml("100");
-        t["Parameters"]["MaxBatchingWindowSeconds"]["Default"] = yaml("0");
+        t["Parameters"]["MaxBatchingWindowSeconds"]["AllowedValues"] = yaml("[0, 1, 5]");
     });
     assert_caught(&found, "batching window");
+}
+
+#[test]
+fn a_consumed_queue_without_a_redrive_policy_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["JobQueue"]["Properties"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("RedrivePolicy");
+    });
+    assert_caught(&found, "needs a RedrivePolicy");
+}
+
+#[test]
+fn a_dead_letter_queue_keeping_less_than_14_days_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["DeadLetterQueue"]["Properties"]["MessageRetentionPeriod"] = yaml("345600")
+    });
+    assert_caught(&found, "14 days");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! The record handler: one import job, end to end.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use serde_json::json;
@@ -13,7 +13,10 @@ use shared::protection::{Dependency, DependencyError};
 use shared::telemetry::error_chain;
 
 use crate::items::{BATCH_SIZE, ItemWriter, WriteError};
-use crate::rows::{FileError, Rejections, RowReader};
+use crate::rows::{FileError, Rejections, Row, RowReader};
+
+/// Time kept back at the end of an invocation to record a failure and park the job.
+const FINISH_RESERVE: Duration = Duration::from_secs(5);
 use crate::source::{ObjectSource, SourceError};
 
 /// What an import wrote.
@@ -77,21 +80,32 @@ where
         &self.items_table
     }
 
-    async fn claimed(&self, job: &ImportJob, key: &ObjectKey, claim: Claim) -> RecordResult {
-        match self.import(job, key).await {
+    async fn claimed(
+        &self,
+        job: &ImportJob,
+        key: &ObjectKey,
+        claim: Claim,
+        deadline: SystemTime,
+    ) -> RecordResult {
+        match self.import(job, key, deadline).await {
             Ok(counts) => self.complete(job, claim, counts).await,
             Err(error) => {
+                self.release(&claim).await;
                 if let RecordError::Permanent { reason, .. } = &error {
                     self.fail(job.import_id, reason).await?;
                 }
-                self.release(&claim).await;
                 Err(error)
             }
         }
     }
 
     /// Reads the object and writes its valid rows, [`BATCH_SIZE`] at a time.
-    async fn import(&self, job: &ImportJob, key: &ObjectKey) -> Result<Counts, RecordError> {
+    async fn import(
+        &self,
+        job: &ImportJob,
+        key: &ObjectKey,
+        deadline: SystemTime,
+    ) -> Result<Counts, RecordError> {
         let body = self.source.open(key).await.map_err(|e| match e {
             SourceError::NotFound { .. } => RecordError::permanent("object_missing", e.to_string()),
             SourceError::TooLarge { .. } => {
@@ -104,21 +118,29 @@ where
         let mut rows = RowReader::open(body, job.format)
             .await
             .map_err(file_error)?;
-        let mut batch = Vec::with_capacity(BATCH_SIZE);
+        let mut batch: Vec<Row> = Vec::with_capacity(BATCH_SIZE);
         let mut rejections = Rejections::default();
         let mut written = 0;
         while let Some(row) = rows.next().await.map_err(file_error)? {
-            match row {
-                Ok(row) => batch.push(row),
-                Err(rejection) => rejections.add(rejection),
-            }
-            if batch.len() == BATCH_SIZE {
+            let row = match row {
+                Ok(row) => row,
+                Err(rejection) => {
+                    rejections.add(rejection);
+                    continue;
+                }
+            };
+            // One request may not name a key twice: a repeated SKU goes in the next request,
+            // so the later row wins, as it would row by row.
+            if batch.len() == BATCH_SIZE || batch.iter().any(|b| b.sku == row.sku) {
+                self.check_time(deadline)?;
                 self.write(job.import_id, &batch).await?;
                 written += batch.len() as u64;
                 batch.clear();
             }
+            batch.push(row);
         }
         if !batch.is_empty() {
+            self.check_time(deadline)?;
             self.write(job.import_id, &batch).await?;
             written += batch.len() as u64;
         }
@@ -136,6 +158,21 @@ where
         })
     }
 
+    /// Stops an import that would run into the invocation's timeout, while there is still time
+    /// to record why. A file this large fails the same way every time, so it is permanent.
+    fn check_time(&self, deadline: SystemTime) -> Result<(), RecordError> {
+        let left = deadline
+            .duration_since(SystemTime::now())
+            .unwrap_or_default();
+        if left < FINISH_RESERVE {
+            return Err(RecordError::permanent(
+                "timeout_exceeded",
+                "the file could not be imported within the function timeout; split it or raise ProcessorTimeoutSeconds",
+            ));
+        }
+        Ok(())
+    }
+
     async fn write(
         &self,
         import_id: ImportId,
@@ -149,6 +186,9 @@ where
                     source: WriteError::Rejected(_),
                     ..
                 } => RecordError::permanent("rows_rejected_by_table", e.to_string()).with_source(e),
+                DependencyError::CircuitOpen { retry_after, .. } => {
+                    RecordError::retryable_after(e.to_string(), *retry_after)
+                }
                 _ => RecordError::retryable(e.to_string()).with_source(e),
             })
     }
@@ -278,10 +318,13 @@ where
             .await
             .map_err(guard_error)?;
         match decision {
-            Decision::Proceed(claim) => self.claimed(&job, &key, claim).await,
+            Decision::Proceed(claim) => self.claimed(&job, &key, claim, invocation.deadline).await,
             Decision::AlreadyCompleted { .. } => Ok(Ack::Duplicate),
-            Decision::InProgress { .. } => Err(RecordError::retryable(
+            Decision::InProgress { lease_expires_at } => Err(RecordError::retryable_after(
                 "the import is being processed by another worker",
+                lease_expires_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default(),
             )),
             Decision::PayloadMismatch => Err(RecordError::permanent(
                 "payload_mismatch",

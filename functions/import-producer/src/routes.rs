@@ -114,9 +114,14 @@ async fn accept<S: ImportStore, Q: JobQueue>(
         None => {
             if let Err(problem) = send_job(api, record, trace).await {
                 if !has_key {
-                    // Without a key the client cannot come back to this import: undo it.
-                    if let Err(e) = api.store.delete_unsent(import_id).await {
-                        tracing::error!(error = %error_chain(&e), "could not remove the unsent import");
+                    // Without a key the client cannot come back to this import: close it.
+                    let reason = "the job could not be queued; submit the import again";
+                    if let Err(e) = api
+                        .store
+                        .abandon_unsent(import_id, reason, SystemTime::now())
+                        .await
+                    {
+                        tracing::error!(error = %error_chain(&e), "could not mark the unsent import failed");
                     }
                 }
                 return Err(problem);

@@ -56,11 +56,19 @@ impl ImportStore for MemoryImports {
         Ok(())
     }
 
-    async fn delete_unsent(&self, import_id: ImportId) -> Result<(), StoreError> {
+    async fn abandon_unsent(
+        &self,
+        import_id: ImportId,
+        reason: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
         self.check()?;
-        let mut records = self.records.lock().unwrap();
-        if records.get(&import_id).is_some_and(|r| !r.job_sent) {
-            records.remove(&import_id);
+        if let Some(record) = self.records.lock().unwrap().get_mut(&import_id) {
+            if !record.job_sent {
+                record.status = ImportStatus::Failed;
+                record.error = Some(reason.to_owned());
+                record.updated_at = at;
+            }
         }
         Ok(())
     }
@@ -270,7 +278,7 @@ async fn a_queue_failure_answers_503_and_the_retry_with_the_key_sends_the_job() 
 }
 
 #[tokio::test]
-async fn a_queue_failure_without_a_key_leaves_no_orphan_import() {
+async fn a_queue_failure_without_a_key_leaves_the_import_failed_not_queued() {
     let api = api();
     api.queue.down.store(true, Ordering::SeqCst);
     let mut event = fixture("post_imports.json");
@@ -280,7 +288,12 @@ async fn a_queue_failure_without_a_key_leaves_no_orphan_import() {
         .remove("idempotency-key");
     let (status, _, _) = call(&api, event).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
-    assert!(api.store.all().is_empty());
+    let records = api.store.all();
+    assert_eq!(records[0].status, ImportStatus::Failed);
+    assert_eq!(
+        records[0].error.as_deref(),
+        Some("the job could not be queued; submit the import again")
+    );
 }
 
 #[tokio::test]

@@ -30,9 +30,15 @@ impl BackoffPolicy {
             .min(MAX_VISIBILITY);
         let half = ceiling / 2;
         let jittered = half + half.mul_f64(jitter.clamp(0.0, 1.0));
-        let seconds = jittered.as_secs() + u64::from(jittered.subsec_nanos() > 0);
-        Duration::from_secs(seconds.max(1))
+        whole_seconds(jittered)
     }
+}
+
+/// `delay` rounded up to whole seconds (what `ChangeMessageVisibility` takes), at least one
+/// second and at most SQS's 12-hour limit.
+pub(crate) fn whole_seconds(delay: Duration) -> Duration {
+    let seconds = delay.as_secs() + u64::from(delay.subsec_nanos() > 0);
+    Duration::from_secs(seconds.max(1)).min(MAX_VISIBILITY)
 }
 
 #[cfg(test)]

@@ -76,13 +76,13 @@ impl BatchSettings {
     ];
 
     /// Reads the settings: `BATCH_CONCURRENCY` (default 10), `BATCH_DEADLINE_MARGIN_MS` (default
-    /// 3000), `RETRY_BACKOFF_BASE_SECONDS` (default 2; `0` disables backoff) and
+    /// 3000), `RETRY_BACKOFF_BASE_SECONDS` (default 10; `0` disables backoff) and
     /// `RETRY_BACKOFF_MAX_SECONDS` (default 900).
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let concurrency =
             env.parsed_or("BATCH_CONCURRENCY", NonZeroUsize::new(10).expect("10 > 0"))?;
         let margin_ms: u64 = env.parsed_or("BATCH_DEADLINE_MARGIN_MS", 3000)?;
-        let base: u64 = env.parsed_or("RETRY_BACKOFF_BASE_SECONDS", 2)?;
+        let base: u64 = env.parsed_or("RETRY_BACKOFF_BASE_SECONDS", 10)?;
         let max = env.seconds_or("RETRY_BACKOFF_MAX_SECONDS", Duration::from_secs(900))?;
         Ok(Self {
             concurrency,
@@ -293,9 +293,9 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                     RecordStatus::Duplicate
                 }
                 Ok(Err(error)) => match &error {
-                    RecordError::Retryable { .. } => {
+                    RecordError::Retryable { retry_after, .. } => {
                         tracing::warn!(error = %error_chain(&error), "retryable failure");
-                        self.back_off(message, receive_count).await;
+                        self.back_off(message, receive_count, *retry_after).await;
                         RecordStatus::Retried
                     }
                     RecordError::Permanent { code, reason, .. } => {
@@ -314,7 +314,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                 },
                 Err(panic) => {
                     tracing::error!(panic = panic_message(panic.as_ref()), "record handler panicked");
-                    self.back_off(message, receive_count).await;
+                    self.back_off(message, receive_count, None).await;
                     RecordStatus::Panicked
                 }
             }
@@ -323,13 +323,25 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         .await
     }
 
-    /// Delays the next delivery of a failed message, if backoff is on. A failure here only
-    /// means the message comes back after the queue's visibility timeout instead.
-    async fn back_off(&self, message: &SqsMessage, receive_count: u32) {
-        let Some(policy) = self.settings.backoff else {
-            return;
+    /// Delays the next delivery of a failed message: by the backoff delay if backoff is on,
+    /// and at least until `retry_after`. A failure here only means the message comes back
+    /// after the queue's visibility timeout instead.
+    async fn back_off(
+        &self,
+        message: &SqsMessage,
+        receive_count: u32,
+        retry_after: Option<Duration>,
+    ) {
+        let backoff = self
+            .settings
+            .backoff
+            .map(|policy| policy.delay(receive_count, fastrand::f64()));
+        let delay = match (backoff, retry_after) {
+            (None, None) => return,
+            (backoff, retry_after) => backoff
+                .unwrap_or_default()
+                .max(retry_after.map(backoff::whole_seconds).unwrap_or_default()),
         };
-        let delay = policy.delay(receive_count, fastrand::f64());
         match self.queue.change_visibility(message, delay).await {
             Ok(()) => tracing::info!(delay_seconds = delay.as_secs(), "next delivery delayed"),
             Err(e) => {

@@ -150,7 +150,11 @@ fn original_attributes(message: &SqsMessage) -> Vec<(String, MessageAttributeVal
                 .set_string_value(value.string_value.clone())
                 .build()
                 .ok()?;
-            value.string_value.is_some().then(|| (name.clone(), value))
+            value
+                .string_value
+                .as_deref()
+                .is_some_and(|v| !v.is_empty())
+                .then(|| (name.clone(), value))
         })
         .collect();
     attributes.sort_by(|a, b| a.0.cmp(&b.0));
@@ -213,6 +217,8 @@ impl QueueActions for SqsQueueActions {
                 string_attribute(message.event_source_arn.as_deref().unwrap_or_default())?,
             ),
         ];
+        // SQS rejects empty attribute values: leave out what the record does not carry.
+        attributes.retain(|(_, value)| value.string_value().is_some_and(|v| !v.is_empty()));
         let originals = original_attributes(message);
         let room = MAX_MESSAGE_ATTRIBUTES - attributes.len();
         if originals.len() > room {

@@ -1,7 +1,7 @@
 //! What a record handler returns, and what became of each record.
 
 use std::fmt;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 
@@ -29,6 +29,10 @@ pub enum RecordError {
     Retryable {
         /// What went wrong.
         reason: String,
+        /// The earliest a retry can succeed (a lease held elsewhere, an open circuit): the
+        /// message stays invisible at least this long, even beyond the backoff delay, so it does
+        /// not burn its receives before then.
+        retry_after: Option<Duration>,
         /// The underlying error, if any.
         #[source]
         source: Option<BoxError>,
@@ -52,6 +56,16 @@ impl RecordError {
     pub fn retryable(reason: impl Into<String>) -> Self {
         Self::Retryable {
             reason: reason.into(),
+            retry_after: None,
+            source: None,
+        }
+    }
+
+    /// A retryable failure that cannot succeed before `delay` has passed.
+    pub fn retryable_after(reason: impl Into<String>, delay: Duration) -> Self {
+        Self::Retryable {
+            reason: reason.into(),
+            retry_after: Some(delay),
             source: None,
         }
     }

@@ -44,6 +44,10 @@ impl RecordHandler for Scripted {
             "retry" => Err(RecordError::retryable("downstream throttled")),
             "permanent" => Err(RecordError::permanent("malformed_job", "body is not a job")),
             "panic" => panic!("handler bug"),
+            "leased" => Err(RecordError::retryable_after(
+                "in progress elsewhere",
+                Duration::from_secs(600),
+            )),
             sleep => {
                 let ms = sleep
                     .strip_prefix("sleep:")
@@ -212,6 +216,31 @@ async fn retryable_failures_are_delayed_by_backoff_from_their_receive_count() {
     assert!(
         (10..=20).contains(&delayed["msg-5"].as_secs()),
         "{delayed:?}"
+    );
+}
+
+fn single(body: &str) -> SqsEvent {
+    let mut event = fixture("standard_mixed.json");
+    event.records.truncate(1);
+    event.records[0].body = Some(body.to_owned());
+    event
+}
+
+#[tokio::test]
+async fn a_known_retry_time_keeps_the_message_invisible_beyond_the_backoff() {
+    let processor = processor(1);
+    processor.process(&single("leased"), far_deadline()).await;
+    let delayed = processor.queue.delayed.lock().unwrap().clone();
+    assert_eq!(delayed, [("msg-1".to_owned(), Duration::from_secs(600))]);
+
+    let mut settings = settings(1);
+    settings.backoff = None;
+    let processor = BatchProcessor::new(Scripted::default(), FakeQueue::default(), settings);
+    processor.process(&single("leased"), far_deadline()).await;
+    assert_eq!(
+        processor.queue.delayed.lock().unwrap()[0].1,
+        Duration::from_secs(600),
+        "applies without backoff too"
     );
 }
 

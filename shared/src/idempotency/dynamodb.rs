@@ -135,7 +135,7 @@ impl IdempotencyStore for DynamoDbStore {
                         reason: "the conditional check failed but no existing item was returned"
                             .into(),
                     })?;
-                    Ok(decode(&request.key, existing)?.conflict(&request.payload_hash))
+                    Ok(decode(&request.key, existing)?.conflict(request))
                 }
                 _ => Err(GuardError::Unavailable(Box::new(err))),
             },

@@ -41,7 +41,7 @@ impl IdempotencyStore for InMemoryStore {
         let mut records = self.records();
         if let Some(existing) = records.get(request.key.as_str()) {
             if existing.blocks_claim(now_ms, now_s) {
-                return Ok(existing.clone().conflict(&request.payload_hash));
+                return Ok(existing.clone().conflict(request));
             }
         }
         records.insert(
@@ -76,5 +76,35 @@ impl IdempotencyStore for InMemoryStore {
         }
         records.remove(claim.key().as_str());
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+    use crate::idempotency::{FencingToken, IdempotencyKey, PayloadHash};
+
+    #[tokio::test]
+    async fn a_retried_claim_write_recognises_its_own_claim() {
+        let store = InMemoryStore::default();
+        let now = SystemTime::now();
+        let request = ClaimRequest {
+            key: IdempotencyKey::parse("import-1").unwrap(),
+            payload_hash: PayloadHash::of(b"job"),
+            token: FencingToken::generate(),
+            now,
+            lease_expires_at: now + Duration::from_secs(60),
+            expires_at: now + Duration::from_secs(3600),
+        };
+        assert!(matches!(
+            store.try_claim(&request).await,
+            Ok(Decision::Proceed(_))
+        ));
+        assert_eq!(
+            store.try_claim(&request).await.unwrap(),
+            Decision::Proceed(request.granted())
+        );
     }
 }

@@ -68,9 +68,13 @@ impl Record {
         retained && leased
     }
 
-    /// The decision for a claim of `payload_hash` that this (blocking) record refused.
-    pub(crate) fn conflict(self, payload_hash: &PayloadHash) -> Decision {
-        if &self.payload_hash != payload_hash {
+    /// The decision for `request`, which this (blocking) record refused.
+    pub(crate) fn conflict(self, request: &ClaimRequest) -> Decision {
+        if self.token == request.token && self.status == Status::InProgress {
+            // Our own claim: an SDK retry of a claim whose first attempt was written.
+            return Decision::Proceed(request.granted());
+        }
+        if self.payload_hash != request.payload_hash {
             return Decision::PayloadMismatch;
         }
         match self.status {

@@ -4,7 +4,6 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
@@ -135,11 +134,14 @@ pub trait ImportStore: Send + Sync {
         at: SystemTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
-    /// Deletes an import whose job was never sent (undoing a request that failed half-way).
-    /// Does nothing when the job was sent after all.
-    fn delete_unsent(
+    /// Marks an import whose job may not have been sent as `FAILED` with `reason`, when the
+    /// client cannot retry it (no idempotency key). Does nothing once the job is known sent. If
+    /// the send did reach the queue after all, the processor still completes the import.
+    fn abandon_unsent(
         &self,
         import_id: ImportId,
+        reason: &str,
+        at: SystemTime,
     ) -> impl Future<Output = Result<(), StoreError>> + Send;
 
     /// Reads an import.
@@ -211,8 +213,8 @@ use import_attributes as attr;
 
 /// An [`ImportStore`] on a DynamoDB table with a string partition key [`import_attributes::ID`].
 ///
-/// The producer needs `dynamodb:PutItem`, `dynamodb:UpdateItem`, `dynamodb:DeleteItem` and
-/// `dynamodb:GetItem` on the table; the processor only `dynamodb:UpdateItem`.
+/// The producer needs `dynamodb:PutItem`, `dynamodb:UpdateItem` and `dynamodb:GetItem` on the
+/// table; the processor only `dynamodb:UpdateItem`.
 #[derive(Debug, Clone)]
 pub struct DynamoDbImports {
     client: Client,
@@ -382,14 +384,26 @@ impl ImportStore for DynamoDbImports {
         Ok(())
     }
 
-    async fn delete_unsent(&self, import_id: ImportId) -> Result<(), StoreError> {
+    async fn abandon_unsent(
+        &self,
+        import_id: ImportId,
+        reason: &str,
+        at: SystemTime,
+    ) -> Result<(), StoreError> {
         let outcome = self
             .client
-            .delete_item()
+            .update_item()
             .table_name(&self.table_name)
             .set_key(Some(Self::key(import_id)))
+            .update_expression("SET #status = :failed, #error = :reason, #updated = :now")
             .condition_expression("#sent = :false")
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#error", attr::ERROR)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
             .expression_attribute_names("#sent", attr::JOB_SENT)
+            .expression_attribute_values(":failed", s(ImportStatus::Failed.as_str()))
+            .expression_attribute_values(":reason", s(reason))
+            .expression_attribute_values(":now", n(millis(at)))
             .expression_attribute_values(":false", AttributeValue::Bool(false))
             .send()
             .await;
@@ -398,7 +412,7 @@ impl ImportStore for DynamoDbImports {
             Err(err)
                 if err
                     .as_service_error()
-                    .is_some_and(DeleteItemError::is_conditional_check_failed_exception) =>
+                    .is_some_and(UpdateItemError::is_conditional_check_failed_exception) =>
             {
                 Ok(())
             }

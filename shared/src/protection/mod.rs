@@ -310,7 +310,10 @@ impl CircuitBreaker {
     fn record(&self, success: bool) {
         let mut state = self.state();
         *state = match (*state, success) {
-            (_, true) => State::Closed {
+            // A success reported while open comes from a call that started before the circuit
+            // opened: it proves nothing about now. Only the trial call closes the circuit.
+            (State::Open { until }, true) => State::Open { until },
+            (State::Closed { .. } | State::HalfOpen, true) => State::Closed {
                 consecutive_failures: 0,
             },
             (

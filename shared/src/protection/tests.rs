@@ -188,3 +188,16 @@ fn settings_come_from_the_environment() {
         Err(ConfigError::Invalid { name, .. }) if name == "DOWNSTREAM_MAX_ATTEMPTS"
     ));
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_late_success_from_before_the_circuit_opened_does_not_close_it() {
+    let breaker = CircuitBreaker::new(1, Duration::from_secs(30));
+    let slow_call = breaker.try_acquire().unwrap();
+    breaker.try_acquire().unwrap().failed();
+    assert!(breaker.is_open());
+    slow_call.succeeded();
+    assert!(
+        breaker.is_open(),
+        "only a trial after the cool-down closes the circuit"
+    );
+}
