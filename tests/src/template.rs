@@ -7,6 +7,7 @@
 
 use std::collections::BTreeSet;
 
+use local_runner::template::{get_att, literal_number as number, reference};
 use serde_yaml_ng::Value;
 
 /// The environment variables a function's code reads, by the `Binary` it is built from.
@@ -87,22 +88,6 @@ fn default_number(template: &Value, value: &Value) -> Option<f64> {
     number(value).or_else(|| number(&template["Parameters"][reference(value)?]["Default"]))
 }
 
-fn number(value: &Value) -> Option<f64> {
-    match value {
-        Value::Number(n) => n.as_f64(),
-        Value::String(s) => s.parse().ok(),
-        _ => None,
-    }
-}
-
-/// The parameter or resource a `!Ref` names.
-fn reference(value: &Value) -> Option<&str> {
-    match value {
-        Value::Tagged(tagged) if tagged.tag == "Ref" => tagged.value.as_str(),
-        _ => value["Ref"].as_str(),
-    }
-}
-
 fn check_queue(template: &Value, name: &str, queue: &Value, found: &mut Vec<String>) {
     let properties = &queue["Properties"];
     let redrive = &properties["RedrivePolicy"];
@@ -111,7 +96,7 @@ fn check_queue(template: &Value, name: &str, queue: &Value, found: &mut Vec<Stri
             "{name}: a queue a function consumes needs a RedrivePolicy to a DLQ"
         ));
     }
-    if let Some(dlq) = get_att_resource(&redrive["deadLetterTargetArn"]) {
+    if let Some(dlq) = get_att_resource_of(&redrive["deadLetterTargetArn"]) {
         let retention = default_number(
             template,
             &template["Resources"][dlq]["Properties"]["MessageRetentionPeriod"],
@@ -154,21 +139,13 @@ fn consumers<'a>(template: &'a Value, queue_name: &str) -> Vec<&'a Value> {
             .flat_map(|m| m.values())
         {
             if event["Type"].as_str() == Some("SQS")
-                && get_att_resource(&event["Properties"]["Queue"]) == Some(queue_name)
+                && get_att_resource_of(&event["Properties"]["Queue"]) == Some(queue_name)
             {
                 events.push(event);
             }
         }
     }
     events
-}
-
-/// The resource of a `!GetAtt Resource.Attribute`.
-fn get_att_resource(value: &Value) -> Option<&str> {
-    match value {
-        Value::Tagged(tagged) if tagged.tag == "GetAtt" => tagged.value.as_str()?.split('.').next(),
-        _ => None,
-    }
 }
 
 /// The visibility timeouts the queue can get, by processor timeout.
@@ -254,7 +231,7 @@ fn check_function(template: &Value, name: &str, function: &Value, found: &mut Ve
         }
         let largest_window = windows.iter().copied().fold(0.0, f64::max);
         let timeouts = possible_numbers(template, &properties["Timeout"]);
-        let queue_name = get_att_resource(&event_properties["Queue"]).unwrap_or_default();
+        let queue_name = get_att_resource_of(&event_properties["Queue"]).unwrap_or_default();
         let queue = &template["Resources"][queue_name];
         let visibilities = visibility_by_timeout(template, queue);
         for timeout in &timeouts {
@@ -334,4 +311,9 @@ fn as_list(value: &Value) -> Vec<&Value> {
         Value::Null => Vec::new(),
         other => vec![other],
     }
+}
+
+/// The resource of a `!GetAtt Resource.Attribute`.
+fn get_att_resource_of(value: &Value) -> Option<&str> {
+    get_att(value).map(|(resource, _)| resource)
 }

@@ -3,6 +3,9 @@
 //!
 //! `sam local` cannot trigger a function from SQS. [`esm`] emulates the SQS event source
 //! mapping instead, with the template's settings and the exact rules Lambda applies to a
-//! partial batch response.
+//! partial batch response. [`template`] reads `template.yaml`, the single source of truth,
+//! and [`provision`] creates the same queues, tables and bucket on the local endpoint.
 
 pub mod esm;
+pub mod provision;
+pub mod template;

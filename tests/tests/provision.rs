@@ -1,0 +1,127 @@
+//! The local runner provisions the emulator from `template.yaml`, with the template's settings.
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use harness::{s3_client, sdk_config, unique_name};
+use local_runner::provision::{Clients, mapping_settings, provision};
+use local_runner::template::Template;
+
+fn template() -> Template {
+    Template::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap()
+}
+
+async fn clients() -> Clients {
+    let config = sdk_config().await;
+    Clients {
+        sqs: aws_sdk_sqs::Client::new(&config),
+        dynamodb: aws_sdk_dynamodb::Client::new(&config),
+        s3: s3_client(&config),
+    }
+}
+
+#[tokio::test]
+async fn queues_tables_and_bucket_get_the_template_settings_and_provisioning_is_idempotent() {
+    let clients = clients().await;
+    let template = template();
+    let stack = unique_name("local");
+    let first = provision(&template, &stack, &clients).await.unwrap();
+    let again = provision(&template, &stack, &clients).await.unwrap();
+    assert_eq!(first.reference("JobQueue"), again.reference("JobQueue"));
+
+    let queue = first.reference("JobQueue").unwrap();
+    assert!(queue.ends_with(&format!("{stack}-import-jobs")), "{queue}");
+    let attributes = clients
+        .sqs
+        .get_queue_attributes()
+        .queue_url(queue)
+        .attribute_names(QueueAttributeName::All)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap();
+    // ProcessorTimeoutSeconds defaults to 60: 6 x 60 + 30.
+    assert_eq!(attributes[&QueueAttributeName::VisibilityTimeout], "390");
+    let redrive: serde_json::Value =
+        serde_json::from_str(&attributes[&QueueAttributeName::RedrivePolicy]).unwrap();
+    assert_eq!(
+        redrive["deadLetterTargetArn"],
+        first.arn("DeadLetterQueue").unwrap()
+    );
+    assert_eq!(
+        redrive["maxReceiveCount"].to_string().trim_matches('"'),
+        "10"
+    );
+
+    let ttl = clients
+        .dynamodb
+        .describe_time_to_live()
+        .table_name(first.reference("IdempotencyTable").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        ttl.time_to_live_description.unwrap().attribute_name(),
+        Some("expires_at")
+    );
+    let items = clients
+        .dynamodb
+        .describe_table()
+        .table_name(first.reference("ItemsTable").unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(items.table.unwrap().key_schema()[0].attribute_name(), "sku");
+    clients
+        .s3
+        .head_bucket()
+        .bucket(first.reference("UploadBucket").unwrap())
+        .send()
+        .await
+        .unwrap();
+}
+
+#[tokio::test]
+async fn function_environments_resolve_to_the_local_resources_and_cover_the_config() {
+    let clients = clients().await;
+    let template = template();
+    let provisioned = provision(&template, &unique_name("local"), &clients)
+        .await
+        .unwrap();
+    for (function, binary) in [
+        ("ProcessorFunction", "import-processor"),
+        ("ProducerFunction", "import-producer"),
+    ] {
+        let env = provisioned.function_env(&template, function).unwrap();
+        let names: BTreeSet<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
+        assert_eq!(names, harness::template::variables_read_by(binary).unwrap());
+        let value = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        assert_eq!(
+            value("IMPORTS_TABLE").as_deref(),
+            provisioned.reference("ImportsTable")
+        );
+    }
+    let env = provisioned
+        .function_env(&template, "ProcessorFunction")
+        .unwrap();
+    let config =
+        import_processor::ProcessorConfig::from_env(&shared::Env::from_pairs(env)).unwrap();
+    assert_eq!(
+        Some(config.dead_letter_queue_url.as_str()),
+        provisioned.reference("DeadLetterQueue")
+    );
+    assert_eq!(config.batch.concurrency.get(), 10);
+}
+
+#[tokio::test]
+async fn the_event_source_mapping_takes_the_template_settings() {
+    let (queue, settings) = mapping_settings(&template(), "ProcessorFunction").unwrap();
+    assert_eq!(queue, "JobQueue");
+    assert_eq!(settings.batch_size, 10);
+    assert_eq!(settings.batching_window, Duration::from_secs(1));
+    assert_eq!(settings.maximum_concurrency, 5);
+    assert_eq!(settings.function_timeout, Duration::from_secs(60));
+    assert!(settings.report_batch_item_failures);
+}
