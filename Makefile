@@ -9,6 +9,15 @@ TOOLS := infra/tools/tools.sh
 help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
+.PHONY: demo
+demo: ## The whole pipeline locally: a burst of 500 imports, watched live and checked (IMPORTS=N)
+	infra/demo.sh --imports $${IMPORTS:-500}
+
+.PHONY: run
+run: ## Serve the API on 127.0.0.1:8080 and run the processor against the emulator
+	$(EMULATOR) up
+	eval "$$($(EMULATOR) env)" && cargo run -p local-runner -- run
+
 .PHONY: test
 test: ## Everything CI runs: format, lint, unit tests, emulator, integration tests
 	infra/test.sh

@@ -4,7 +4,8 @@
 #   2. unit tests (no AWS endpoint)
 #   3. the no-Docker emulator, started here unless already running, and stopped on exit
 #      (also when a test fails) only if this script started it
-#   4. integration tests against it (including the template's invariants)
+#   4. integration tests against it (including the template's invariants), then the demo
+#      with a small burst
 #   5. template.yaml: sam validate --lint, cfn-lint, and sam build for x86_64
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -36,6 +37,9 @@ eval "$("$emulator" env)"
 
 step "integration tests"
 cargo test -p integration-tests
+
+step "demo: a small burst through the local pipeline"
+cargo run --quiet -p local-runner -- demo --imports 60 --rows 10 --timeout 300
 
 tools=infra/tools/tools.sh
 step "template: sam validate --lint, cfn-lint"

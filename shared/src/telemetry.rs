@@ -12,6 +12,11 @@ use tracing_subscriber::EnvFilter;
 
 /// Installs the global tracing subscriber. Call once, first thing in `main`.
 pub fn init() {
+    init_with_default_level("info");
+}
+
+/// Like [`init`], with `level` when neither `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` is set.
+pub fn init_with_default_level(level: &str) {
     let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
     let text_requested = std::env::var("AWS_LAMBDA_LOG_FORMAT")
         .is_ok_and(|format| format.eq_ignore_ascii_case("text"));
@@ -21,7 +26,7 @@ pub fn init() {
             let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok()?;
             EnvFilter::try_new(level.to_ascii_lowercase()).ok()
         })
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(level));
 
     let builder = tracing_subscriber::fmt().with_env_filter(filter);
     if in_lambda && !text_requested {

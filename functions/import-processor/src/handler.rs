@@ -320,11 +320,12 @@ where
         match decision {
             Decision::Proceed(claim) => self.claimed(&job, &key, claim, invocation.deadline).await,
             Decision::AlreadyCompleted { .. } => Ok(Ack::Duplicate),
-            Decision::InProgress { lease_expires_at } => Err(RecordError::retryable_after(
+            // Usually the other worker finishes within seconds, so the normal backoff retries
+            // soon and then finds the job completed. Should that worker have died, its lease
+            // (at most IDEMPOTENCY_MAX_LEASE_SECONDS) runs out well within the backoff schedule
+            // of the default maxReceiveCount: 10 deliveries back off for over 25 minutes.
+            Decision::InProgress { .. } => Err(RecordError::retryable(
                 "the import is being processed by another worker",
-                lease_expires_at
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default(),
             )),
             Decision::PayloadMismatch => Err(RecordError::permanent(
                 "payload_mismatch",

@@ -10,7 +10,8 @@
 //! **The event source mapping must enable `ReportBatchItemFailures`.**
 //!
 //! Layout: `handler` (one job), `rows` (file schema and readers, `[To customize]`), `source`
-//! (S3), `items` (the items table), `metrics` (EMF), `config`. `main.rs` only wires them.
+//! (S3), `items` (the items table), `metrics` (EMF), `config`, and `wiring`, which builds the
+//! production processor for `main.rs` and the local runner alike.
 
 mod config;
 mod handler;
@@ -18,6 +19,7 @@ mod items;
 mod metrics;
 mod rows;
 mod source;
+mod wiring;
 
 use std::time::SystemTime;
 
@@ -33,6 +35,7 @@ pub use rows::{
     COLUMNS, FileError, MAX_LINE_BYTES, Rejection, Rejections, Row, RowReader, validate,
 };
 pub use source::{ObjectBody, ObjectSource, S3ObjectSource, SourceError};
+pub use wiring::{ProductionHandler, ProductionProcessor, build};
 
 /// Handles one invocation: processes the batch and prints its metrics line. A
 /// [`BatchError`](shared::batch::BatchError) fails the invocation.

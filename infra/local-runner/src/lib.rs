@@ -6,6 +6,8 @@
 //! partial batch response. [`template`] reads `template.yaml`, the single source of truth,
 //! and [`provision`] creates the same queues, tables and bucket on the local endpoint.
 
+pub mod demo;
 pub mod esm;
+pub mod pipeline;
 pub mod provision;
 pub mod template;

@@ -170,11 +170,11 @@ pub struct BatchProcessor<H, Q> {
     settings: BatchSettings,
 }
 
-/// A record of the batch, with its position and validated id.
-struct Entry<'a> {
+/// A record of the batch: its position and validated id. It holds no borrow of the event, so
+/// the futures built from it are `Send` without higher-ranked lifetime trouble.
+struct Entry {
     index: usize,
     id: MessageId,
-    message: &'a SqsMessage,
 }
 
 impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
@@ -203,7 +203,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                     summary: BatchSummary::default(),
                 };
             };
-            entries.push(Entry { index, id, message });
+            entries.push(Entry { index, id });
         }
 
         let remaining = deadline
@@ -213,8 +213,8 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             Instant::now() + remaining.saturating_sub(self.settings.deadline_margin);
 
         let mut statuses: Vec<Option<RecordStatus>> = vec![None; entries.len()];
-        let mut runs = stream::iter(units(entries, is_fifo(event)))
-            .map(|unit| self.run_unit(unit, Invocation { deadline }, stop_starting_at))
+        let mut runs = stream::iter(units(event, entries, is_fifo(event)))
+            .map(|unit| self.run_unit(event, unit, Invocation { deadline }, stop_starting_at))
             .buffer_unordered(self.settings.concurrency.get());
         let mut ids: Vec<Option<MessageId>> = vec![None; statuses.len()];
         while let Some(results) = runs.next().await {
@@ -253,7 +253,8 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
     /// Runs one unit (a record, or a FIFO message group in order).
     async fn run_unit(
         &self,
-        unit: Vec<Entry<'_>>,
+        event: &SqsEvent,
+        unit: Vec<Entry>,
         invocation: Invocation,
         stop_starting_at: Instant,
     ) -> Vec<(usize, MessageId, RecordStatus)> {
@@ -265,7 +266,8 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             } else if Instant::now() >= stop_starting_at {
                 RecordStatus::NotStarted
             } else {
-                self.run_record(&entry, &invocation).await
+                self.run_record(&entry, &event.records[entry.index], &invocation)
+                    .await
             };
             group_failed |= status.is_failure();
             results.push((entry.index, entry.id, status));
@@ -273,8 +275,12 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         results
     }
 
-    async fn run_record(&self, entry: &Entry<'_>, invocation: &Invocation) -> RecordStatus {
-        let message = entry.message;
+    async fn run_record(
+        &self,
+        entry: &Entry,
+        message: &SqsMessage,
+        invocation: &Invocation,
+    ) -> RecordStatus {
         let receive_count = receive_count(message);
         let span = tracing::info_span!(
             "record",
@@ -363,15 +369,14 @@ fn is_fifo(event: &SqsEvent) -> bool {
 
 /// Splits the batch into units of sequential work: one per record, or on FIFO one per message
 /// group, each in batch order.
-fn units(entries: Vec<Entry<'_>>, fifo: bool) -> Vec<Vec<Entry<'_>>> {
+fn units(event: &SqsEvent, entries: Vec<Entry>, fifo: bool) -> Vec<Vec<Entry>> {
     if !fifo {
         return entries.into_iter().map(|entry| vec![entry]).collect();
     }
-    let mut order: Vec<Vec<Entry<'_>>> = Vec::new();
+    let mut order: Vec<Vec<Entry>> = Vec::new();
     let mut position: HashMap<String, usize> = HashMap::new();
     for entry in entries {
-        let group = entry
-            .message
+        let group = event.records[entry.index]
             .attributes
             .get("MessageGroupId")
             .cloned()

@@ -1,0 +1,58 @@
+//! Building the production processor from its configuration: shared by `main.rs` and the local
+//! runner, so both run exactly the same code.
+
+use aws_config::SdkConfig;
+use aws_config::retry::RetryConfig;
+use shared::batch::{BatchProcessor, SqsQueueActions};
+use shared::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
+use shared::imports::DynamoDbImports;
+use shared::protection::Dependency;
+
+use crate::{DynamoDbItems, ImportHandler, ProcessorConfig, S3ObjectSource};
+
+/// The production record handler.
+pub type ProductionHandler =
+    ImportHandler<DynamoDbStore, S3ObjectSource, DynamoDbItems, DynamoDbImports>;
+
+/// The production batch processor.
+pub type ProductionProcessor = BatchProcessor<ProductionHandler, SqsQueueActions>;
+
+/// Builds the processor: clients once, the items table's client without SDK retries (the
+/// processor retries it inside its circuit breaker), S3 path-style when an endpoint is
+/// overridden (emulators). Warms the items table's connection, so the first record does not
+/// pay for it.
+pub async fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProcessor {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let items_client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .retry_config(RetryConfig::disabled())
+            .build(),
+    );
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(shared::aws::endpoint_overridden())
+            .build(),
+    );
+    if let Err(e) = items_client
+        .describe_table()
+        .table_name(&config.items_table)
+        .send()
+        .await
+    {
+        tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "warm-up call failed");
+    }
+    let guard = IdempotencyGuard::new(
+        DynamoDbStore::new(dynamodb.clone(), &config.guard.table_name),
+        GuardSettings::from(&config.guard),
+    );
+    let handler = ImportHandler::new(
+        guard,
+        S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
+        DynamoDbItems::new(items_client, &config.items_table),
+        DynamoDbImports::new(dynamodb, &config.imports_table),
+        Dependency::new("items-table", config.items_table_protection),
+        &config.upload_prefix,
+    );
+    let queue = SqsQueueActions::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url);
+    BatchProcessor::new(handler, queue, config.batch)
+}

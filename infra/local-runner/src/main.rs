@@ -1,0 +1,88 @@
+//! `local-runner`: the pipeline on a laptop. See `local-runner --help`.
+
+use std::time::Duration;
+
+use clap::{Parser, Subcommand};
+use local_runner::demo::{self, Burst};
+use local_runner::pipeline::Pipeline;
+use local_runner::template::Template;
+
+#[derive(Parser)]
+#[command(about = "Runs the import pipeline locally against an AWS emulator")]
+struct Cli {
+    /// The SAM template to take resources and settings from.
+    #[arg(long, default_value = "template.yaml")]
+    template: String,
+    /// Prefix of the local resource names.
+    #[arg(long, default_value = "local")]
+    stack: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Provision, then serve the API and run the processor until Ctrl-C.
+    Run {
+        /// Port of the API on 127.0.0.1.
+        #[arg(long, default_value_t = 8080)]
+        port: u16,
+    },
+    /// Provision, fire a burst of imports, watch them drain, and check every outcome.
+    Demo {
+        /// Import requests in the burst.
+        #[arg(long, default_value_t = 500)]
+        imports: usize,
+        /// Rows per generated file.
+        #[arg(long, default_value_t = 20)]
+        rows: usize,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 600)]
+        timeout: u64,
+    },
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    // The demo's own output is the show: only errors from the pipeline, unless RUST_LOG asks.
+    let level = if matches!(cli.command, Command::Demo { .. }) {
+        "error"
+    } else {
+        "info"
+    };
+    shared::telemetry::init_with_default_level(level);
+    let template = Template::load(&cli.template)?;
+    match cli.command {
+        Command::Run { port } => {
+            let pipeline = Pipeline::start(&template, &cli.stack, port).await?;
+            println!(
+                "API on {} (POST /imports, GET /imports/{{id}}); Ctrl-C stops",
+                pipeline.base_url
+            );
+            tokio::signal::ctrl_c().await?;
+            pipeline.stop().await;
+        }
+        Command::Demo {
+            imports,
+            rows,
+            timeout,
+        } => {
+            // A fresh name per run, so runs never see each other's imports.
+            let stack = format!("{}-demo-{}", cli.stack, std::process::id());
+            let pipeline = Pipeline::start(&template, &stack, 0).await?;
+            let burst = Burst {
+                imports,
+                rows,
+                repeat_every: 10,
+                poison_every: 50,
+                concurrency: 32,
+                drain_timeout: Duration::from_secs(timeout),
+            };
+            let outcome = demo::run(&pipeline, burst).await;
+            pipeline.stop().await;
+            outcome?;
+        }
+    }
+    Ok(())
+}

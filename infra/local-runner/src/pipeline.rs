@@ -1,0 +1,208 @@
+//! The whole pipeline in one process: provisioned resources, the producer's router served over
+//! HTTP on 127.0.0.1, and the processor behind the emulated event source mapping.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use anyhow::Context as _;
+use aws_lambda_events::event::sqs::SqsEvent;
+use import_processor::{ProcessorConfig, ProductionProcessor};
+use import_producer::{ProducerConfig, production_api, router};
+use serde_json::Value;
+use shared::Env;
+use shared::batch::{BatchSummary, RecordStatus};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::esm::{EventSourceMapping, Function, InvocationReport};
+use crate::provision::{Clients, Provisioned, mapping_settings, provision};
+use crate::template::Template;
+
+/// Running counts of what the processor did, across invocations.
+#[derive(Debug, Default)]
+pub struct Stats {
+    counts: [AtomicU64; RecordStatus::ALL.len()],
+    invocations: AtomicU64,
+    failed_invocations: AtomicU64,
+}
+
+impl Stats {
+    /// Records processed with `status` so far.
+    pub fn count(&self, status: RecordStatus) -> u64 {
+        let index = RecordStatus::ALL
+            .iter()
+            .position(|s| *s == status)
+            .unwrap_or(0);
+        self.counts[index].load(Ordering::Relaxed)
+    }
+
+    /// Invocations so far, and how many of them failed as a whole.
+    pub fn invocations(&self) -> (u64, u64) {
+        (
+            self.invocations.load(Ordering::Relaxed),
+            self.failed_invocations.load(Ordering::Relaxed),
+        )
+    }
+
+    fn add(&self, summary: &BatchSummary, failed: bool) {
+        for (i, status) in RecordStatus::ALL.iter().enumerate() {
+            self.counts[i].fetch_add(summary.count(*status) as u64, Ordering::Relaxed);
+        }
+        self.invocations.fetch_add(1, Ordering::Relaxed);
+        if failed {
+            self.failed_invocations.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+/// The production processor as the emulated mapping's function.
+struct Processor {
+    inner: ProductionProcessor,
+    stats: Arc<Stats>,
+}
+
+impl Function for Processor {
+    async fn invoke(&self, event: SqsEvent, deadline: SystemTime) -> Result<Value, String> {
+        let outcome = self.inner.process(&event, deadline).await;
+        self.stats.add(&outcome.summary, outcome.result.is_err());
+        match outcome.result {
+            Ok(response) => serde_json::to_value(response).map_err(|e| e.to_string()),
+            Err(error) => Err(error.to_string()),
+        }
+    }
+}
+
+/// A running local pipeline. Dropping it does not stop it: call [`Pipeline::stop`].
+pub struct Pipeline {
+    /// Base URL of the API, e.g. `http://127.0.0.1:8080`.
+    pub base_url: String,
+    /// The local resources.
+    pub resources: Provisioned,
+    /// The clients on the local endpoint.
+    pub clients: Clients,
+    /// What the processor did so far.
+    pub stats: Arc<Stats>,
+    stop_mapping: oneshot::Sender<()>,
+    mapping: tokio::task::JoinHandle<()>,
+    server: tokio::task::JoinHandle<()>,
+}
+
+impl Pipeline {
+    /// Provisions `template` under the name prefix `stack` and starts the API on `port`
+    /// (0 picks a free one) and the processor's event source mapping.
+    pub async fn start(template: &Template, stack: &str, port: u16) -> anyhow::Result<Self> {
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .load()
+            .await;
+        anyhow::ensure!(
+            shared::aws::endpoint_overridden(),
+            "set AWS_ENDPOINT_URL (e.g. eval \"$(make -s emulator-env)\"): the runner never touches real AWS"
+        );
+        let clients = Clients {
+            sqs: aws_sdk_sqs::Client::new(&sdk),
+            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+            s3: aws_sdk_s3::Client::from_conf(
+                aws_sdk_s3::config::Builder::from(&sdk)
+                    .force_path_style(true)
+                    .build(),
+            ),
+        };
+        let resources = provision(template, stack, &clients)
+            .await
+            .context("provisioning the local resources from template.yaml")?;
+
+        let producer_env = Env::from_pairs(resources.function_env(template, "ProducerFunction")?);
+        let api = production_api(ProducerConfig::from_env(&producer_env)?, &sdk);
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .with_context(|| format!("binding 127.0.0.1:{port}"))?;
+        let base_url = format!("http://{}", listener.local_addr()?);
+        let app = router(Arc::new(api));
+        let server = tokio::spawn(async move {
+            if let Err(e) = axum::serve(listener, app).await {
+                tracing::error!(error = %e, "the API server stopped");
+            }
+        });
+
+        let processor_env = Env::from_pairs(resources.function_env(template, "ProcessorFunction")?);
+        let config = ProcessorConfig::from_env(&processor_env)?;
+        let stats = Arc::new(Stats::default());
+        let function = Processor {
+            inner: import_processor::build(&config, &sdk).await,
+            stats: Arc::clone(&stats),
+        };
+        let (queue, settings) = mapping_settings(template, "ProcessorFunction")?;
+        let queue_url = resources
+            .reference(&queue)
+            .context("the job queue")?
+            .to_owned();
+        let queue_arn = resources
+            .arn(&queue)
+            .context("the job queue's ARN")?
+            .to_owned();
+        let mapping = Arc::new(EventSourceMapping::new(
+            clients.sqs.clone(),
+            queue_url,
+            queue_arn,
+            settings,
+            function,
+        ));
+        let (stop_mapping, stopped) = oneshot::channel::<()>();
+        let (reports, mut report_rx) = mpsc::unbounded_channel::<InvocationReport>();
+        let mapping = tokio::spawn(async move {
+            let drain = tokio::spawn(async move { while report_rx.recv().await.is_some() {} });
+            mapping
+                .run(
+                    async {
+                        let _ = stopped.await;
+                    },
+                    reports,
+                )
+                .await;
+            let _ = drain.await;
+        });
+        Ok(Self {
+            base_url,
+            resources,
+            clients,
+            stats,
+            stop_mapping,
+            mapping,
+            server,
+        })
+    }
+
+    /// Messages waiting plus in flight on the queue `logical_id`.
+    pub async fn queue_depth(&self, logical_id: &str) -> anyhow::Result<(u64, u64)> {
+        use aws_sdk_sqs::types::QueueAttributeName as Name;
+        let url = self.resources.reference(logical_id).context("queue")?;
+        let attributes = self
+            .clients
+            .sqs
+            .get_queue_attributes()
+            .queue_url(url)
+            .attribute_names(Name::ApproximateNumberOfMessages)
+            .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
+            .send()
+            .await?
+            .attributes
+            .unwrap_or_default();
+        let read = |name: &Name| {
+            attributes
+                .get(name)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((
+            read(&Name::ApproximateNumberOfMessages),
+            read(&Name::ApproximateNumberOfMessagesNotVisible),
+        ))
+    }
+
+    /// Stops the mapping (waiting for invocations in flight) and the server.
+    pub async fn stop(self) {
+        let _ = self.stop_mapping.send(());
+        let _ = self.mapping.await;
+        self.server.abort();
+    }
+}
