@@ -16,6 +16,9 @@ struct Cli {
     /// Prefix of the local resource names.
     #[arg(long, default_value = "local")]
     stack: String,
+    /// Override the template's MaximumConcurrency of the event source mapping.
+    #[arg(long)]
+    maximum_concurrency: Option<usize>,
     #[command(subcommand)]
     command: Command,
 }
@@ -55,7 +58,8 @@ async fn main() -> anyhow::Result<()> {
     let template = Template::load(&cli.template)?;
     match cli.command {
         Command::Run { port } => {
-            let pipeline = Pipeline::start(&template, &cli.stack, port).await?;
+            let pipeline =
+                Pipeline::start(&template, &cli.stack, port, cli.maximum_concurrency).await?;
             println!(
                 "API on {} (POST /imports, GET /imports/{{id}}); Ctrl-C stops",
                 pipeline.base_url
@@ -70,7 +74,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             // A fresh name per run, so runs never see each other's imports.
             let stack = format!("{}-demo-{}", cli.stack, std::process::id());
-            let pipeline = Pipeline::start(&template, &stack, 0).await?;
+            let pipeline = Pipeline::start(&template, &stack, 0, cli.maximum_concurrency).await?;
             let burst = Burst {
                 imports,
                 rows,

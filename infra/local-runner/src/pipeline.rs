@@ -89,8 +89,14 @@ pub struct Pipeline {
 
 impl Pipeline {
     /// Provisions `template` under the name prefix `stack` and starts the API on `port`
-    /// (0 picks a free one) and the processor's event source mapping.
-    pub async fn start(template: &Template, stack: &str, port: u16) -> anyhow::Result<Self> {
+    /// (0 picks a free one) and the processor's event source mapping (with the template's
+    /// maximum concurrency unless `maximum_concurrency` overrides it).
+    pub async fn start(
+        template: &Template,
+        stack: &str,
+        port: u16,
+        maximum_concurrency: Option<usize>,
+    ) -> anyhow::Result<Self> {
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
@@ -131,7 +137,10 @@ impl Pipeline {
             inner: import_processor::build(&config, &sdk).await,
             stats: Arc::clone(&stats),
         };
-        let (queue, settings) = mapping_settings(template, "ProcessorFunction")?;
+        let (queue, mut settings) = mapping_settings(template, "ProcessorFunction")?;
+        if let Some(maximum) = maximum_concurrency {
+            settings.maximum_concurrency = maximum;
+        }
         let queue_url = resources
             .reference(&queue)
             .context("the job queue")?
