@@ -48,7 +48,7 @@ emulator-down: ## Stop the emulator started by emulator-up
 	$(EMULATOR) down
 
 .PHONY: emulator-env
-emulator-env: ## Print the endpoint variables: eval "$$(make -s emulator-env)"
+emulator-env: ## Print the endpoint variables: eval "$(make -s emulator-env)"
 	@$(EMULATOR) env
 
 .PHONY: validate
