@@ -1,9 +1,7 @@
-use std::collections::HashMap;
 use std::time::Duration;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
-use aws_sdk_sqs::types::{Message, MessageSystemAttributeName, QueueAttributeName};
-use serde_json::{Value, json};
+use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 use crate::unique_name;
 
@@ -69,48 +67,7 @@ impl TestQueue {
             .send()
             .await
             .expect("receive");
-        let records: Vec<Value> = received
-            .messages()
-            .iter()
-            .map(|m| self.lambda_record(m))
-            .collect();
-        serde_json::from_value(json!({ "Records": records })).expect("a valid SQS event")
-    }
-
-    fn lambda_record(&self, message: &Message) -> Value {
-        let attributes: HashMap<&str, &str> = message
-            .attributes()
-            .map(|a| a.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect())
-            .unwrap_or_default();
-        let message_attributes: HashMap<&str, Value> = message
-            .message_attributes()
-            .map(|a| {
-                a.iter()
-                    .map(|(name, value)| {
-                        (
-                            name.as_str(),
-                            json!({
-                                "stringValue": value.string_value(),
-                                "dataType": value.data_type(),
-                                "stringListValues": [],
-                                "binaryListValues": [],
-                            }),
-                        )
-                    })
-                    .collect()
-            })
-            .unwrap_or_default();
-        json!({
-            "messageId": message.message_id(),
-            "receiptHandle": message.receipt_handle(),
-            "body": message.body(),
-            "attributes": attributes,
-            "messageAttributes": message_attributes,
-            "md5OfBody": message.md5_of_body(),
-            "eventSource": "aws:sqs",
-            "eventSourceARN": self.arn,
-            "awsRegion": "us-east-1",
-        })
+        local_runner::esm::lambda_event(received.messages(), &self.arn)
     }
 
     /// Visible plus in-flight messages.

@@ -14,10 +14,13 @@ use local_runner::esm::{
 use serde_json::{Value, json};
 use tokio::sync::{mpsc, oneshot};
 
-/// A function that answers each batch with what `respond` returns, after `delay`.
+/// A function that answers each batch with what `respond` returns, after `delay`. With
+/// `hold_for_peak`, each invocation also waits (at most 10 s) until that many invocations have
+/// run at once, so concurrency is observed however slow the emulator is.
 struct Stub<R> {
     respond: R,
     delay: Duration,
+    hold_for_peak: usize,
     running: AtomicUsize,
     peak: Arc<AtomicUsize>,
 }
@@ -29,6 +32,12 @@ where
     async fn invoke(&self, event: SqsEvent, _deadline: SystemTime) -> Result<Value, String> {
         let now = self.running.fetch_add(1, Ordering::SeqCst) + 1;
         self.peak.fetch_max(now, Ordering::SeqCst);
+        let held = tokio::time::Instant::now();
+        while self.peak.load(Ordering::SeqCst) < self.hold_for_peak
+            && held.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
         tokio::time::sleep(self.delay).await;
         self.running.fetch_sub(1, Ordering::SeqCst);
         (self.respond)(&event)
@@ -54,7 +63,7 @@ struct Run {
 async fn run<R>(
     bodies: &[&str],
     settings: MappingSettings,
-    delay: Duration,
+    (delay, hold_for_peak): (Duration, usize),
     respond: R,
     done: impl Fn(&[InvocationReport]) -> bool,
 ) -> Run
@@ -81,6 +90,7 @@ where
     let stub = Stub {
         respond,
         delay,
+        hold_for_peak,
         running: AtomicUsize::new(0),
         peak: Arc::clone(&peak),
     };
@@ -139,7 +149,14 @@ fn fail_marked(event: &SqsEvent) -> Result<Value, String> {
 
 #[tokio::test]
 async fn acknowledged_messages_are_deleted() {
-    let run = run(&["a", "b", "c"], SETTINGS, Duration::ZERO, ok, handled(3)).await;
+    let run = run(
+        &["a", "b", "c"],
+        SETTINGS,
+        (Duration::ZERO, 0),
+        ok,
+        handled(3),
+    )
+    .await;
     assert_eq!(run.queue.depth(&run.sqs).await, 0);
     assert!(
         run.reports
@@ -153,7 +170,7 @@ async fn reported_failures_stay_on_the_queue_and_the_rest_are_deleted() {
     let run = run(
         &["a", "fail", "b", "fail"],
         SETTINGS,
-        Duration::ZERO,
+        (Duration::ZERO, 0),
         fail_marked,
         handled(4),
     )
@@ -165,7 +182,14 @@ async fn reported_failures_stay_on_the_queue_and_the_rest_are_deleted() {
 #[tokio::test]
 async fn an_empty_item_identifier_fails_the_whole_batch() {
     let respond = |_: &SqsEvent| Ok(json!({ "batchItemFailures": [{ "itemIdentifier": "" }] }));
-    let run = run(&["a", "b"], SETTINGS, Duration::ZERO, respond, handled(2)).await;
+    let run = run(
+        &["a", "b"],
+        SETTINGS,
+        (Duration::ZERO, 0),
+        respond,
+        handled(2),
+    )
+    .await;
     assert_eq!(run.queue.depth(&run.sqs).await, 2);
     assert!(matches!(
         run.reports[0].disposition,
@@ -177,21 +201,42 @@ async fn an_empty_item_identifier_fails_the_whole_batch() {
 async fn an_unknown_item_identifier_fails_the_whole_batch() {
     let respond =
         |_: &SqsEvent| Ok(json!({ "batchItemFailures": [{ "itemIdentifier": "not-in-batch" }] }));
-    let run = run(&["a", "b"], SETTINGS, Duration::ZERO, respond, handled(2)).await;
+    let run = run(
+        &["a", "b"],
+        SETTINGS,
+        (Duration::ZERO, 0),
+        respond,
+        handled(2),
+    )
+    .await;
     assert_eq!(run.queue.depth(&run.sqs).await, 2);
 }
 
 #[tokio::test]
 async fn an_unparseable_response_fails_the_whole_batch() {
     let respond = |_: &SqsEvent| Ok(json!({ "batchItemFailures": "everything" }));
-    let run = run(&["a", "b"], SETTINGS, Duration::ZERO, respond, handled(2)).await;
+    let run = run(
+        &["a", "b"],
+        SETTINGS,
+        (Duration::ZERO, 0),
+        respond,
+        handled(2),
+    )
+    .await;
     assert_eq!(run.queue.depth(&run.sqs).await, 2);
 }
 
 #[tokio::test]
 async fn a_function_error_fails_the_whole_batch() {
     let respond = |_: &SqsEvent| Err("handler crashed".to_owned());
-    let run = run(&["a", "b"], SETTINGS, Duration::ZERO, respond, handled(2)).await;
+    let run = run(
+        &["a", "b"],
+        SETTINGS,
+        (Duration::ZERO, 0),
+        respond,
+        handled(2),
+    )
+    .await;
     assert_eq!(run.queue.depth(&run.sqs).await, 2);
 }
 
@@ -204,7 +249,7 @@ async fn an_invocation_past_the_function_timeout_fails_the_whole_batch() {
     let run = run(
         &["a", "b"],
         settings,
-        Duration::from_secs(2),
+        (Duration::from_secs(2), 0),
         ok,
         handled(2),
     )
@@ -224,7 +269,7 @@ async fn without_report_batch_item_failures_a_partial_response_acknowledges_ever
     let run = run(
         &["a", "fail"],
         settings,
-        Duration::ZERO,
+        (Duration::ZERO, 0),
         fail_marked,
         handled(2),
     )
@@ -245,7 +290,7 @@ async fn batches_are_gathered_up_to_the_batch_size_within_the_window() {
         ..SETTINGS
     };
     let bodies = vec!["m"; 25];
-    let run = run(&bodies, settings, Duration::ZERO, ok, handled(25)).await;
+    let run = run(&bodies, settings, (Duration::ZERO, 0), ok, handled(25)).await;
     let sizes: Vec<usize> = run.reports.iter().map(|r| r.batch_size).collect();
     assert!(sizes.iter().all(|s| *s <= 10), "{sizes:?}");
     assert_eq!(sizes.iter().sum::<usize>(), 25);
@@ -264,14 +309,7 @@ async fn invocations_scale_with_the_backlog_up_to_the_maximum_concurrency() {
         ..SETTINGS
     };
     let bodies = vec!["m"; 12];
-    let run = run(
-        &bodies,
-        settings,
-        Duration::from_millis(400),
-        ok,
-        handled(12),
-    )
-    .await;
+    let run = run(&bodies, settings, (Duration::ZERO, 3), ok, handled(12)).await;
     assert_eq!(run.peak, 3);
     assert_eq!(run.queue.depth(&run.sqs).await, 0);
 }

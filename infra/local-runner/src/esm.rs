@@ -245,7 +245,7 @@ impl<F: Function> EventSourceMapping<F> {
 
     async fn invoke(&self, batch: Vec<Message>) -> InvocationReport {
         let ids: Vec<String> = batch.iter().filter_map(|m| m.message_id.clone()).collect();
-        let event = self.event(&batch);
+        let event = lambda_event(&batch, &self.queue_arn);
         let deadline = SystemTime::now() + self.settings.function_timeout;
         let invocation = match tokio::time::timeout(
             self.settings.function_timeout,
@@ -302,53 +302,55 @@ impl<F: Function> EventSourceMapping<F> {
             }
         }
     }
+}
 
-    /// The event Lambda would build from `batch`.
-    fn event(&self, batch: &[Message]) -> SqsEvent {
-        let records: Vec<Value> = batch
-            .iter()
-            .map(|message| {
-                let attributes: serde_json::Map<String, Value> = message
-                    .attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                let message_attributes: serde_json::Map<String, Value> = message
-                    .message_attributes()
-                    .map(|a| {
-                        a.iter()
-                            .map(|(name, value)| {
-                                (
-                                    name.clone(),
-                                    json!({
-                                        "stringValue": value.string_value(),
-                                        "dataType": value.data_type(),
-                                        "stringListValues": [],
-                                        "binaryListValues": [],
-                                    }),
-                                )
-                            })
-                            .collect()
-                    })
-                    .unwrap_or_default();
-                json!({
-                    "messageId": message.message_id(),
-                    "receiptHandle": message.receipt_handle(),
-                    "body": message.body(),
-                    "attributes": attributes,
-                    "messageAttributes": message_attributes,
-                    "md5OfBody": message.md5_of_body(),
-                    "eventSource": "aws:sqs",
-                    "eventSourceARN": self.queue_arn,
-                    "awsRegion": self.queue_arn.split(':').nth(3).unwrap_or("us-east-1"),
+/// The event Lambda builds from messages received from the queue `queue_arn`: real ids,
+/// receipt handles, system and message attributes.
+pub fn lambda_event(messages: &[Message], queue_arn: &str) -> SqsEvent {
+    let region = queue_arn.split(':').nth(3).unwrap_or("us-east-1");
+    let records: Vec<Value> = messages
+        .iter()
+        .map(|message| {
+            let attributes: serde_json::Map<String, Value> = message
+                .attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(k, v)| (k.as_str().to_owned(), json!(v)))
+                        .collect()
                 })
+                .unwrap_or_default();
+            let message_attributes: serde_json::Map<String, Value> = message
+                .message_attributes()
+                .map(|a| {
+                    a.iter()
+                        .map(|(name, value)| {
+                            (
+                                name.clone(),
+                                json!({
+                                    "stringValue": value.string_value(),
+                                    "dataType": value.data_type(),
+                                    "stringListValues": [],
+                                    "binaryListValues": [],
+                                }),
+                            )
+                        })
+                        .collect()
+                })
+                .unwrap_or_default();
+            json!({
+                "messageId": message.message_id(),
+                "receiptHandle": message.receipt_handle(),
+                "body": message.body(),
+                "attributes": attributes,
+                "messageAttributes": message_attributes,
+                "md5OfBody": message.md5_of_body(),
+                "eventSource": "aws:sqs",
+                "eventSourceARN": queue_arn,
+                "awsRegion": region,
             })
-            .collect();
-        serde_json::from_value(json!({ "Records": records })).expect("the event is well formed")
-    }
+        })
+        .collect();
+    serde_json::from_value(json!({ "Records": records })).expect("the event is well formed")
 }
 
 #[cfg(test)]
