@@ -3,6 +3,7 @@ SHELL := bash
 .DEFAULT_GOAL := help
 
 EMULATOR := infra/emulator/emulator.sh
+LOCALSTACK := infra/localstack/localstack.sh
 TOOLS := infra/tools/tools.sh
 
 .PHONY: help
@@ -10,8 +11,8 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: demo
-demo: ## The whole pipeline locally: a burst of 500 imports, watched live and checked (IMPORTS=N)
-	infra/demo.sh --imports $${IMPORTS:-500}
+demo: ## The whole pipeline locally: a burst of 500 imports, watched live and checked (IMPORTS=N, FLAKY=0.2)
+	infra/demo.sh --imports $${IMPORTS:-500} --flaky-downstream $${FLAKY:-0}
 
 .PHONY: run
 run: ## Serve the API on 127.0.0.1:8080 and run the processor against the emulator
@@ -50,6 +51,22 @@ emulator-down: ## Stop the emulator started by emulator-up
 .PHONY: emulator-env
 emulator-env: ## Print the endpoint variables: eval "$(make -s emulator-env)"
 	@$(EMULATOR) env
+
+.PHONY: localstack-up
+localstack-up: ## Start LocalStack on 127.0.0.1:4566 (Docker if available, else host mode + emulator)
+	$(LOCALSTACK) up
+
+.PHONY: localstack-down
+localstack-down: ## Stop what localstack-up started
+	$(LOCALSTACK) down
+
+.PHONY: localstack-env
+localstack-env: ## Print LocalStack's endpoint variables: eval "$(make -s localstack-env)"
+	@$(LOCALSTACK) env
+
+.PHONY: test-localstack
+test-localstack: ## Integration tests and the demo against LocalStack (started and stopped here)
+	infra/test-localstack.sh
 
 .PHONY: validate
 validate: ## Validate template.yaml (sam validate --lint, cfn-lint)

@@ -6,7 +6,9 @@
 #      (also when a test fails) only if this script started it
 #   4. integration tests against it (including the template's invariants), then the demo
 #      with a small burst
-#   5. template.yaml: sam validate --lint, cfn-lint, and sam build for x86_64
+#   5. the LocalStack tier: the same integration tests and demo with SQS and S3 on LocalStack
+#      (host mode, no Docker; needs Python >= 3.13) and DynamoDB on the emulator
+#   6. template.yaml: sam validate --lint, cfn-lint, and sam build for x86_64
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -40,6 +42,9 @@ cargo test -p integration-tests
 
 step "demo: a small burst through the local pipeline"
 cargo run --quiet -p local-runner -- demo --imports 60 --rows 10 --timeout 300
+
+step "LocalStack tier"
+infra/test-localstack.sh
 
 tools=infra/tools/tools.sh
 step "template: sam validate --lint, cfn-lint"

@@ -4,18 +4,10 @@
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+# shellcheck source=../lib/common.sh
+source "$root/infra/lib/common.sh"
 venv="${TOOLS_VENV:-$root/.venv/tools}"
-requirements="$root/infra/tools/requirements.txt"
-python="${PYTHON:-python3}"
-stamp="$venv/.requirements.sha256"
-want="$(sha256sum "$requirements" | cut -d' ' -f1)"
-
-if [[ ! -x "$venv/bin/sam" || ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-    echo "tools: installing the pinned SAM CLI, cfn-lint and cargo-lambda into $venv (~1 min, first run only)" >&2
-    "$python" -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check -r "$requirements"
-    echo "$want" >"$stamp"
-fi
+ensure_venv "$venv" "$root/infra/tools/requirements.txt" "${PYTHON:-python3}" sam tools
 
 # sam build finds cargo-lambda (and zig, for cross-compiling) on PATH.
 export PATH="$venv/bin:$PATH"

@@ -7,14 +7,15 @@ use std::time::SystemTime;
 
 use anyhow::Context as _;
 use aws_lambda_events::event::sqs::SqsEvent;
-use import_processor::{ProcessorConfig, ProductionProcessor};
+use import_processor::{DynamoDbItems, Handler, ProcessorConfig};
 use import_producer::{ProducerConfig, production_api, router};
 use serde_json::Value;
 use shared::Env;
-use shared::batch::{BatchSummary, RecordStatus};
+use shared::batch::{BatchProcessor, BatchSummary, RecordStatus, SqsQueueActions};
 use tokio::sync::{mpsc, oneshot};
 
 use crate::esm::{EventSourceMapping, Function, InvocationReport};
+use crate::flaky::FlakyWriter;
 use crate::provision::{Clients, Provisioned, mapping_settings, provision};
 use crate::template::Template;
 
@@ -24,6 +25,7 @@ pub struct Stats {
     counts: [AtomicU64; RecordStatus::ALL.len()],
     invocations: AtomicU64,
     failed_invocations: AtomicU64,
+    faults_injected: Arc<AtomicU64>,
 }
 
 impl Stats {
@@ -44,6 +46,11 @@ impl Stats {
         )
     }
 
+    /// Writes the flaky-downstream mode failed on purpose so far.
+    pub fn faults_injected(&self) -> u64 {
+        self.faults_injected.load(Ordering::Relaxed)
+    }
+
     fn add(&self, summary: &BatchSummary, failed: bool) {
         for (i, status) in RecordStatus::ALL.iter().enumerate() {
             self.counts[i].fetch_add(summary.count(*status) as u64, Ordering::Relaxed);
@@ -55,9 +62,10 @@ impl Stats {
     }
 }
 
-/// The production processor as the emulated mapping's function.
+/// The production processor (its item writer behind the fault injector) as the emulated
+/// mapping's function.
 struct Processor {
-    inner: ProductionProcessor,
+    inner: BatchProcessor<Handler<FlakyWriter<DynamoDbItems>>, SqsQueueActions>,
     stats: Arc<Stats>,
 }
 
@@ -70,6 +78,17 @@ impl Function for Processor {
             Err(error) => Err(error.to_string()),
         }
     }
+}
+
+/// How to run the local pipeline.
+#[derive(Debug, Clone, Default)]
+pub struct Options {
+    /// Port of the API on 127.0.0.1 (0 picks a free one).
+    pub port: u16,
+    /// Overrides the template's `MaximumConcurrency` of the event source mapping.
+    pub maximum_concurrency: Option<usize>,
+    /// Share of item writes (0.0 to 1.0) that fail as if the table were throttling.
+    pub downstream_failure_rate: f64,
 }
 
 /// A running local pipeline. Dropping it does not stop it: call [`Pipeline::stop`].
@@ -87,22 +106,42 @@ pub struct Pipeline {
     server: tokio::task::JoinHandle<()>,
 }
 
+/// The services the pipeline uses that have no endpoint override (`AWS_ENDPOINT_URL` or
+/// `AWS_ENDPOINT_URL_<SERVICE>`), and would therefore reach real AWS.
+fn services_without_local_endpoint() -> Vec<&'static str> {
+    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
+    if set("AWS_ENDPOINT_URL") {
+        return Vec::new();
+    }
+    ["SQS", "DYNAMODB", "S3"]
+        .into_iter()
+        .filter(|service| !set(&format!("AWS_ENDPOINT_URL_{service}")))
+        .collect()
+}
+
 impl Pipeline {
-    /// Provisions `template` under the name prefix `stack` and starts the API on `port`
-    /// (0 picks a free one) and the processor's event source mapping (with the template's
-    /// maximum concurrency unless `maximum_concurrency` overrides it).
+    /// Provisions `template` under the name prefix `stack` and starts the API and the
+    /// processor's event source mapping as `options` say.
     pub async fn start(
         template: &Template,
         stack: &str,
-        port: u16,
-        maximum_concurrency: Option<usize>,
+        options: &Options,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            (0.0..=1.0).contains(&options.downstream_failure_rate),
+            "the downstream failure rate must be between 0 and 1, not {}",
+            options.downstream_failure_rate
+        );
+        let port = options.port;
         let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
             .load()
             .await;
+        let unset = services_without_local_endpoint();
         anyhow::ensure!(
-            shared::aws::endpoint_overridden(),
-            "set AWS_ENDPOINT_URL (e.g. eval \"$(make -s emulator-env)\"): the runner never touches real AWS"
+            unset.is_empty(),
+            "no local endpoint for {}: set AWS_ENDPOINT_URL or the per-service variables \
+             (eval \"$(make -s emulator-env)\"); the runner never touches real AWS",
+            unset.join(", ")
         );
         let clients = Clients {
             sqs: aws_sdk_sqs::Client::new(&sdk),
@@ -133,12 +172,19 @@ impl Pipeline {
         let processor_env = Env::from_pairs(resources.function_env(template, "ProcessorFunction")?);
         let config = ProcessorConfig::from_env(&processor_env)?;
         let stats = Arc::new(Stats::default());
+        let (rate, injected) = (
+            options.downstream_failure_rate,
+            Arc::clone(&stats.faults_injected),
+        );
         let function = Processor {
-            inner: import_processor::build(&config, &sdk).await,
+            inner: import_processor::build_with_writer(&config, &sdk, |items| {
+                FlakyWriter::new(items, rate, injected)
+            })
+            .await,
             stats: Arc::clone(&stats),
         };
         let (queue, mut settings) = mapping_settings(template, "ProcessorFunction")?;
-        if let Some(maximum) = maximum_concurrency {
+        if let Some(maximum) = options.maximum_concurrency {
             settings.maximum_concurrency = maximum;
         }
         let queue_url = resources
