@@ -35,7 +35,7 @@ pub use rows::{
     COLUMNS, FileError, MAX_LINE_BYTES, Rejection, Rejections, Row, RowReader, validate,
 };
 pub use source::{ObjectBody, ObjectSource, S3ObjectSource, SourceError};
-pub use wiring::{ProductionHandler, ProductionProcessor, build};
+pub use wiring::{Handler, ProductionHandler, ProductionProcessor, build, build_with_writer};
 
 /// Handles one invocation: processes the batch and prints its metrics line. A
 /// [`BatchError`](shared::batch::BatchError) fails the invocation.

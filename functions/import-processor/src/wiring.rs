@@ -8,11 +8,13 @@ use shared::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
 use shared::imports::DynamoDbImports;
 use shared::protection::Dependency;
 
-use crate::{DynamoDbItems, ImportHandler, ProcessorConfig, S3ObjectSource};
+use crate::{DynamoDbItems, ImportHandler, ItemWriter, ProcessorConfig, S3ObjectSource};
+
+/// The record handler, with the production stores and a choice of item writer.
+pub type Handler<W> = ImportHandler<DynamoDbStore, S3ObjectSource, W, DynamoDbImports>;
 
 /// The production record handler.
-pub type ProductionHandler =
-    ImportHandler<DynamoDbStore, S3ObjectSource, DynamoDbItems, DynamoDbImports>;
+pub type ProductionHandler = Handler<DynamoDbItems>;
 
 /// The production batch processor.
 pub type ProductionProcessor = BatchProcessor<ProductionHandler, SqsQueueActions>;
@@ -22,6 +24,16 @@ pub type ProductionProcessor = BatchProcessor<ProductionHandler, SqsQueueActions
 /// overridden (emulators). Warms the items table's connection, so the first record does not
 /// pay for it.
 pub async fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProcessor {
+    build_with_writer(config, sdk, |items| items).await
+}
+
+/// [`build`], with the items table's writer wrapped by `wrap`: the local runner uses this to put
+/// a fault injector between the processor and its downstream.
+pub async fn build_with_writer<W: ItemWriter>(
+    config: &ProcessorConfig,
+    sdk: &SdkConfig,
+    wrap: impl FnOnce(DynamoDbItems) -> W,
+) -> BatchProcessor<Handler<W>, SqsQueueActions> {
     let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
     let items_client = aws_sdk_dynamodb::Client::from_conf(
         aws_sdk_dynamodb::config::Builder::from(sdk)
@@ -48,7 +60,7 @@ pub async fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProce
     let handler = ImportHandler::new(
         guard,
         S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
-        DynamoDbItems::new(items_client, &config.items_table),
+        wrap(DynamoDbItems::new(items_client, &config.items_table)),
         DynamoDbImports::new(dynamodb, &config.imports_table),
         Dependency::new("items-table", config.items_table_protection),
         &config.upload_prefix,

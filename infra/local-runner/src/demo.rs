@@ -213,13 +213,16 @@ async fn watch(
         let stats = &pipeline.stats;
         let done = stats.count(RecordStatus::Processed) + stats.count(RecordStatus::Parked);
         let (waiting, in_flight) = pipeline.queue_depth("JobQueue").await?;
-        let message = format!(
+        let mut message = format!(
             "queued {waiting} | in flight {in_flight} | completed {} | duplicates {} | retried {} | parked {}",
             stats.count(RecordStatus::Processed),
             stats.count(RecordStatus::Duplicate),
             stats.count(RecordStatus::Retried),
             stats.count(RecordStatus::Parked),
         );
+        if stats.faults_injected() > 0 {
+            message.push_str(&format!(" | faults {}", stats.faults_injected()));
+        }
         bar.set_position(done.min(expected));
         if !interactive && last_line.elapsed() >= Duration::from_secs(3) {
             println!(
@@ -287,7 +290,7 @@ async fn check(
     let (invocations, failed_invocations) = stats.invocations();
     let mut table = Table::new();
     table.load_style(UTF8_FULL).set_header(["", "count"]);
-    let rows: [(&str, String); 9] = [
+    let rows: [(&str, String); 10] = [
         ("imports accepted", accepted.len().to_string()),
         (
             "replayed requests (same Idempotency-Key)",
@@ -305,6 +308,10 @@ async fn check(
         (
             "retried records",
             (stats.count(RecordStatus::Retried) + stats.count(RecordStatus::Panicked)).to_string(),
+        ),
+        (
+            "downstream faults injected (flaky mode)",
+            stats.faults_injected().to_string(),
         ),
         (
             "invocations (whole-batch failures)",

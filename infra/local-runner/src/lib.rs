@@ -8,6 +8,7 @@
 
 pub mod demo;
 pub mod esm;
+pub mod flaky;
 pub mod pipeline;
 pub mod provision;
 pub mod template;

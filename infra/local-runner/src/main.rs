@@ -4,7 +4,7 @@ use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 use local_runner::demo::{self, Burst};
-use local_runner::pipeline::Pipeline;
+use local_runner::pipeline::{Options, Pipeline};
 use local_runner::template::Template;
 
 #[derive(Parser)]
@@ -17,8 +17,12 @@ struct Cli {
     #[arg(long, default_value = "local")]
     stack: String,
     /// Override the template's MaximumConcurrency of the event source mapping.
-    #[arg(long)]
+    #[arg(long, global = true)]
     maximum_concurrency: Option<usize>,
+    /// Flaky-downstream mode: fail this share (0 to 1) of the writes to the items table, as a
+    /// throttling table would, to watch retries and the circuit breaker.
+    #[arg(long, global = true, default_value_t = 0.0, value_name = "RATE")]
+    flaky_downstream: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -56,10 +60,15 @@ async fn main() -> anyhow::Result<()> {
     };
     shared::telemetry::init_with_default_level(level);
     let template = Template::load(&cli.template)?;
+    let mut options = Options {
+        port: 0,
+        maximum_concurrency: cli.maximum_concurrency,
+        downstream_failure_rate: cli.flaky_downstream,
+    };
     match cli.command {
         Command::Run { port } => {
-            let pipeline =
-                Pipeline::start(&template, &cli.stack, port, cli.maximum_concurrency).await?;
+            options.port = port;
+            let pipeline = Pipeline::start(&template, &cli.stack, &options).await?;
             println!(
                 "API on {} (POST /imports, GET /imports/{{id}}); Ctrl-C stops",
                 pipeline.base_url
@@ -74,7 +83,7 @@ async fn main() -> anyhow::Result<()> {
         } => {
             // A fresh name per run, so runs never see each other's imports.
             let stack = format!("{}-demo-{}", cli.stack, std::process::id());
-            let pipeline = Pipeline::start(&template, &stack, 0, cli.maximum_concurrency).await?;
+            let pipeline = Pipeline::start(&template, &stack, &options).await?;
             let burst = Burst {
                 imports,
                 rows,
