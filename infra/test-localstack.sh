@@ -15,6 +15,8 @@ if ! "$localstack" status >/dev/null 2>&1; then
     "$localstack" up
 fi
 eval "$("$localstack" env)"
+# LocalStack has SQS's message move task: the ops tests must see it work.
+export EXPECT_MESSAGE_MOVE_TASK=1
 echo "endpoints: SQS ${AWS_ENDPOINT_URL_SQS:-$AWS_ENDPOINT_URL}, S3 ${AWS_ENDPOINT_URL_S3:-$AWS_ENDPOINT_URL}, DynamoDB ${AWS_ENDPOINT_URL_DYNAMODB:-$AWS_ENDPOINT_URL}"
 
 printf '\n==> integration tests against LocalStack\n'

@@ -1,0 +1,269 @@
+//! Reading and purging the dead-letter queue.
+//!
+//! Reading a queue means receiving its messages. [`list`] holds each message invisible only
+//! while it collects the batch, then makes every one visible again, so listing consumes
+//! nothing. The dead-letter queue has no redrive policy of its own, so the receives it counts
+//! do not move anything.
+
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use aws_sdk_sqs::types::{
+    ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
+    MessageSystemAttributeName,
+};
+use serde::Serialize;
+use shared::batch::dlq_attributes;
+
+use crate::OpsError;
+
+/// The class of a message that SQS moved after too many receives, rather than the processor
+/// parking it with a reason.
+pub const EXHAUSTED_RETRIES: &str = "max_receive_count_exceeded";
+
+/// Largest batch SQS accepts per receive, send or delete.
+pub(crate) const SQS_BATCH: i32 = 10;
+
+/// One message in the dead-letter queue, as an operator sees it.
+#[derive(Debug, Clone, Serialize)]
+pub struct ParkedMessage {
+    /// The message id in the dead-letter queue.
+    pub message_id: String,
+    /// The import the job belongs to (its `import_id` attribute, or the body's `importId`).
+    pub import_id: Option<String>,
+    /// The failure's class: the processor's code, or [`EXHAUSTED_RETRIES`].
+    pub error_class: String,
+    /// The failure's reason, for people.
+    pub reason: String,
+    /// Receives on the source queue before it was parked.
+    pub receive_count: u64,
+    /// Seconds since the message entered the dead-letter queue.
+    pub age_seconds: u64,
+}
+
+impl ParkedMessage {
+    /// Reads the operator's view of a received message.
+    pub fn from_message(message: &Message) -> Self {
+        let attribute = |name: &str| {
+            message
+                .message_attributes()
+                .and_then(|a| a.get(name))
+                .and_then(|v| v.string_value())
+                .map(str::to_owned)
+        };
+        let system = |name: MessageSystemAttributeName| {
+            message
+                .attributes()
+                .and_then(|a| a.get(&name))
+                .and_then(|v| v.parse::<u64>().ok())
+        };
+        let import_id = attribute("import_id").or_else(|| {
+            let body: serde_json::Value =
+                serde_json::from_str(message.body().unwrap_or_default()).ok()?;
+            body["importId"].as_str().map(str::to_owned)
+        });
+        let now_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_millis() as u64;
+        let sent_ms = system(MessageSystemAttributeName::SentTimestamp).unwrap_or(now_ms);
+        let parked_with_reason = attribute(dlq_attributes::ERROR_CLASS).is_some();
+        Self {
+            message_id: message.message_id().unwrap_or_default().to_owned(),
+            import_id,
+            error_class: attribute(dlq_attributes::ERROR_CLASS)
+                .unwrap_or_else(|| EXHAUSTED_RETRIES.to_owned()),
+            reason: attribute(dlq_attributes::REASON).unwrap_or_else(|| {
+                "moved by the queue's redrive policy after maxReceiveCount receives".to_owned()
+            }),
+            receive_count: if parked_with_reason {
+                attribute(dlq_attributes::RECEIVE_COUNT).and_then(|v| v.parse().ok())
+            } else {
+                system(MessageSystemAttributeName::ApproximateReceiveCount)
+            }
+            .unwrap_or(0),
+            age_seconds: now_ms.saturating_sub(sent_ms) / 1000,
+        }
+    }
+}
+
+/// Receives up to [`SQS_BATCH`] messages with every attribute, invisible for `visibility`.
+pub(crate) async fn receive(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    visibility: Duration,
+    wait: Duration,
+) -> Result<Vec<Message>, OpsError> {
+    let received = sqs
+        .receive_message()
+        .queue_url(url)
+        .max_number_of_messages(SQS_BATCH)
+        .visibility_timeout(seconds(visibility))
+        .wait_time_seconds(seconds(wait))
+        .message_system_attribute_names(MessageSystemAttributeName::All)
+        .message_attribute_names("All")
+        .send()
+        .await
+        .map_err(|e| {
+            OpsError::from_sdk(
+                "receiving from the dead-letter queue",
+                "sqs:ReceiveMessage",
+                e,
+            )
+        })?;
+    Ok(received.messages.unwrap_or_default())
+}
+
+/// Makes the messages with these receipt handles visible again at once.
+pub(crate) async fn release(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    receipt_handles: &[String],
+) -> Result<(), OpsError> {
+    for chunk in receipt_handles.chunks(SQS_BATCH as usize) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| {
+                ChangeMessageVisibilityBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .visibility_timeout(0)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        sqs.change_message_visibility_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| {
+                OpsError::from_sdk(
+                    "restoring visibility in the dead-letter queue",
+                    "sqs:ChangeMessageVisibility",
+                    e,
+                )
+            })?;
+    }
+    Ok(())
+}
+
+/// Deletes the messages with these receipt handles; returns how many SQS confirmed.
+pub(crate) async fn delete(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    receipt_handles: &[String],
+) -> Result<usize, OpsError> {
+    let mut deleted = 0;
+    for chunk in receipt_handles.chunks(SQS_BATCH as usize) {
+        let entries = chunk
+            .iter()
+            .enumerate()
+            .map(|(i, handle)| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(i.to_string())
+                    .receipt_handle(handle)
+                    .build()
+                    .expect("id and receipt handle are set")
+            })
+            .collect();
+        let output = sqs
+            .delete_message_batch()
+            .queue_url(url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+            .map_err(|e| {
+                OpsError::from_sdk(
+                    "deleting from the dead-letter queue",
+                    "sqs:DeleteMessage",
+                    e,
+                )
+            })?;
+        deleted += output.successful().len();
+    }
+    Ok(deleted)
+}
+
+/// Lists up to `max` messages of the dead-letter queue at `url` without consuming them: each is
+/// held invisible for `hold` while the list is collected, then made visible again.
+pub async fn list(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    max: usize,
+    hold: Duration,
+) -> Result<Vec<ParkedMessage>, OpsError> {
+    let mut seen: HashMap<String, ParkedMessage> = HashMap::new();
+    let mut handles = Vec::new();
+    let outcome = async {
+        while seen.len() < max {
+            let batch = receive(sqs, url, hold, Duration::from_secs(1)).await?;
+            if batch.is_empty() {
+                break;
+            }
+            for message in &batch {
+                handles.extend(message.receipt_handle().map(str::to_owned));
+                let parked = ParkedMessage::from_message(message);
+                seen.entry(parked.message_id.clone()).or_insert(parked);
+            }
+        }
+        Ok::<_, OpsError>(())
+    }
+    .await;
+    // Restore visibility even when collecting failed half-way.
+    release(sqs, url, &handles).await?;
+    outcome?;
+    let mut messages: Vec<_> = seen.into_values().take(max).collect();
+    messages.sort_by_key(|m| std::cmp::Reverse(m.age_seconds));
+    Ok(messages)
+}
+
+/// Deletes every message of the dead-letter queue at `url` whose class is `class` (every
+/// message when `None`), and returns how many were deleted. Messages of other classes are held
+/// invisible during the pass and made visible again after it; the pass ends when the queue is
+/// empty or only kept messages come back.
+pub async fn purge(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    class: Option<&str>,
+    hold: Duration,
+) -> Result<usize, OpsError> {
+    let mut deleted = 0;
+    let mut kept = Vec::new();
+    let mut kept_ids = HashSet::new();
+    let outcome = async {
+        loop {
+            let batch = receive(sqs, url, hold, Duration::from_secs(1)).await?;
+            let mut doomed = Vec::new();
+            let mut new = false;
+            for message in batch {
+                let handle = message.receipt_handle().unwrap_or_default().to_owned();
+                if matches_class(&message, class) {
+                    doomed.push(handle);
+                    new = true;
+                } else {
+                    new |= kept_ids.insert(message.message_id().unwrap_or_default().to_owned());
+                    kept.push(handle);
+                }
+            }
+            deleted += delete(sqs, url, &doomed).await?;
+            if !new {
+                return Ok::<_, OpsError>(());
+            }
+        }
+    }
+    .await;
+    release(sqs, url, &kept).await?;
+    outcome?;
+    Ok(deleted)
+}
+
+/// Whether `message` is of `class` (any class when `None`).
+pub(crate) fn matches_class(message: &Message, class: Option<&str>) -> bool {
+    class.is_none_or(|class| ParkedMessage::from_message(message).error_class == class)
+}
+
+pub(crate) fn seconds(duration: Duration) -> i32 {
+    i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
+}

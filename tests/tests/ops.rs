@@ -1,0 +1,418 @@
+//! The operator CLI's library against a real SQS endpoint: listing consumes nothing, the safe
+//! move loop moves every parked message back (also when killed half-way), the class filter,
+//! SQS's native move task where the backend has it, and clear errors.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use harness::{TestQueue, sdk_config, unique_name};
+use import_ops::redrive::{self, LoopOptions};
+use import_ops::stats::queue_stats;
+use import_ops::{OpsError, Queues, Target, dlq};
+use shared::batch::{ParkReason, QueueActions, SqsQueueActions, dlq_attributes};
+
+/// A job queue whose dead-letter queue is `dlq` (redrive after 5 receives), as the template
+/// makes them.
+async fn queues(sqs: &aws_sdk_sqs::Client, prefix: &str) -> Queues {
+    let dlq = TestQueue::create(sqs, &format!("{prefix}-deadletterqueue"), &[]).await;
+    let policy = format!(
+        r#"{{"deadLetterTargetArn":"{}","maxReceiveCount":"5"}}"#,
+        dlq.arn
+    );
+    let queue = TestQueue::create(
+        sqs,
+        &format!("{prefix}-jobqueue"),
+        &[(QueueAttributeName::RedrivePolicy, policy.as_str())],
+    )
+    .await;
+    Queues {
+        queue_url: queue.url,
+        queue_arn: queue.arn,
+        dlq_url: dlq.url,
+        dlq_arn: dlq.arn,
+    }
+}
+
+/// Sends `count` jobs to the job queue, receives them as the processor would, parks them with
+/// `class` through the batch processor's own parking code, and deletes the originals. Returns
+/// the bodies.
+async fn park(
+    sqs: &aws_sdk_sqs::Client,
+    queues: &Queues,
+    count: usize,
+    class: &str,
+) -> Vec<String> {
+    let job_queue = TestQueue {
+        url: queues.queue_url.clone(),
+        arn: queues.queue_arn.clone(),
+    };
+    let bodies: Vec<String> = (0..count)
+        .map(|i| format!(r#"{{"importId":"{}","n":{i}}}"#, unique_name(class)))
+        .collect();
+    for body in &bodies {
+        let import_id = body.split('"').nth(3).expect("import id").to_owned();
+        sqs.send_message()
+            .queue_url(&queues.queue_url)
+            .message_body(body)
+            .message_attributes(
+                "import_id",
+                MessageAttributeValue::builder()
+                    .data_type("String")
+                    .string_value(import_id)
+                    .build()
+                    .expect("attribute"),
+            )
+            .send()
+            .await
+            .expect("send job");
+    }
+    let actions = SqsQueueActions::new(sqs.clone(), &queues.dlq_url);
+    let mut parked = 0;
+    while parked < count {
+        let event = job_queue
+            .receive_event(sqs, 10, Duration::from_secs(1))
+            .await;
+        for message in &event.records {
+            actions
+                .park(
+                    message,
+                    ParkReason {
+                        code: class,
+                        reason: "the test parked it",
+                    },
+                )
+                .await
+                .expect("park");
+            sqs.delete_message()
+                .queue_url(&queues.queue_url)
+                .receipt_handle(message.receipt_handle.as_deref().expect("handle"))
+                .send()
+                .await
+                .expect("delete original");
+            parked += 1;
+        }
+    }
+    bodies
+}
+
+/// Every message in the queue at `url`, deleted as read: body -> attributes, with a count per
+/// body (duplicates show as counts above 1).
+async fn drain(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+) -> HashMap<String, (usize, HashMap<String, MessageAttributeValue>)> {
+    let mut seen: HashMap<String, (usize, HashMap<String, MessageAttributeValue>)> = HashMap::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_attribute_names("All")
+            .send()
+            .await
+            .expect("receive");
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            return seen;
+        }
+        for message in messages {
+            let entry = seen
+                .entry(message.body().unwrap_or_default().to_owned())
+                .or_insert_with(|| (0, message.message_attributes().cloned().unwrap_or_default()));
+            entry.0 += 1;
+            sqs.delete_message()
+                .queue_url(url)
+                .receipt_handle(message.receipt_handle().expect("handle"))
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+}
+
+/// Waits until no message of the queue at `url` is in flight (held invisible).
+async fn until_nothing_in_flight(sqs: &aws_sdk_sqs::Client, url: &str) {
+    for _ in 0..300 {
+        if queue_stats(sqs, None, url).await.expect("stats").in_flight == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("messages stayed in flight in {url}");
+}
+
+#[tokio::test]
+async fn dlq_list_shows_every_reason_and_consumes_nothing() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queues = queues(&sqs, "ops-list").await;
+    park(&sqs, &queues, 8, "malformed_job").await;
+    park(&sqs, &queues, 4, "object_missing").await;
+
+    let listed = dlq::list(&sqs, &queues.dlq_url, 100, Duration::from_secs(30))
+        .await
+        .expect("list");
+
+    assert_eq!(listed.len(), 12);
+    let classes = listed.iter().fold(HashMap::new(), |mut by, m| {
+        *by.entry(m.error_class.as_str()).or_insert(0) += 1;
+        by
+    });
+    assert_eq!(
+        classes,
+        HashMap::from([("malformed_job", 8), ("object_missing", 4)])
+    );
+    assert!(listed.iter().all(|m| m.reason == "the test parked it"
+        && m.receive_count == 1
+        && m.import_id.is_some()));
+    let after = queue_stats(&sqs, None, &queues.dlq_url)
+        .await
+        .expect("stats");
+    assert_eq!(
+        (after.depth, after.in_flight),
+        (12, 0),
+        "list must leave the DLQ as it was"
+    );
+}
+
+#[tokio::test]
+async fn move_loop_moves_every_message_back_once_without_the_dlq_attributes() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queues = queues(&sqs, "ops-loop").await;
+    let bodies = park(&sqs, &queues, 25, "dependency_down").await;
+
+    let options = LoopOptions {
+        class: None,
+        rate: None,
+        hold: Duration::from_secs(30),
+    };
+    let report = redrive::move_loop(&sqs, &queues, &options, |_| {})
+        .await
+        .expect("move");
+
+    assert_eq!((report.moved, report.skipped), (25, 0));
+    let moved = drain(&sqs, &queues.queue_url).await;
+    assert_eq!(moved.len(), 25);
+    for body in &bodies {
+        let (count, attributes) = moved.get(body).expect("every parked message is back");
+        assert_eq!(*count, 1, "moved exactly once");
+        assert!(
+            attributes.contains_key("import_id"),
+            "original attributes kept"
+        );
+        assert!(
+            dlq_attributes::ALL
+                .iter()
+                .all(|a| !attributes.contains_key(*a)),
+            "dlq.* attributes removed: {attributes:?}"
+        );
+    }
+    assert!(drain(&sqs, &queues.dlq_url).await.is_empty());
+}
+
+#[tokio::test]
+async fn move_loop_with_a_class_moves_only_that_class() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queues = queues(&sqs, "ops-class").await;
+    let wanted = park(&sqs, &queues, 6, "dependency_down").await;
+    park(&sqs, &queues, 4, "malformed_job").await;
+
+    let options = LoopOptions {
+        class: Some("dependency_down".into()),
+        rate: None,
+        hold: Duration::from_secs(30),
+    };
+    let report = redrive::move_loop(&sqs, &queues, &options, |_| {})
+        .await
+        .expect("move");
+
+    assert_eq!((report.moved, report.skipped), (6, 4));
+    let moved = drain(&sqs, &queues.queue_url).await;
+    assert_eq!(
+        moved.keys().collect::<std::collections::HashSet<_>>(),
+        wanted.iter().collect()
+    );
+    let left = queue_stats(&sqs, None, &queues.dlq_url)
+        .await
+        .expect("stats");
+    assert_eq!(
+        (left.depth, left.in_flight),
+        (4, 0),
+        "the other class is left, visible"
+    );
+}
+
+#[tokio::test]
+async fn move_loop_killed_half_way_and_restarted_loses_nothing() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queues = queues(&sqs, "ops-kill").await;
+    let bodies = park(&sqs, &queues, 40, "dependency_down").await;
+    let options = LoopOptions {
+        class: None,
+        rate: Some(20),
+        hold: Duration::from_secs(2),
+    };
+
+    // Kill the first run once part of the DLQ has moved: wherever it stops (between a send
+    // and its delete, say), nothing may be lost.
+    let first = tokio::spawn({
+        let (sqs, queues, options) = (sqs.clone(), queues.clone(), options.clone());
+        async move { redrive::move_loop(&sqs, &queues, &options, |_| {}).await }
+    });
+    loop {
+        let arrived = queue_stats(&sqs, None, &queues.queue_url)
+            .await
+            .expect("stats");
+        if arrived.depth >= 10 {
+            break;
+        }
+        assert!(
+            !first.is_finished(),
+            "the first run ended before it was killed"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    first.abort();
+    assert!(first.await.is_err_and(|e| e.is_cancelled()));
+    let remaining = queue_stats(&sqs, None, &queues.dlq_url)
+        .await
+        .expect("stats");
+    assert!(
+        remaining.depth + remaining.in_flight > 0,
+        "killed half-way, not at the end"
+    );
+
+    // What the killed run held becomes visible after its hold; then a second run finishes.
+    until_nothing_in_flight(&sqs, &queues.dlq_url).await;
+    redrive::move_loop(&sqs, &queues, &options, |_| {})
+        .await
+        .expect("second run");
+
+    let moved = drain(&sqs, &queues.queue_url).await;
+    for body in &bodies {
+        assert!(
+            moved.contains_key(body),
+            "a parked message was lost: {body}"
+        );
+    }
+    assert_eq!(
+        moved.len(),
+        bodies.len(),
+        "nothing but the parked messages arrived"
+    );
+    assert!(
+        drain(&sqs, &queues.dlq_url).await.is_empty(),
+        "the DLQ is empty"
+    );
+}
+
+/// SQS's own move task where the backend has it (LocalStack; `make test-localstack` sets
+/// EXPECT_MESSAGE_MOVE_TASK=1): every message back exactly once. Where it lacks it (moto), the
+/// start must fail as `Unsupported`, which is what makes `dlq redrive` fall back to the loop.
+#[tokio::test]
+async fn native_redrive_moves_every_message_back_exactly_once_or_reports_unsupported() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queues = queues(&sqs, "ops-native").await;
+    let bodies = park(&sqs, &queues, 15, "dependency_down").await;
+    let expected = std::env::var("EXPECT_MESSAGE_MOVE_TASK").is_ok_and(|v| v == "1");
+
+    match redrive::start_native(&sqs, &queues, Some(50)).await {
+        Ok(_) => {
+            let mut task = None;
+            for _ in 0..600 {
+                task = redrive::native_progress(&sqs, &queues)
+                    .await
+                    .expect("progress");
+                if task.as_ref().is_some_and(|t| t.finished()) {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            let task = task.expect("a task is listed");
+            assert_eq!(task.status, "COMPLETED", "{task:?}");
+            let moved = drain(&sqs, &queues.queue_url).await;
+            assert_eq!(moved.len(), bodies.len());
+            for body in &bodies {
+                assert_eq!(
+                    moved.get(body).map(|(n, _)| *n),
+                    Some(1),
+                    "exactly once: {body}"
+                );
+            }
+            assert!(drain(&sqs, &queues.dlq_url).await.is_empty());
+        }
+        Err(OpsError::Unsupported { .. }) if !expected => {
+            let left = queue_stats(&sqs, None, &queues.dlq_url)
+                .await
+                .expect("stats");
+            assert_eq!(left.depth, 15, "a failed start moves nothing");
+        }
+        Err(other) => panic!("unexpected: {other} (expected the move task: {expected})"),
+    }
+}
+
+#[tokio::test]
+async fn queues_resolve_by_local_name_and_errors_say_what_is_wrong() {
+    let config = sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    // CloudFormation comes from the emulator (moto) in every tier, never from AWS.
+    let moto = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
+        .expect("an emulator endpoint");
+    let cloudformation = aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::config::Builder::from(&config)
+            .endpoint_url(moto)
+            .build(),
+    );
+    // The names the local runner gives the template's queues.
+    let prefix = unique_name("ops-local");
+    for suffix in ["jobqueue", "deadletterqueue"] {
+        sqs.create_queue()
+            .queue_name(format!("{prefix}-{suffix}"))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create {suffix}: {e:?}"));
+    }
+
+    let found = Queues::resolve(&Target::Local(prefix.clone()), &sqs, &cloudformation)
+        .await
+        .expect("resolve");
+    assert!(found.queue_url.ends_with(&format!("{prefix}-jobqueue")));
+    assert!(
+        found
+            .dlq_arn
+            .ends_with(&format!("{prefix}-deadletterqueue"))
+    );
+
+    let missing = Queues::resolve(
+        &Target::Local(unique_name("nothing")),
+        &sqs,
+        &cloudformation,
+    )
+    .await
+    .expect_err("no such queues");
+    assert!(matches!(missing, OpsError::NotFound(_)), "{missing}");
+
+    let stack = unique_name("no-such-stack");
+    let unknown = Queues::resolve(&Target::Stack(stack.clone()), &sqs, &cloudformation)
+        .await
+        .expect_err("no such stack");
+    assert!(
+        matches!(&unknown, OpsError::NotFound(m) if m.contains(&stack)),
+        "{unknown}"
+    );
+
+    let down = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&config)
+            .endpoint_url("http://127.0.0.1:9")
+            .build(),
+    );
+    let unreachable = queue_stats(&down, None, &found.queue_url)
+        .await
+        .expect_err("nothing listens on port 9");
+    assert!(
+        matches!(unreachable, OpsError::Unreachable { .. }),
+        "{unreachable}"
+    );
+}
