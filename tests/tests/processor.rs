@@ -398,6 +398,37 @@ async fn the_same_job_delivered_twice_is_imported_once() {
 }
 
 #[tokio::test]
+async fn a_redelivery_whose_idempotency_record_was_lost_is_counted_as_a_duplicate() {
+    let p = Pipeline::new().await;
+    let key = ObjectKey::parse("uploads/lost.csv", "uploads/").unwrap();
+    let id = p
+        .submit("lost.csv", Some(&csv("L", 5)), ImportFormat::Csv)
+        .await;
+    p.send(&ImportJob::new(id, &key, ImportFormat::Csv)).await;
+    p.send(&ImportJob::new(id, &key, ImportFormat::Csv)).await;
+
+    let first = p.run(&p.processor(0).await, &p.receive(1).await).await;
+    assert_eq!(
+        first.summary.count(shared::batch::RecordStatus::Processed),
+        1
+    );
+    // A second execution environment on an empty guard table: as if the first one's record
+    // had never been completed and its lease had run out.
+    let second = p.run(&p.processor(0).await, &p.receive(1).await).await;
+
+    assert!(failed_ids(&second).is_empty());
+    assert_eq!(
+        (
+            second.summary.count(shared::batch::RecordStatus::Processed),
+            second.summary.count(shared::batch::RecordStatus::Duplicate)
+        ),
+        (0, 1),
+        "the import was completed by the first delivery, not this one"
+    );
+    assert_eq!(p.import(id).await.status, ImportStatus::Completed);
+}
+
+#[tokio::test]
 async fn the_same_job_delivered_twice_concurrently_is_imported_once() {
     let p = Pipeline::new().await;
     let key = ObjectKey::parse("uploads/race.csv", "uploads/").unwrap();

@@ -204,8 +204,11 @@ where
                 SystemTime::now(),
             )
             .await;
-        match transition {
-            Ok(Transition::Applied | Transition::AlreadyCompleted) => {}
+        let ack = match transition {
+            Ok(Transition::Applied) => Ack::Processed,
+            // Another delivery completed this import first (its idempotency record was lost or
+            // could not be completed): this one only redid idempotent writes.
+            Ok(Transition::AlreadyCompleted) => Ack::Duplicate,
             Ok(Transition::UnknownImport) => {
                 self.release(&claim).await;
                 return Err(RecordError::permanent(
@@ -220,7 +223,7 @@ where
                         .with_source(e),
                 );
             }
-        }
+        };
         let result = json!({ "rowsWritten": counts.written, "rowsRejected": counts.rejected });
         // The work is done and recorded: a failure here only means a later duplicate delivery
         // redoes idempotent work, so the message is acknowledged either way.
@@ -230,9 +233,10 @@ where
         tracing::info!(
             rows_written = counts.written,
             rows_rejected = counts.rejected,
+            already_completed = matches!(ack, Ack::Duplicate),
             "import completed"
         );
-        Ok(Ack::Processed)
+        Ok(ack)
     }
 
     /// Records a permanent failure on the import. If that fails, the job is retried instead of
