@@ -254,7 +254,7 @@ impl<S: IdempotencyStore, C: Clock> IdempotencyGuard<S, C> {
         let request = ClaimRequest {
             key: key.clone(),
             payload_hash: PayloadHash::of(payload),
-            token: FencingToken::generate(),
+            token: FencingToken::generate_at(now),
             now,
             lease_expires_at: self.lease_until(now, deadline),
             expires_at: now + self.settings.retention,
