@@ -68,6 +68,10 @@ localstack-env: ## Print LocalStack's endpoint variables: eval "$(make -s locals
 test-localstack: ## Integration tests and the demo against LocalStack (started and stopped here)
 	infra/test-localstack.sh
 
+.PHONY: bench
+bench: ## Every benchmark (size, init time, overhead vs Powertools, budget, memory, drain) -> target/bench/report.md
+	infra/bench/bench.sh
+
 .PHONY: validate
 validate: ## Validate template.yaml (sam validate --lint, cfn-lint)
 	$(TOOLS) sam validate --lint --region us-east-1

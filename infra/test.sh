@@ -24,6 +24,9 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "unit tests"
 cargo test --workspace --exclude integration-tests
 
+step "bench targets build (make bench runs them)"
+cargo build --workspace --benches --bins --profile dev
+
 step "emulator"
 if "$emulator" status >/dev/null 2>&1; then
     echo "using the emulator that is already running"

@@ -3,7 +3,8 @@
 //! peak should not grow with file size.
 //!
 //! Run with the emulator up: `eval "$(make -s emulator-env)"; cargo bench -p integration-tests
-//! --bench processor_memory`. Prints the process's peak resident set (VmHWM) before and after.
+//! --bench processor_memory`. Prints the process's peak resident set (VmHWM) before and after;
+//! with `BENCH_JSON` set, also writes the figures there as JSON.
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, Instant, SystemTime};
@@ -155,4 +156,18 @@ async fn main() {
         elapsed.as_secs_f64(),
         rows as f64 / elapsed.as_secs_f64()
     );
+
+    if let Some(path) = std::env::var_os("BENCH_JSON").filter(|p| !p.is_empty()) {
+        let report = serde_json::json!({
+            "files": FILES,
+            "file_bytes": FILE_BYTES,
+            "rows": rows,
+            "rss_before_mib": before as f64 / 1024.0,
+            "peak_rss_mib": after as f64 / 1024.0,
+            "seconds": elapsed.as_secs_f64(),
+        });
+        std::fs::write(&path, serde_json::to_string_pretty(&report).unwrap() + "\n")
+            .unwrap_or_else(|e| panic!("write {}: {e}", path.to_string_lossy()));
+        println!("wrote {}", path.to_string_lossy());
+    }
 }

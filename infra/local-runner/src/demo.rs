@@ -32,6 +32,8 @@ pub struct Burst {
     pub concurrency: usize,
     /// Give up waiting for the queue to drain after this long.
     pub drain_timeout: Duration,
+    /// Maximum concurrency of the event source mapping (for the report).
+    pub maximum_concurrency: usize,
 }
 
 /// One import the burst created.
@@ -41,8 +43,13 @@ struct Accepted {
     poison: bool,
 }
 
-/// Runs the demo on a started pipeline; `Ok` when every check passed.
-pub async fn run(pipeline: &Pipeline, burst: Burst) -> anyhow::Result<()> {
+/// Runs the demo on a started pipeline; `Ok` when every check passed. With `report`, also
+/// writes the outcome there as JSON (for `make bench`'s drain-time curve).
+pub async fn run(
+    pipeline: &Pipeline,
+    burst: Burst,
+    report: Option<&std::path::Path>,
+) -> anyhow::Result<()> {
     let bucket = pipeline
         .resources
         .reference("UploadBucket")
@@ -73,7 +80,21 @@ pub async fn run(pipeline: &Pipeline, burst: Burst) -> anyhow::Result<()> {
         started,
     )
     .await?;
-    check(pipeline, &accepted, replays, drained_in).await
+    let outcome = check(pipeline, &accepted, replays, drained_in).await;
+    if let Some(path) = report {
+        let summary = json!({
+            "requests": burst.imports,
+            "imports": accepted.len(),
+            "rows_per_file": burst.rows,
+            "maximum_concurrency": burst.maximum_concurrency,
+            "drain_seconds": drained_in.as_secs_f64(),
+            "imports_per_second": accepted.len() as f64 / drained_in.as_secs_f64(),
+            "check_passed": outcome.is_ok(),
+        });
+        std::fs::write(path, serde_json::to_string_pretty(&summary)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    outcome
 }
 
 /// The object key and body of each import request: `(key, poison)` per request index.

@@ -46,6 +46,9 @@ enum Command {
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
+        /// Also write the outcome as JSON to this file.
+        #[arg(long)]
+        report: Option<std::path::PathBuf>,
     },
 }
 
@@ -80,6 +83,7 @@ async fn main() -> anyhow::Result<()> {
             imports,
             rows,
             timeout,
+            report,
         } => {
             // A fresh name per run, so runs never see each other's imports.
             let stack = format!("{}-demo-{}", cli.stack, std::process::id());
@@ -91,8 +95,9 @@ async fn main() -> anyhow::Result<()> {
                 poison_every: 50,
                 concurrency: 32,
                 drain_timeout: Duration::from_secs(timeout),
+                maximum_concurrency: pipeline.maximum_concurrency,
             };
-            let outcome = demo::run(&pipeline, burst).await;
+            let outcome = demo::run(&pipeline, burst, report.as_deref()).await;
             pipeline.stop().await;
             outcome?;
         }

@@ -101,6 +101,8 @@ pub struct Pipeline {
     pub clients: Clients,
     /// What the processor did so far.
     pub stats: Arc<Stats>,
+    /// The event source mapping's maximum concurrency in effect.
+    pub maximum_concurrency: usize,
     stop_mapping: oneshot::Sender<()>,
     mapping: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
@@ -187,6 +189,7 @@ impl Pipeline {
         if let Some(maximum) = options.maximum_concurrency {
             settings.maximum_concurrency = maximum;
         }
+        let maximum_concurrency = settings.maximum_concurrency;
         let queue_url = resources
             .reference(&queue)
             .context("the job queue")?
@@ -221,6 +224,7 @@ impl Pipeline {
             resources,
             clients,
             stats,
+            maximum_concurrency,
             stop_mapping,
             mapping,
             server,

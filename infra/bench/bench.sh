@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# `make bench`: every benchmark, then one report at target/bench/report.md (and report.json).
+#   1. size: both functions built for Lambda (cargo lambda, release), stripped and zipped,
+#      x86_64 and (unless BENCH_ARM64=0) arm64
+#   2. init time: process start to the first poll of a fake Runtime API, against hello-world
+#   3. per-record overhead (criterion) and the Python peer (Powertools) in the same run
+#   4. request budget and memory of the real processor against the emulator
+#   5. drain time of the local pipeline at maximum concurrency 2, 5 and 10
+#      (BENCH_DRAIN_IMPORTS requests, default 1000; BENCH_DRAIN=0 skips it)
+# Starts the emulator unless it is already running, and then stops it again.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/../.."
+
+out=target/bench
+tools=infra/tools/tools.sh
+emulator=infra/emulator/emulator.sh
+mkdir -p "$out"
+step() { printf '\n==> %s\n' "$*"; }
+
+if ! "$emulator" status >/dev/null 2>&1; then
+    trap '"$emulator" down' EXIT
+    "$emulator" up
+fi
+eval "$("$emulator" env)"
+
+step "size: release builds for Lambda"
+arches=(x86_64)
+[[ "${BENCH_ARM64:-1}" == 0 ]] || arches+=(arm64)
+for arch in "${arches[@]}"; do
+    flag=--x86-64
+    [[ "$arch" == arm64 ]] && flag=--arm64
+    "$tools" cargo lambda build --release "$flag" --lambda-dir "$out/lambda-$arch" \
+        -p import-producer -p import-processor -p import-bench
+done
+# Zipped as `sam deploy` zips them (deflate).
+python3 - "$out" "${arches[@]}" <<'PY'
+import json, os, sys, zipfile
+out, arches = sys.argv[1], sys.argv[2:]
+sizes = []
+for arch in arches:
+    for function in ("import-producer", "import-processor"):
+        bootstrap = os.path.join(out, f"lambda-{arch}", function, "bootstrap")
+        archive = bootstrap + ".zip"
+        with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
+            z.write(bootstrap, "bootstrap")
+        sizes.append({"function": function, "arch": arch,
+                      "bootstrap_bytes": os.path.getsize(bootstrap),
+                      "zip_bytes": os.path.getsize(archive)})
+json.dump(sizes, open(os.path.join(out, "sizes.json"), "w"), indent=2)
+PY
+
+step "init time (x86_64, 30 interleaved runs each)"
+# The environment Lambda gives a function: runtime settings, credentials, and each function's
+# configuration (the union of both; names on the emulator).
+export AWS_LAMBDA_FUNCTION_NAME=bench AWS_LAMBDA_FUNCTION_VERSION='$LATEST' \
+    AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128 AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/bench \
+    AWS_LAMBDA_LOG_STREAM_NAME=bench AWS_SESSION_TOKEN=test \
+    IMPORTS_TABLE=bench-imports ITEMS_TABLE=bench-items IDEMPOTENCY_TABLE=bench-idempotency \
+    UPLOAD_BUCKET=bench-uploads JOB_QUEUE_URL="$AWS_ENDPOINT_URL/123456789012/bench-jobs" \
+    DEAD_LETTER_QUEUE_URL="$AWS_ENDPOINT_URL/123456789012/bench-dlq"
+lambda="$out/lambda-x86_64"
+cargo run --quiet -p import-bench --bin import-bench -- init-time --runs "${BENCH_INIT_RUNS:-30}" \
+    --out "$out/init.json" \
+    "hello-world=$lambda/hello-lambda/bootstrap" \
+    "import-producer=$lambda/import-producer/bootstrap" \
+    "import-processor=$lambda/import-processor/bootstrap"
+
+step "per-record overhead: criterion, then Powertools for AWS Lambda (Python)"
+cargo bench -p import-shared --bench batch_overhead
+infra/bench/powertools/run.sh --json "$out/powertools.json"
+
+step "request budget and memory of the processor (emulator)"
+BENCH_JSON="$out/request_budget.json" cargo bench -p integration-tests --bench request_budget
+BENCH_JSON="$out/memory.json" cargo bench -p integration-tests --bench processor_memory
+
+if [[ "${BENCH_DRAIN:-1}" != 0 ]]; then
+    step "local pipeline drain time"
+    for concurrency in 2 5 10; do
+        cargo run --quiet -p local-runner -- --maximum-concurrency "$concurrency" demo \
+            --imports "${BENCH_DRAIN_IMPORTS:-1000}" --timeout 3600 \
+            --report "$out/drain-$concurrency.json"
+    done
+    python3 -c 'import json,sys; json.dump([json.load(open(f)) for f in sys.argv[2:]], open(sys.argv[1], "w"), indent=2)' \
+        "$out/drain.json" "$out"/drain-{2,5,10}.json
+fi
+
+step "report"
+cargo run --quiet -p import-bench --bin import-bench -- report --dir "$out" --criterion target/criterion
+echo "written: $out/report.md, $out/report.json"

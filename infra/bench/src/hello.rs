@@ -1,0 +1,12 @@
+//! Hello world on `lambda_runtime`: the baseline the functions' init time is compared with.
+
+use lambda_runtime::{Error, LambdaEvent, run, service_fn};
+use serde_json::Value;
+
+#[tokio::main]
+async fn main() -> Result<(), Error> {
+    run(service_fn(|event: LambdaEvent<Value>| async move {
+        Ok::<Value, Error>(event.payload)
+    }))
+    .await
+}

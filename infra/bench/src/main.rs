@@ -1,0 +1,139 @@
+//! `import-bench`: the parts of `make bench` that are not criterion or a test-harness bench.
+//!   import-bench init-time --runs 30 --out target/bench/init.json hello-world=PATH name=PATH ...
+//!   import-bench report --dir target/bench --criterion target/criterion
+
+mod init_time;
+mod report;
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(about = "Benchmarks of the import pipeline (run them with `make bench`)")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Time each binary from start to its first poll of a fake Runtime API.
+    InitTime {
+        /// Runs per binary (interleaved).
+        #[arg(long, default_value_t = 30)]
+        runs: usize,
+        /// Where to write the JSON results.
+        #[arg(long)]
+        out: PathBuf,
+        /// The binary the others are compared with.
+        #[arg(long, default_value = "hello-world")]
+        baseline: String,
+        /// `name=path` of each binary.
+        #[arg(required = true, value_parser = parse_binary)]
+        binaries: Vec<(String, PathBuf)>,
+    },
+    /// Assemble report.md and report.json from the step outputs.
+    Report {
+        /// The directory the steps wrote to.
+        #[arg(long)]
+        dir: PathBuf,
+        /// Criterion's output directory.
+        #[arg(long)]
+        criterion: PathBuf,
+    },
+}
+
+fn parse_binary(value: &str) -> Result<(String, PathBuf), String> {
+    let (name, path) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected name=path, got {value:?}"))?;
+    Ok((name.to_owned(), PathBuf::from(path)))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    match Cli::parse().command {
+        Command::InitTime {
+            runs,
+            out,
+            baseline,
+            binaries,
+        } => {
+            ensure_items_table().await?;
+            let times = init_time::measure(&binaries, runs, &baseline).await?;
+            let text = serde_json::to_string_pretty(&times)?;
+            std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
+            println!("{text}");
+        }
+        Command::Report { dir, criterion } => {
+            print!("{}", report::write(&dir, &criterion, &machine())?);
+        }
+    }
+    Ok(())
+}
+
+/// The processor's init warms its connection with `DescribeTable` on the items table: create
+/// the table (`ITEMS_TABLE`, on the local endpoint) so init takes its production path.
+async fn ensure_items_table() -> anyhow::Result<()> {
+    let Ok(table) = std::env::var("ITEMS_TABLE") else {
+        return Ok(());
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .load()
+        .await;
+    let client = aws_sdk_dynamodb::Client::new(&sdk);
+    if client
+        .describe_table()
+        .table_name(&table)
+        .send()
+        .await
+        .is_ok()
+    {
+        return Ok(());
+    }
+    client
+        .create_table()
+        .table_name(&table)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("sku")
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("sku")
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await
+        .with_context(|| format!("creating the items table {table} on the local endpoint"))?;
+    Ok(())
+}
+
+/// CPU model, cores and kernel, for the report's header.
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|info| {
+            info.lines()
+                .find_map(|l| l.strip_prefix("model name"))
+                .map(|l| l.trim_start_matches([' ', '\t', ':']).to_owned())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, usize::from);
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease")
+        .map(|k| k.trim().to_owned())
+        .unwrap_or_default();
+    format!(
+        "{cpu}, {cores} cores, Linux {kernel}, {}",
+        std::env::consts::ARCH
+    )
+}

@@ -1,0 +1,215 @@
+//! The benchmark report: reads the JSON each step of `make bench` wrote under one directory and
+//! writes `report.md` (for people and the README) and `report.json` (everything, merged).
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use serde_json::{Value, json};
+
+/// Targets from the benchmark issue.
+const INIT_RATIO_TARGET: f64 = 1.5;
+const ZIP_TARGET_BYTES: f64 = 5_000_000.0;
+const OVERHEAD_TARGET_US: f64 = 5.0;
+const PEER_RATIO_TARGET: f64 = 50.0;
+const MEMORY_TARGET_MIB: f64 = 40.0;
+
+fn read(dir: &Path, name: &str) -> Option<Value> {
+    let text = std::fs::read_to_string(dir.join(name)).ok()?;
+    serde_json::from_str(&text).ok()
+}
+
+fn verdict(met: bool) -> &'static str {
+    if met { "met" } else { "**missed**" }
+}
+
+/// Per-record overhead from criterion's estimates: `(case, batch) -> µs per record`.
+fn criterion_us(root: &Path, case: &str, batch: u64) -> Option<f64> {
+    let path = root
+        .join("batch_overhead")
+        .join(case)
+        .join(batch.to_string())
+        .join("new/estimates.json");
+    let estimates: Value = serde_json::from_str(&std::fs::read_to_string(path).ok()?).ok()?;
+    Some(estimates["median"]["point_estimate"].as_f64()? / 1000.0 / batch as f64)
+}
+
+/// Writes `report.md` and `report.json` into `dir`, from the step outputs in `dir` and the
+/// criterion results under `criterion`. `machine` describes where it ran.
+pub fn write(dir: &Path, criterion: &Path, machine: &str) -> anyhow::Result<String> {
+    let mut md = String::new();
+    let mut all = serde_json::Map::new();
+    writeln!(md, "# Benchmarks\n\nMachine: {machine}\n")?;
+
+    if let Some(init) = read(dir, "init.json") {
+        writeln!(
+            md,
+            "## Init time (process start to the first `/invocation/next`)\n"
+        )?;
+        writeln!(
+            md,
+            "| binary | runs | median | p90 | min | × hello-world | target ≤ {INIT_RATIO_TARGET}× |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|---|---|")?;
+        for (name, t) in init.as_object().into_iter().flatten() {
+            let ratio = t["ratio_to_baseline"].as_f64().unwrap_or(f64::NAN);
+            let target = if name == "hello-world" {
+                "baseline"
+            } else {
+                verdict(ratio <= INIT_RATIO_TARGET)
+            };
+            writeln!(
+                md,
+                "| {name} | {} | {:.2} ms | {:.2} ms | {:.2} ms | {ratio:.2} | {target} |",
+                t["runs"],
+                t["median_ms"].as_f64().unwrap_or(0.0),
+                t["p90_ms"].as_f64().unwrap_or(0.0),
+                t["min_ms"].as_f64().unwrap_or(0.0)
+            )?;
+        }
+        writeln!(md)?;
+        all.insert("init".into(), init);
+    }
+
+    if let Some(sizes) = read(dir, "sizes.json") {
+        writeln!(md, "## Size (stripped `bootstrap`, and zipped)\n")?;
+        writeln!(
+            md,
+            "| function | architecture | bootstrap | zipped | target ≤ 5 MB zipped |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|")?;
+        for s in sizes.as_array().into_iter().flatten() {
+            let zipped = s["zip_bytes"].as_f64().unwrap_or(f64::NAN);
+            writeln!(
+                md,
+                "| {} | {} | {:.2} MB | {:.2} MB | {} |",
+                s["function"].as_str().unwrap_or("?"),
+                s["arch"].as_str().unwrap_or("?"),
+                s["bootstrap_bytes"].as_f64().unwrap_or(0.0) / 1e6,
+                zipped / 1e6,
+                verdict(zipped <= ZIP_TARGET_BYTES)
+            )?;
+        }
+        writeln!(md)?;
+        all.insert("sizes".into(), sizes);
+    }
+
+    let peer = read(dir, "powertools.json");
+    let mut overhead = Vec::new();
+    for (case, label) in [
+        ("noop", "batch processor, no-op handler"),
+        (
+            "guarded",
+            "batch processor + idempotency guard (in-memory store)",
+        ),
+    ] {
+        for batch in [10u64, 100] {
+            let Some(rust) = criterion_us(criterion, case, batch) else {
+                continue;
+            };
+            let python = peer.as_ref().and_then(|p| {
+                p["cases"].as_array()?.iter().find_map(|c| {
+                    (c["name"] == case && c["batch"] == batch)
+                        .then(|| c["median_us_per_record"].as_f64())
+                        .flatten()
+                })
+            });
+            overhead.push(json!({"case": case, "label": label, "batch": batch,
+                "rust_us_per_record": rust, "powertools_us_per_record": python}));
+        }
+    }
+    if !overhead.is_empty() {
+        let versions = peer.as_ref().map_or_else(String::new, |p| {
+            format!(
+                " (Powertools {} on Python {})",
+                p["powertools"].as_str().unwrap_or("?"),
+                p["python"].as_str().unwrap_or("?")
+            )
+        });
+        writeln!(md, "## Per-record overhead, side by side{versions}\n")?;
+        writeln!(
+            md,
+            "| workload | batch | this template | Powertools (Python) | ratio | target ≤ {OVERHEAD_TARGET_US} µs, ≥ {PEER_RATIO_TARGET}× |"
+        )?;
+        writeln!(md, "|---|---|---|---|---|---|")?;
+        for o in &overhead {
+            let rust = o["rust_us_per_record"].as_f64().unwrap_or(f64::NAN);
+            let python = o["powertools_us_per_record"].as_f64();
+            let ratio = python.map(|p| p / rust);
+            writeln!(
+                md,
+                "| {} | {} | {rust:.2} µs | {} | {} | {} |",
+                o["label"].as_str().unwrap_or("?"),
+                o["batch"],
+                python.map_or("-".into(), |p| format!("{p:.2} µs")),
+                ratio.map_or("-".into(), |r| format!("{r:.0}×")),
+                if o["case"] == "guarded" {
+                    format!(
+                        "{}, {}",
+                        verdict(rust <= OVERHEAD_TARGET_US),
+                        ratio.map_or("-", |r| verdict(r >= PEER_RATIO_TARGET))
+                    )
+                } else {
+                    verdict(rust <= OVERHEAD_TARGET_US).to_owned()
+                }
+            )?;
+        }
+        writeln!(md)?;
+        all.insert("overhead".into(), Value::Array(overhead));
+    }
+
+    if let Some(budget) = read(dir, "request_budget.json") {
+        writeln!(
+            md,
+            "## Request budget per record (counted on the wire, against the emulator)\n"
+        )?;
+        writeln!(
+            md,
+            "```json\n{}\n```\n",
+            serde_json::to_string_pretty(&budget)?
+        )?;
+        all.insert("request_budget".into(), budget);
+    }
+
+    if let Some(memory) = read(dir, "memory.json") {
+        let peak = memory["peak_rss_mib"].as_f64().unwrap_or(f64::NAN);
+        writeln!(md, "## Memory\n")?;
+        writeln!(
+            md,
+            "A batch of {} jobs of {:.0} MiB files: peak RSS **{peak:.1} MiB** ({:.1} MiB before the batch); target ≤ {MEMORY_TARGET_MIB} MB: {}.\n",
+            memory["files"],
+            memory["file_bytes"].as_f64().unwrap_or(0.0) / 1048576.0,
+            memory["rss_before_mib"].as_f64().unwrap_or(f64::NAN),
+            verdict(peak * 1.048576 <= MEMORY_TARGET_MIB)
+        )?;
+        all.insert("memory".into(), memory);
+    }
+
+    if let Some(drain) = read(dir, "drain.json") {
+        writeln!(md, "## Local pipeline drain time (a curve, not a target)\n")?;
+        writeln!(
+            md,
+            "| imports | maximum concurrency | drain time | throughput |"
+        )?;
+        writeln!(md, "|---|---|---|---|")?;
+        for d in drain.as_array().into_iter().flatten() {
+            writeln!(
+                md,
+                "| {} | {} | {:.1} s | {:.1} imports/s |",
+                d["requests"],
+                d["maximum_concurrency"],
+                d["drain_seconds"].as_f64().unwrap_or(f64::NAN),
+                d["imports_per_second"].as_f64().unwrap_or(f64::NAN)
+            )?;
+        }
+        writeln!(md)?;
+        all.insert("drain".into(), drain);
+    }
+
+    all.insert("machine".into(), Value::String(machine.to_owned()));
+    std::fs::write(dir.join("report.md"), &md)?;
+    std::fs::write(
+        dir.join("report.json"),
+        serde_json::to_string_pretty(&Value::Object(all))?,
+    )?;
+    Ok(md)
+}
