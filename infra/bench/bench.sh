@@ -29,9 +29,13 @@ arches=(x86_64)
 for arch in "${arches[@]}"; do
     flag=--x86-64
     [[ "$arch" == arm64 ]] && flag=--arm64
-    "$tools" cargo lambda build --release "$flag" --lambda-dir "$out/lambda-$arch" \
-        -p import-producer -p import-processor -p import-bench
+    # One package per build, as `sam build` does: building them together would unify their
+    # dependencies' features and measure binaries nobody deploys.
+    for package in import-producer import-processor; do
+        "$tools" cargo lambda build --release "$flag" --lambda-dir "$out/lambda-$arch" -p "$package"
+    done
 done
+"$tools" cargo lambda build --release --x86-64 --lambda-dir "$out/lambda-x86_64" -p hello-lambda
 # Zipped as `sam deploy` zips them (deflate).
 python3 - "$out" "${arches[@]}" <<'PY'
 import json, os, sys, zipfile
