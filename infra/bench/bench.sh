@@ -11,7 +11,8 @@
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
 
-out=target/bench
+# Absolute: cargo runs benches from their package's folder.
+out="$PWD/target/bench"
 tools=infra/tools/tools.sh
 emulator=infra/emulator/emulator.sh
 mkdir -p "$out"
