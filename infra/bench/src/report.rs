@@ -164,9 +164,40 @@ pub fn write(dir: &Path, criterion: &Path, machine: &str) -> anyhow::Result<Stri
         )?;
         writeln!(
             md,
-            "```json\n{}\n```\n",
-            serde_json::to_string_pretty(&budget)?
+            "| record | outcome | guard (idempotency table) | import record | items table | SQS | reads | target |"
         )?;
+        writeln!(md, "|---|---|---|---|---|---|---|---|")?;
+        let requests = |counts: &Value| {
+            let list: Vec<String> = counts
+                .as_object()
+                .into_iter()
+                .flatten()
+                .map(|(operation, n)| format!("{operation} {n}"))
+                .collect();
+            if list.is_empty() {
+                "-".to_owned()
+            } else {
+                list.join(", ")
+            }
+        };
+        for case in budget["cases"].as_array().into_iter().flatten() {
+            let target = match case["target_met"].as_bool() {
+                Some(met) => verdict(met),
+                None => "-",
+            };
+            writeln!(
+                md,
+                "| {} | {} | {} | {} | {} | {} | {} | {target} |",
+                case["description"].as_str().unwrap_or("?"),
+                case["status"].as_str().unwrap_or("?"),
+                requests(&case["guard"]),
+                requests(&case["imports"]),
+                requests(&case["items"]),
+                requests(&case["sqs"]),
+                case["reads"],
+            )?;
+        }
+        writeln!(md)?;
         all.insert("request_budget".into(), budget);
     }
 
