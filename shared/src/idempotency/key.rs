@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
@@ -9,8 +10,11 @@ use sha2::{Digest, Sha256};
 ///
 /// Valid keys are 1 to [`IdempotencyKey::MAX_LEN`] bytes of text without control characters,
 /// which keeps them safe as a DynamoDB partition key and in logs.
+///
+/// The three value types share their text (`Arc<str>`): a claim copies them into the request,
+/// the stored record and the returned claim, and cloning must not allocate on that path.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct IdempotencyKey(String);
+pub struct IdempotencyKey(Arc<str>);
 
 /// Why a string is not a valid [`IdempotencyKey`].
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -36,8 +40,8 @@ impl IdempotencyKey {
     pub const MAX_LEN: usize = 255;
 
     /// Validates `value` as a key.
-    pub fn parse(value: impl Into<String>) -> Result<Self, InvalidKey> {
-        let value = value.into();
+    pub fn parse(value: impl AsRef<str>) -> Result<Self, InvalidKey> {
+        let value = value.as_ref();
         if value.is_empty() {
             return Err(InvalidKey::Empty);
         }
@@ -50,7 +54,8 @@ impl IdempotencyKey {
         if value.chars().any(char::is_control) {
             return Err(InvalidKey::ControlCharacter);
         }
-        Ok(Self(value))
+        // One allocation, straight into the shared text.
+        Ok(Self(Arc::from(value)))
     }
 
     /// The key as text.
@@ -83,6 +88,14 @@ impl FromStr for IdempotencyKey {
     }
 }
 
+/// Lets maps keyed by [`IdempotencyKey`] be searched with a `&str` (hashing and equality are
+/// those of the text).
+impl std::borrow::Borrow<str> for IdempotencyKey {
+    fn borrow(&self) -> &str {
+        &self.0
+    }
+}
+
 impl AsRef<str> for IdempotencyKey {
     fn as_ref(&self) -> &str {
         &self.0
@@ -98,29 +111,28 @@ impl fmt::Display for IdempotencyKey {
 /// SHA-256 of a payload, hex-encoded. Detects a key reused for a different payload without
 /// storing the payload itself.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct PayloadHash(String);
+pub struct PayloadHash(Arc<str>);
 
 impl PayloadHash {
     /// Hashes `payload`.
     pub fn of(payload: &[u8]) -> Self {
         const DIGITS: &[u8; 16] = b"0123456789abcdef";
         let digest = Sha256::digest(payload);
-        // On the hot path of every claim: a table lookup, not a formatter call per byte.
-        let hex = digest
-            .iter()
-            .flat_map(|byte| {
-                [
-                    char::from(DIGITS[usize::from(byte >> 4)]),
-                    char::from(DIGITS[usize::from(byte & 0xf)]),
-                ]
-            })
-            .collect();
-        Self(hex)
+        // On the hot path of every claim: a table lookup into a stack buffer, not a formatter
+        // call per byte.
+        let mut hex = [0u8; 64];
+        for (pair, byte) in hex.chunks_exact_mut(2).zip(digest) {
+            pair[0] = DIGITS[usize::from(byte >> 4)];
+            pair[1] = DIGITS[usize::from(byte & 0xf)];
+        }
+        Self(Arc::from(
+            std::str::from_utf8(&hex).expect("hex digits are ASCII"),
+        ))
     }
 
     /// Wraps a hash read back from a store.
     pub fn from_stored(hex: impl Into<String>) -> Self {
-        Self(hex.into())
+        Self(hex.into().into())
     }
 
     /// The hash as lowercase hex.
@@ -132,7 +144,7 @@ impl PayloadHash {
 /// A unique token minted for every claim. Completing or releasing requires the token of the
 /// current claim, which fences off workers whose lease has run out.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct FencingToken(String);
+pub struct FencingToken(Arc<str>);
 
 impl FencingToken {
     /// Mints a new token (a UUIDv7: unique, and sortable by creation time when debugging).
@@ -151,12 +163,16 @@ impl FencingToken {
             since_epoch.as_secs(),
             since_epoch.subsec_nanos(),
         );
-        Self(uuid::Uuid::new_v7(timestamp).to_string())
+        let mut text = uuid::Uuid::encode_buffer();
+        let text = uuid::Uuid::new_v7(timestamp)
+            .hyphenated()
+            .encode_lower(&mut text);
+        Self(Arc::from(&*text))
     }
 
     /// Wraps a token read back from a store.
     pub fn from_stored(token: impl Into<String>) -> Self {
-        Self(token.into())
+        Self(token.into().into())
     }
 
     /// The token as text.

@@ -8,16 +8,16 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::SystemTime;
 
 use super::record::{self, Record, Status};
-use super::{Claim, ClaimRequest, Decision, GuardError, IdempotencyStore};
+use super::{Claim, ClaimRequest, Decision, GuardError, IdempotencyKey, IdempotencyStore};
 
 /// Idempotency records in a process-local map.
 #[derive(Debug, Default)]
 pub struct InMemoryStore {
-    records: Mutex<HashMap<String, Record>>,
+    records: Mutex<HashMap<IdempotencyKey, Record>>,
 }
 
 impl InMemoryStore {
-    fn records(&self) -> MutexGuard<'_, HashMap<String, Record>> {
+    fn records(&self) -> MutexGuard<'_, HashMap<IdempotencyKey, Record>> {
         // Every critical section leaves the map consistent, so a panic elsewhere while the lock
         // was held cannot have left a half-written record behind.
         self.records.lock().unwrap_or_else(PoisonError::into_inner)
@@ -25,7 +25,7 @@ impl InMemoryStore {
 
     /// Whether `claim` is still the current claim of its key.
     fn owned_by<'a>(
-        records: &'a mut HashMap<String, Record>,
+        records: &'a mut HashMap<IdempotencyKey, Record>,
         claim: &Claim,
     ) -> Option<&'a mut Record> {
         records
@@ -44,10 +44,7 @@ impl IdempotencyStore for InMemoryStore {
                 return Ok(existing.clone().conflict(request));
             }
         }
-        records.insert(
-            request.key.as_str().to_owned(),
-            Record::in_progress(request),
-        );
+        records.insert(request.key.clone(), Record::in_progress(request));
         Ok(Decision::Proceed(request.granted()))
     }
 
