@@ -113,15 +113,27 @@ async fn queue_url(sqs: &aws_sdk_sqs::Client, name: &str) -> Result<String, OpsE
 }
 
 async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, OpsError> {
-    sqs.get_queue_attributes()
+    queue_attributes(sqs, url, &[QueueAttributeName::QueueArn])
+        .await?
+        .remove(&QueueAttributeName::QueueArn)
+        .ok_or_else(|| OpsError::NotFound(format!("queue {url} has no ARN")))
+}
+
+/// The queue's attributes `names` (absent ones are missing from the map).
+pub(crate) async fn queue_attributes(
+    sqs: &aws_sdk_sqs::Client,
+    url: &str,
+    names: &[QueueAttributeName],
+) -> Result<std::collections::HashMap<QueueAttributeName, String>, OpsError> {
+    Ok(sqs
+        .get_queue_attributes()
         .queue_url(url)
-        .attribute_names(QueueAttributeName::QueueArn)
+        .set_attribute_names(Some(names.to_vec()))
         .send()
         .await
         .map_err(|e| {
             OpsError::from_sdk(&format!("reading queue {url}"), "sqs:GetQueueAttributes", e)
         })?
         .attributes
-        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
-        .ok_or_else(|| OpsError::NotFound(format!("queue {url} has no ARN")))
+        .unwrap_or_default())
 }

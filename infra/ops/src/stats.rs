@@ -33,19 +33,16 @@ pub async fn queue_stats(
     cloudwatch: Option<&aws_sdk_cloudwatch::Client>,
     url: &str,
 ) -> Result<QueueStats, OpsError> {
-    let attributes = sqs
-        .get_queue_attributes()
-        .queue_url(url)
-        .attribute_names(Name::ApproximateNumberOfMessages)
-        .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
-        .attribute_names(Name::ApproximateNumberOfMessagesDelayed)
-        .send()
-        .await
-        .map_err(|e| {
-            OpsError::from_sdk(&format!("reading queue {url}"), "sqs:GetQueueAttributes", e)
-        })?
-        .attributes
-        .unwrap_or_default();
+    let attributes = crate::locate::queue_attributes(
+        sqs,
+        url,
+        &[
+            Name::ApproximateNumberOfMessages,
+            Name::ApproximateNumberOfMessagesNotVisible,
+            Name::ApproximateNumberOfMessagesDelayed,
+        ],
+    )
+    .await?;
     let count = |name: &Name| {
         attributes
             .get(name)
