@@ -19,8 +19,11 @@ eval "$("$localstack" env)"
 export EXPECT_MESSAGE_MOVE_TASK=1
 echo "endpoints: SQS ${AWS_ENDPOINT_URL_SQS:-$AWS_ENDPOINT_URL}, S3 ${AWS_ENDPOINT_URL_S3:-$AWS_ENDPOINT_URL}, DynamoDB ${AWS_ENDPOINT_URL_DYNAMODB:-$AWS_ENDPOINT_URL}"
 
-printf '\n==> integration tests against LocalStack\n'
-cargo test -p integration-tests
+# The tests that use SQS or S3. The guard's and the template's tests use only DynamoDB (on the
+# emulator in both tiers) or no endpoint, and already ran in the emulator tier.
+printf '\n==> SQS- and S3-dependent integration tests against LocalStack\n'
+cargo test -p integration-tests --test batch_sqs --test esm --test ops --test processor \
+    --test producer_api --test provision
 
 printf '\n==> demo against LocalStack\n'
 cargo run --quiet -p local-runner -- demo --imports "$imports" --rows 10 --timeout 300
