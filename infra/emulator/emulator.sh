@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# No-Docker AWS emulator (moto server) for local development and tests.
+# No-Docker AWS emulator (moto server) for local development and tests. It runs through
+# serve.py, which makes DynamoDB's conditional writes atomic as they are on AWS.
 #
 #   emulator.sh up      create the venv if needed, start moto on 127.0.0.1, wait until it answers
 #   emulator.sh down    stop the emulator this script started (by its recorded PID)
@@ -26,7 +27,7 @@ answers() { curl -sf -o /dev/null --max-time 2 "$url/moto-api/"; }
 up() {
     ensure_venv "$venv" "$root/infra/emulator/requirements.txt" "${PYTHON:-python3}" moto_server emulator
     start_server emulator "$pidfile" "$logfile" answers \
-        "$venv/bin/moto_server" -H 127.0.0.1 -p "$port"
+        "$venv/bin/python" "$root/infra/emulator/serve.py" -H 127.0.0.1 -p "$port"
 }
 
 status() {

@@ -1,0 +1,62 @@
+"""The emulator: moto's server, with DynamoDB's conditional writes made atomic.
+
+moto serves each request on its own thread and checks a write's condition in Python, so two
+concurrent `PutItem ... attribute_not_exists(pk)` on one key can both see "absent" and both
+succeed when the interpreter switches threads between the check and the write. Real DynamoDB
+never lets that happen, and the idempotency guard relies on it. Here every DynamoDB request
+runs under one lock, the way DynamoDB applies the writes to one item one at a time. Other
+services stay concurrent: an SQS long poll must not hold up the rest.
+
+Usage: serve.py [-H HOST] [-p PORT]
+"""
+
+import argparse
+import os
+import signal
+import sys
+import threading
+
+from moto.moto_server.werkzeug_app import (
+    DomainDispatcherApplication,
+    MotoRequestHandler,
+    create_backend_app,
+)
+from werkzeug.serving import run_simple
+
+
+class AtomicDynamoDb:
+    """WSGI middleware: DynamoDB requests (X-Amz-Target DynamoDB_*) run one at a time."""
+
+    def __init__(self, app):
+        self.app = app
+        self.lock = threading.Lock()
+
+    def __call__(self, environ, start_response):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return self.app(environ, start_response)
+        with self.lock:
+            # The body is produced inside the lock: a lazy iterable would do the work after it.
+            return list(self.app(environ, start_response))
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("-H", "--host", default="127.0.0.1")
+    parser.add_argument("-p", "--port", type=int, default=5055)
+    args = parser.parse_args()
+    # moto builds some URLs (queue URLs among them) from this.
+    os.environ.setdefault("MOTO_PORT", str(args.port))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    app = DomainDispatcherApplication(create_backend_app)
+    run_simple(
+        args.host,
+        args.port,
+        AtomicDynamoDb(app),
+        threaded=True,
+        request_handler=MotoRequestHandler,
+    )
+
+
+if __name__ == "__main__":
+    main()
