@@ -7,13 +7,87 @@
 //! Endpoints are not configured here on purpose: the SDK reads `AWS_ENDPOINT_URL` and the
 //! per-service `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_S3`
 //! itself, which is how local runs point the very same code at an emulator.
+//!
+//! TLS trusts the roots of Amazon Trust Services, the CA that issues the certificates of AWS
+//! service endpoints, compiled into the binary ([`trust_store`]). The SDK's default is the
+//! platform's store: on Linux that means reading and parsing about 300 certificate files at
+//! every cold start, which took more time than the rest of the function's init together.
+//! Set `AWS_CA_BUNDLE` to a PEM file to trust its certificates instead (a TLS-inspecting proxy,
+//! an S3-compatible store with its own CA, a partition whose endpoints use another CA).
 
 use aws_config::{BehaviorVersion, SdkConfig};
+use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
+use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject;
+
+use crate::Env;
+use crate::config::ConfigError;
+
+/// The root certificates of Amazon Trust Services (Amazon Root CA 1 to 4 and Starfield
+/// Services Root Certificate Authority - G2), PEM.
+pub const AMAZON_TRUST_SERVICES_ROOTS: &[u8] = include_bytes!("aws/amazon-trust-services.pem");
+
+/// The variable that names a PEM bundle to trust instead of [`AMAZON_TRUST_SERVICES_ROOTS`]; the
+/// AWS CLI reads the same one.
+pub const CA_BUNDLE_VARIABLE: &str = "AWS_CA_BUNDLE";
+
+/// The certificates TLS connections to AWS trust: those in the file `AWS_CA_BUNDLE` names, else
+/// [`AMAZON_TRUST_SERVICES_ROOTS`]. A bundle that cannot be read, or holds no usable
+/// certificate, is a configuration error that names the variable.
+pub fn trust_store(env: &Env) -> Result<TrustStore, ConfigError> {
+    let Some(path) = env.get(CA_BUNDLE_VARIABLE) else {
+        return Ok(TrustStore::empty().with_pem_certificate(AMAZON_TRUST_SERVICES_ROOTS));
+    };
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: CA_BUNDLE_VARIABLE.to_owned(),
+        value: path.to_owned(),
+        reason,
+    };
+    let pem = std::fs::read(path).map_err(|e| invalid(format!("cannot read it: {e}")))?;
+    // The SDK parses the bundle only when it opens its first connection, and panics there on a
+    // bad certificate: check it here, at init, where the error can say what to fix.
+    let count = root_certificates(&pem).map_err(invalid)?;
+    if count == 0 {
+        return Err(invalid("it holds no PEM certificate".to_owned()));
+    }
+    Ok(TrustStore::empty().with_pem_certificate(pem))
+}
+
+/// Counts the certificates in a PEM bundle, checking that each is usable as a trust anchor.
+fn root_certificates(pem: &[u8]) -> Result<usize, String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for (index, cert) in CertificateDer::pem_slice_iter(pem).enumerate() {
+        let cert = cert.map_err(|e| format!("PEM section {} is malformed: {e}", index + 1))?;
+        roots
+            .add(cert)
+            .map_err(|e| format!("certificate {} is not usable as a root: {e}", index + 1))?;
+    }
+    Ok(roots.len())
+}
+
+/// The SDK's HTTPS client (rustls with aws-lc, as the SDK's default) with [`trust_store`]'s roots.
+pub fn https_client(
+    env: &Env,
+) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
+    let context = TlsContext::builder()
+        .with_trust_store(trust_store(env)?)
+        .build()
+        .expect("a TLS context with a trust store always builds");
+    Ok(aws_smithy_http_client::Builder::new()
+        .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
+        .tls_context(context)
+        .build_https())
+}
 
 /// Loads the shared SDK configuration (region, credentials, endpoints, retry policy) from the
-/// standard sources: environment, profile files, and the Lambda execution role.
-pub async fn load_sdk_config() -> SdkConfig {
-    aws_config::defaults(BehaviorVersion::latest()).load().await
+/// standard sources (environment, profile files, the Lambda execution role), on the
+/// [`https_client`].
+pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
+    Ok(aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client(env)?)
+        .load()
+        .await)
 }
 
 /// The service clients the pipeline uses, built from one [`SdkConfig`].
@@ -35,8 +109,8 @@ impl AwsClients {
     }
 
     /// Loads the configuration from the environment and builds the clients.
-    pub async fn from_env() -> Self {
-        Self::new(&load_sdk_config().await)
+    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Ok(Self::new(&load_sdk_config(env).await?))
     }
 }
 
@@ -47,4 +121,92 @@ pub fn endpoint_overridden() -> bool {
     ["AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"]
         .iter()
         .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Writes `contents` to a fresh file and returns an environment whose `AWS_CA_BUNDLE` names
+    /// it, with the path to remove afterwards.
+    fn bundle(contents: &[u8]) -> (Env, std::path::PathBuf) {
+        let path = std::env::temp_dir().join(format!("ca-bundle-{}.pem", uuid::Uuid::now_v7()));
+        std::fs::write(&path, contents).unwrap();
+        let env = Env::from_pairs([(CA_BUNDLE_VARIABLE, path.to_str().unwrap())]);
+        (env, path)
+    }
+
+    fn reason(result: Result<TrustStore, ConfigError>) -> String {
+        match result {
+            Err(ConfigError::Invalid { name, reason, .. }) => {
+                assert_eq!(name, CA_BUNDLE_VARIABLE);
+                reason
+            }
+            other => panic!("expected an invalid {CA_BUNDLE_VARIABLE}, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn the_compiled_in_bundle_holds_the_five_amazon_trust_services_roots() {
+        assert_eq!(root_certificates(AMAZON_TRUST_SERVICES_ROOTS), Ok(5));
+        let text = std::str::from_utf8(AMAZON_TRUST_SERVICES_ROOTS).unwrap();
+        for root in [
+            "CN = Amazon Root CA 1",
+            "CN = Amazon Root CA 2",
+            "CN = Amazon Root CA 3",
+            "CN = Amazon Root CA 4",
+            "CN = Starfield Services Root Certificate Authority - G2",
+        ] {
+            assert!(text.contains(root), "{root} is missing");
+        }
+    }
+
+    #[test]
+    fn without_aws_ca_bundle_the_amazon_roots_are_trusted() {
+        assert!(trust_store(&Env::default()).is_ok());
+    }
+
+    #[test]
+    fn a_readable_bundle_of_valid_certificates_is_accepted() {
+        let (env, path) = bundle(AMAZON_TRUST_SERVICES_ROOTS);
+        let result = trust_store(&env);
+        std::fs::remove_file(path).unwrap();
+        assert!(result.is_ok(), "{result:?}");
+    }
+
+    #[test]
+    fn a_missing_bundle_is_a_configuration_error() {
+        let path = std::env::temp_dir().join(format!("absent-{}.pem", uuid::Uuid::now_v7()));
+        let env = Env::from_pairs([(CA_BUNDLE_VARIABLE, path.to_str().unwrap())]);
+        assert!(reason(trust_store(&env)).starts_with("cannot read it"));
+    }
+
+    #[test]
+    fn a_bundle_without_certificates_is_a_configuration_error() {
+        let (env, path) = bundle(b"not a certificate\n");
+        let result = trust_store(&env);
+        std::fs::remove_file(path).unwrap();
+        assert_eq!(reason(result), "it holds no PEM certificate");
+    }
+
+    #[test]
+    fn a_bundle_with_a_corrupt_certificate_names_it() {
+        let text = std::str::from_utf8(AMAZON_TRUST_SERVICES_ROOTS).unwrap();
+        // The second certificate's DER is cut short; its PEM armour stays intact.
+        let second = text
+            .match_indices("-----BEGIN CERTIFICATE-----\n")
+            .nth(1)
+            .unwrap()
+            .0;
+        let body = second + "-----BEGIN CERTIFICATE-----\n".len();
+        let corrupt = format!("{}{}", &text[..body], &text[body + 64..]);
+        let (env, path) = bundle(corrupt.as_bytes());
+        let result = trust_store(&env);
+        std::fs::remove_file(path).unwrap();
+        let reason = reason(result);
+        assert!(
+            reason.contains("certificate 2") || reason.contains("section 2"),
+            "{reason}"
+        );
+    }
 }

@@ -6,7 +6,8 @@ use shared::aws::load_sdk_config;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let config = ProcessorConfig::from_env(&Env::from_process())?;
-    let processor = build(&config, &load_sdk_config().await).await;
+    let env = Env::from_process();
+    let config = ProcessorConfig::from_env(&env)?;
+    let processor = build(&config, &load_sdk_config(&env).await?);
     run(service_fn(|event| handle_batch(&processor, event))).await
 }

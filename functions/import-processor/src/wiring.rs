@@ -21,15 +21,18 @@ pub type ProductionProcessor = BatchProcessor<ProductionHandler, SqsQueueActions
 
 /// Builds the processor: clients once, the items table's client without SDK retries (the
 /// processor retries it inside its circuit breaker), S3 path-style when an endpoint is
-/// overridden (emulators). Warms the items table's connection, so the first record does not
-/// pay for it.
-pub async fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProcessor {
-    build_with_writer(config, sdk, |items| items).await
+/// overridden (emulators).
+///
+/// No request is made here. A warm-up call in init would only move the first connection's
+/// handshake from the first batch to the cold start: nobody waits on a queue worker's first
+/// record, while every cold start is billed and delays the first poll.
+pub fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProcessor {
+    build_with_writer(config, sdk, |items| items)
 }
 
 /// [`build`], with the items table's writer wrapped by `wrap`: the local runner uses this to put
 /// a fault injector between the processor and its downstream.
-pub async fn build_with_writer<W: ItemWriter>(
+pub fn build_with_writer<W: ItemWriter>(
     config: &ProcessorConfig,
     sdk: &SdkConfig,
     wrap: impl FnOnce(DynamoDbItems) -> W,
@@ -45,14 +48,6 @@ pub async fn build_with_writer<W: ItemWriter>(
             .force_path_style(shared::aws::endpoint_overridden())
             .build(),
     );
-    if let Err(e) = items_client
-        .describe_table()
-        .table_name(&config.items_table)
-        .send()
-        .await
-    {
-        tracing::warn!(error = %aws_sdk_dynamodb::error::DisplayErrorContext(&e), "warm-up call failed");
-    }
     let guard = IdempotencyGuard::new(
         DynamoDbStore::new(dynamodb.clone(), &config.guard.table_name),
         GuardSettings::from(&config.guard),

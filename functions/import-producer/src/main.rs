@@ -8,7 +8,8 @@ use shared::aws::load_sdk_config;
 #[tokio::main]
 async fn main() -> Result<(), Error> {
     shared::telemetry::init();
-    let config = ProducerConfig::from_env(&Env::from_process())?;
-    let api = production_api(config, &load_sdk_config().await);
+    let env = Env::from_process();
+    let config = ProducerConfig::from_env(&env)?;
+    let api = production_api(config, &load_sdk_config(&env).await?);
     run(router(Arc::new(api))).await
 }

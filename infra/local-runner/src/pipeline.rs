@@ -181,8 +181,7 @@ impl Pipeline {
         let function = Processor {
             inner: import_processor::build_with_writer(&config, &sdk, |items| {
                 FlakyWriter::new(items, rate, injected)
-            })
-            .await,
+            }),
             stats: Arc::clone(&stats),
         };
         let (queue, mut settings) = mapping_settings(template, "ProcessorFunction")?;
