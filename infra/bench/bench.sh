@@ -55,17 +55,15 @@ json.dump(sizes, open(os.path.join(out, "sizes.json"), "w"), indent=2)
 PY
 
 step "init time (x86_64, 30 interleaved runs each)"
-# The environment Lambda gives a function: runtime settings, credentials, and each function's
-# configuration (the union of both; names on the emulator).
-export AWS_LAMBDA_FUNCTION_NAME=bench AWS_LAMBDA_FUNCTION_VERSION='$LATEST' \
-    AWS_LAMBDA_FUNCTION_MEMORY_SIZE=128 AWS_LAMBDA_LOG_GROUP_NAME=/aws/lambda/bench \
-    AWS_LAMBDA_LOG_STREAM_NAME=bench AWS_SESSION_TOKEN=test \
-    IMPORTS_TABLE=bench-imports ITEMS_TABLE=bench-items IDEMPOTENCY_TABLE=bench-idempotency \
-    UPLOAD_BUCKET=bench-uploads JOB_QUEUE_URL="$AWS_ENDPOINT_URL/123456789012/bench-jobs" \
-    DEAD_LETTER_QUEUE_URL="$AWS_ENDPOINT_URL/123456789012/bench-dlq"
+# Each binary gets Lambda's own variables (import-bench sets them) and the functions' settings
+# below (the union of both functions', as the template sets them), and nothing of this shell's.
 lambda="$out/lambda-x86_64"
+settings=(IMPORTS_TABLE=bench-imports ITEMS_TABLE=bench-items IDEMPOTENCY_TABLE=bench-idempotency
+    UPLOAD_BUCKET=bench-uploads
+    JOB_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/bench-jobs
+    DEAD_LETTER_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/bench-dlq)
 cargo run --quiet -p import-bench --bin import-bench -- init-time --runs "${BENCH_INIT_RUNS:-30}" \
-    --out "$out/init.json" \
+    --out "$out/init.json" "${settings[@]/#/--env=}" \
     "hello-world=$lambda/hello-lambda/bootstrap" \
     "import-producer=$lambda/import-producer/bootstrap" \
     "import-processor=$lambda/import-processor/bootstrap"

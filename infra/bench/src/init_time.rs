@@ -1,6 +1,10 @@
 //! Init time: from process start to the function's first `GET /runtime/invocation/next`, which
 //! is when Lambda's init phase ends. Each binary is started under a fake Runtime API on
 //! 127.0.0.1 that records that request and never answers it; then the process is killed.
+//!
+//! Each binary gets the environment Lambda gives a function ([`LAMBDA_ENVIRONMENT`] and the
+//! function's own settings) and nothing of the machine's: variables such as `AWS_CA_BUNDLE`,
+//! `SSL_CERT_FILE` or `AWS_ENDPOINT_URL` would change what init does and so what is measured.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -15,6 +19,32 @@ use tokio::process::Command;
 
 /// The path the runtime client polls for the next event.
 const NEXT: &str = "/2018-06-01/runtime/invocation/next";
+
+/// The variables the Lambda service sets for a `provided.al2023` function (besides
+/// `AWS_LAMBDA_RUNTIME_API`, set per run), with the values a 128 MB function gets.
+pub const LAMBDA_ENVIRONMENT: &[(&str, &str)] = &[
+    ("_HANDLER", "bootstrap"),
+    ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLEEXAMPLE00"),
+    ("AWS_DEFAULT_REGION", "us-east-1"),
+    ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023"),
+    ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "128"),
+    ("AWS_LAMBDA_FUNCTION_NAME", "bench"),
+    ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST"),
+    ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand"),
+    ("AWS_LAMBDA_LOG_GROUP_NAME", "/aws/lambda/bench"),
+    ("AWS_LAMBDA_LOG_STREAM_NAME", "2026/01/01/[$LATEST]bench"),
+    ("AWS_REGION", "us-east-1"),
+    (
+        "AWS_SECRET_ACCESS_KEY",
+        "example-secret-access-key-example-example",
+    ),
+    ("AWS_SESSION_TOKEN", "example-session-token"),
+    ("LAMBDA_RUNTIME_DIR", "/var/runtime"),
+    ("LAMBDA_TASK_ROOT", "/var/task"),
+    ("LANG", "en_US.UTF-8"),
+    ("PATH", "/usr/local/bin:/usr/bin/:/bin:/opt/bin"),
+    ("TZ", ":UTC"),
+];
 
 /// One binary's timings.
 #[derive(Debug, Serialize)]
@@ -32,16 +62,18 @@ pub struct InitTimes {
 }
 
 /// Times `binaries` (name, path) `runs` times each, interleaved, and compares each median with
-/// the one named `baseline`.
+/// the one named `baseline`. Each run's environment is [`LAMBDA_ENVIRONMENT`] and `settings`
+/// (the functions' own variables, as the template sets them).
 pub async fn measure(
     binaries: &[(String, PathBuf)],
+    settings: &[(String, String)],
     runs: usize,
     baseline: &str,
 ) -> anyhow::Result<BTreeMap<String, InitTimes>> {
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for _ in 0..runs {
         for (name, path) in binaries {
-            let elapsed = once(path)
+            let elapsed = once(path, settings)
                 .await
                 .with_context(|| format!("timing {name} ({})", path.display()))?;
             samples
@@ -71,13 +103,14 @@ pub async fn measure(
 }
 
 /// Starts `path` once under a fresh fake Runtime API and returns the time to its first poll.
-async fn once(path: &PathBuf) -> anyhow::Result<Duration> {
+async fn once(path: &PathBuf, settings: &[(String, String)]) -> anyhow::Result<Duration> {
     let listener = TcpListener::bind("127.0.0.1:0").await?;
     let api = listener.local_addr()?.to_string();
     let started = Instant::now();
-    // The rest of the environment (function settings, region, credentials, endpoints) is
-    // inherited, as Lambda passes it.
     let mut child = Command::new(path)
+        .env_clear()
+        .envs(LAMBDA_ENVIRONMENT.iter().copied())
+        .envs(settings.iter().map(|(k, v)| (k, v)))
         .env("AWS_LAMBDA_RUNTIME_API", &api)
         .stdin(Stdio::null())
         .stdout(Stdio::null())

@@ -8,9 +8,6 @@ mod report;
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use aws_sdk_dynamodb::types::{
-    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -33,6 +30,10 @@ enum Command {
         /// The binary the others are compared with.
         #[arg(long, default_value = "hello-world")]
         baseline: String,
+        /// A function setting, `NAME=VALUE` (repeat): every binary gets these on top of the
+        /// variables Lambda sets, and nothing else of this process's environment.
+        #[arg(long = "env", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
         /// `name=path` of each binary.
         #[arg(required = true, value_parser = parse_binary)]
         binaries: Vec<(String, PathBuf)>,
@@ -46,6 +47,13 @@ enum Command {
         #[arg(long)]
         criterion: PathBuf,
     },
+}
+
+fn parse_setting(value: &str) -> Result<(String, String), String> {
+    let (name, setting) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {value:?}"))?;
+    Ok((name.to_owned(), setting.to_owned()))
 }
 
 fn parse_binary(value: &str) -> Result<(String, PathBuf), String> {
@@ -62,10 +70,10 @@ async fn main() -> anyhow::Result<()> {
             runs,
             out,
             baseline,
+            settings,
             binaries,
         } => {
-            ensure_items_table().await?;
-            let times = init_time::measure(&binaries, runs, &baseline).await?;
+            let times = init_time::measure(&binaries, &settings, runs, &baseline).await?;
             let text = serde_json::to_string_pretty(&times)?;
             std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
             println!("{text}");
@@ -74,47 +82,6 @@ async fn main() -> anyhow::Result<()> {
             print!("{}", report::write(&dir, &criterion, &machine())?);
         }
     }
-    Ok(())
-}
-
-/// The processor's init warms its connection with `DescribeTable` on the items table: create
-/// the table (`ITEMS_TABLE`, on the local endpoint) so init takes its production path.
-async fn ensure_items_table() -> anyhow::Result<()> {
-    let Ok(table) = std::env::var("ITEMS_TABLE") else {
-        return Ok(());
-    };
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .load()
-        .await;
-    let client = aws_sdk_dynamodb::Client::new(&sdk);
-    if client
-        .describe_table()
-        .table_name(&table)
-        .send()
-        .await
-        .is_ok()
-    {
-        return Ok(());
-    }
-    client
-        .create_table()
-        .table_name(&table)
-        .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("sku")
-                .attribute_type(ScalarAttributeType::S)
-                .build()?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("sku")
-                .key_type(KeyType::Hash)
-                .build()?,
-        )
-        .send()
-        .await
-        .with_context(|| format!("creating the items table {table} on the local endpoint"))?;
     Ok(())
 }
 
