@@ -15,9 +15,15 @@
 //! Set `AWS_CA_BUNDLE` to a PEM file to trust its certificates instead (a TLS-inspecting proxy,
 //! an S3-compatible store with its own CA, a partition whose endpoints use another CA).
 
-use aws_config::{BehaviorVersion, SdkConfig};
+use aws_config::{BehaviorVersion, Region, SdkConfig};
+use aws_credential_types::Credentials;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
+use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
+use aws_smithy_runtime_api::client::http::{
+    HttpClient, HttpConnectorSettings, SharedHttpClient, SharedHttpConnector,
+};
+use aws_smithy_runtime_api::client::runtime_components::RuntimeComponents;
 use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
@@ -67,27 +73,69 @@ fn root_certificates(pem: &[u8]) -> Result<usize, String> {
 }
 
 /// The SDK's HTTPS client (rustls with aws-lc, as the SDK's default) with [`trust_store`]'s roots.
-pub fn https_client(
-    env: &Env,
-) -> Result<aws_smithy_runtime_api::client::http::SharedHttpClient, ConfigError> {
+///
+/// Its TLS configuration is built at the first request and shared by every client built from
+/// it. (The SDK's own client builds and drops one per client at construction, to load the
+/// platform's certificates early: five at every cold start here, for nothing.)
+pub fn https_client(env: &Env) -> Result<SharedHttpClient, ConfigError> {
     let context = TlsContext::builder()
         .with_trust_store(trust_store(env)?)
         .build()
         .expect("a TLS context with a trust store always builds");
-    Ok(aws_smithy_http_client::Builder::new()
+    let client = aws_smithy_http_client::Builder::new()
         .tls_provider(tls::Provider::Rustls(CryptoMode::AwsLc))
         .tls_context(context)
-        .build_https())
+        .build_https();
+    Ok(SharedHttpClient::new(ConnectOnDemand(client)))
+}
+
+/// An HTTP client that builds its connector only when a request needs it.
+#[derive(Debug)]
+struct ConnectOnDemand(SharedHttpClient);
+
+impl HttpClient for ConnectOnDemand {
+    fn http_connector(
+        &self,
+        settings: &HttpConnectorSettings,
+        components: &RuntimeComponents,
+    ) -> SharedHttpConnector {
+        self.0.http_connector(settings, components)
+    }
+
+    // `validate_base_client_config` keeps the default, which builds nothing.
+
+    fn connector_metadata(&self) -> Option<ConnectorMetadata> {
+        self.0.connector_metadata()
+    }
 }
 
 /// Loads the shared SDK configuration (region, credentials, endpoints, retry policy) from the
-/// standard sources (environment, profile files, the Lambda execution role), on the
-/// [`https_client`].
+/// standard sources, on the [`https_client`].
+///
+/// The SDK's default chains try the environment first. When it holds the answer, as it always
+/// does in Lambda (`AWS_REGION`, and the execution role's keys in `AWS_ACCESS_KEY_ID`,
+/// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, set once per execution environment), that
+/// answer is taken from `env` directly, which spares every cold start building the rest of each
+/// chain (profile files, web identity with its STS client, the container and instance metadata
+/// providers). Elsewhere the chains run as usual.
 pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
-    Ok(aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client(env)?)
-        .load()
-        .await)
+    let mut loader =
+        aws_config::defaults(BehaviorVersion::latest()).http_client(https_client(env)?);
+    if let Some(region) = env
+        .get("AWS_REGION")
+        .or_else(|| env.get("AWS_DEFAULT_REGION"))
+    {
+        loader = loader.region(Region::new(region.to_owned()));
+    }
+    if let (Some(key), Some(secret)) = (
+        env.get("AWS_ACCESS_KEY_ID"),
+        env.get("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        let token = env.get("AWS_SESSION_TOKEN").map(str::to_owned);
+        loader =
+            loader.credentials_provider(Credentials::new(key, secret, token, None, "Environment"));
+    }
+    Ok(loader.load().await)
 }
 
 /// The service clients the pipeline uses, built from one [`SdkConfig`].
@@ -125,6 +173,8 @@ pub fn endpoint_overridden() -> bool {
 
 #[cfg(test)]
 mod tests {
+    use aws_credential_types::provider::ProvideCredentials as _;
+
     use super::*;
 
     /// Writes `contents` to a fresh file and returns an environment whose `AWS_CA_BUNDLE` names
@@ -144,6 +194,34 @@ mod tests {
             }
             other => panic!("expected an invalid {CA_BUNDLE_VARIABLE}, got {other:?}"),
         }
+    }
+
+    #[tokio::test]
+    async fn region_and_keys_in_the_environment_are_used_directly() {
+        let env = Env::from_pairs([
+            ("AWS_REGION", "eu-west-3"),
+            ("AWS_ACCESS_KEY_ID", "ASIAEXAMPLE"),
+            ("AWS_SECRET_ACCESS_KEY", "secret"),
+            ("AWS_SESSION_TOKEN", "token"),
+        ]);
+        let sdk = load_sdk_config(&env).await.unwrap();
+        assert_eq!(sdk.region().map(Region::as_ref), Some("eu-west-3"));
+        let credentials = sdk
+            .credentials_provider()
+            .unwrap()
+            .provide_credentials()
+            .await
+            .unwrap();
+        assert_eq!(credentials.access_key_id(), "ASIAEXAMPLE");
+        assert_eq!(credentials.secret_access_key(), "secret");
+        assert_eq!(credentials.session_token(), Some("token"));
+    }
+
+    #[tokio::test]
+    async fn aws_default_region_is_the_fallback() {
+        let env = Env::from_pairs([("AWS_DEFAULT_REGION", "ap-south-1")]);
+        let sdk = load_sdk_config(&env).await.unwrap();
+        assert_eq!(sdk.region().map(Region::as_ref), Some("ap-south-1"));
     }
 
     #[test]
