@@ -119,13 +119,14 @@ pub enum BatchError {
 /// Counts of what became of a batch's records.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct BatchSummary {
-    counts: HashMap<RecordStatus, usize>,
+    /// Indexed by the status's position in [`RecordStatus::ALL`].
+    counts: [usize; RecordStatus::ALL.len()],
 }
 
 impl BatchSummary {
     /// How many records ended with `status`.
     pub fn count(&self, status: RecordStatus) -> usize {
-        self.counts.get(&status).copied().unwrap_or(0)
+        self.counts[status as usize]
     }
 
     /// How many records were reported failed.
@@ -138,7 +139,7 @@ impl BatchSummary {
     }
 
     fn add(&mut self, status: RecordStatus) {
-        *self.counts.entry(status).or_default() += 1;
+        self.counts[status as usize] += 1;
     }
 }
 
@@ -217,10 +218,14 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             .map(|unit| self.run_unit(event, unit, Invocation { deadline }, stop_starting_at))
             .buffer_unordered(self.settings.concurrency.get());
         let mut ids: Vec<Option<MessageId>> = vec![None; statuses.len()];
-        while let Some(results) = runs.next().await {
-            for (index, id, status) in results {
+        while let Some(finished) = runs.next().await {
+            let mut record = |(index, id, status): (usize, MessageId, RecordStatus)| {
                 statuses[index] = Some(status);
                 ids[index] = Some(id);
+            };
+            match finished {
+                Finished::Record(index, id, status) => record((index, id, status)),
+                Finished::Group(results) => results.into_iter().for_each(record),
             }
         }
         drop(runs);
@@ -250,29 +255,52 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         BatchOutcome { result, summary }
     }
 
-    /// Runs one unit (a record, or a FIFO message group in order).
+    /// Runs one unit: a record, or a FIFO message group in order.
     async fn run_unit(
         &self,
         event: &SqsEvent,
-        unit: Vec<Entry>,
+        unit: Unit,
         invocation: Invocation,
         stop_starting_at: Instant,
-    ) -> Vec<(usize, MessageId, RecordStatus)> {
-        let mut results = Vec::with_capacity(unit.len());
-        let mut group_failed = false;
-        for entry in unit {
-            let status = if group_failed {
-                RecordStatus::Skipped
-            } else if Instant::now() >= stop_starting_at {
-                RecordStatus::NotStarted
-            } else {
-                self.run_record(&entry, &event.records[entry.index], &invocation)
-                    .await
-            };
-            group_failed |= status.is_failure();
-            results.push((entry.index, entry.id, status));
+    ) -> Finished {
+        match unit {
+            Unit::Record(entry) => {
+                let status = self
+                    .run_entry(event, &entry, &invocation, stop_starting_at)
+                    .await;
+                Finished::Record(entry.index, entry.id, status)
+            }
+            Unit::Group(entries) => {
+                let mut results = Vec::with_capacity(entries.len());
+                let mut group_failed = false;
+                for entry in entries {
+                    let status = if group_failed {
+                        RecordStatus::Skipped
+                    } else {
+                        self.run_entry(event, &entry, &invocation, stop_starting_at)
+                            .await
+                    };
+                    group_failed |= status.is_failure();
+                    results.push((entry.index, entry.id, status));
+                }
+                Finished::Group(results)
+            }
         }
-        results
+    }
+
+    /// Runs one record, unless the deadline is too close to start it.
+    async fn run_entry(
+        &self,
+        event: &SqsEvent,
+        entry: &Entry,
+        invocation: &Invocation,
+        stop_starting_at: Instant,
+    ) -> RecordStatus {
+        if Instant::now() >= stop_starting_at {
+            return RecordStatus::NotStarted;
+        }
+        self.run_record(entry, &event.records[entry.index], invocation)
+            .await
     }
 
     async fn run_record(
@@ -367,11 +395,25 @@ fn is_fifo(event: &SqsEvent) -> bool {
         .is_some_and(|arn| arn.ends_with(".fifo"))
 }
 
+/// A unit of sequential work.
+enum Unit {
+    /// A record of a standard queue.
+    Record(Entry),
+    /// A FIFO message group's records, in batch order.
+    Group(Vec<Entry>),
+}
+
+/// What became of a [`Unit`]'s records: (index in the batch, message id, status).
+enum Finished {
+    Record(usize, MessageId, RecordStatus),
+    Group(Vec<(usize, MessageId, RecordStatus)>),
+}
+
 /// Splits the batch into units of sequential work: one per record, or on FIFO one per message
 /// group, each in batch order.
-fn units(event: &SqsEvent, entries: Vec<Entry>, fifo: bool) -> Vec<Vec<Entry>> {
+fn units(event: &SqsEvent, entries: Vec<Entry>, fifo: bool) -> Vec<Unit> {
     if !fifo {
-        return entries.into_iter().map(|entry| vec![entry]).collect();
+        return entries.into_iter().map(Unit::Record).collect();
     }
     let mut order: Vec<Vec<Entry>> = Vec::new();
     let mut position: HashMap<String, usize> = HashMap::new();
@@ -387,7 +429,7 @@ fn units(event: &SqsEvent, entries: Vec<Entry>, fifo: bool) -> Vec<Vec<Entry>> {
         });
         order[slot].push(entry);
     }
-    order
+    order.into_iter().map(Unit::Group).collect()
 }
 
 fn receive_count(message: &SqsMessage) -> u32 {

@@ -397,6 +397,23 @@ fn arbitrary_batch() -> impl Strategy<Value = (bool, usize, Vec<(usize, u8)>)> {
     )
 }
 
+#[test]
+fn the_summary_counts_each_status_apart() {
+    // The summary indexes its counts by the status's discriminant: ALL must list them in order.
+    for (position, status) in RecordStatus::ALL.iter().enumerate() {
+        assert_eq!(*status as usize, position, "{status:?}");
+    }
+    let summary: BatchSummary = RecordStatus::ALL
+        .iter()
+        .enumerate()
+        .flat_map(|(position, status)| std::iter::repeat_n(*status, position + 1))
+        .collect();
+    for (position, status) in RecordStatus::ALL.iter().enumerate() {
+        assert_eq!(summary.count(*status), position + 1, "{status:?}");
+    }
+    assert_eq!(summary.failed(), 4 + 5 + 6 + 7 + 8);
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(200))]
 
