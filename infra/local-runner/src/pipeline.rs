@@ -135,9 +135,8 @@ impl Pipeline {
             options.downstream_failure_rate
         );
         let port = options.port;
-        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .load()
-            .await;
+        // The functions' own SDK configuration, so the pipeline runs exactly what Lambda runs.
+        let sdk = shared::aws::load_sdk_config(&shared::Env::from_process()).await?;
         let unset = services_without_local_endpoint();
         anyhow::ensure!(
             unset.is_empty(),
