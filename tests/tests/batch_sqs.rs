@@ -106,7 +106,8 @@ async fn backoff_keeps_a_failed_message_invisible_until_its_delay_has_passed() {
 
 #[tokio::test]
 async fn a_permanent_failure_is_parked_in_the_dlq_with_its_reason_and_leaves_the_source_queue() {
-    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let sdk = sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
     let queue = TestQueue::create(&sqs, "park", &[]).await;
     let dlq = TestQueue::create(&sqs, "park-dlq", &[]).await;
     sqs.send_message()
@@ -128,7 +129,8 @@ async fn a_permanent_failure_is_parked_in_the_dlq_with_its_reason_and_leaves_the
     let original_id = event.records[0].message_id.clone().unwrap();
     let processor = BatchProcessor::new(
         AlwaysFails { permanent: true },
-        SqsQueueActions::new(sqs.clone(), &dlq.url),
+        // The processor's own way: the queue's client is built when the first record fails.
+        SqsQueueActions::on_first_failure(&sdk, &dlq.url),
         settings(Duration::from_secs(2)),
     );
     let response = processor

@@ -21,7 +21,8 @@ pub type ProductionProcessor = BatchProcessor<ProductionHandler, SqsQueueActions
 
 /// Builds the processor: clients once, the items table's client without SDK retries (the
 /// processor retries it inside its circuit breaker), S3 path-style when an endpoint is
-/// overridden (emulators).
+/// overridden (emulators), and the SQS client only when a record first fails (a healthy
+/// environment never needs it).
 ///
 /// No request is made here. A warm-up call in init would only move the first connection's
 /// handshake from the first batch to the cold start: nobody waits on a queue worker's first
@@ -60,6 +61,6 @@ pub fn build_with_writer<W: ItemWriter>(
         Dependency::new("items-table", config.items_table_protection),
         &config.upload_prefix,
     );
-    let queue = SqsQueueActions::new(aws_sdk_sqs::Client::new(sdk), &config.dead_letter_queue_url);
+    let queue = SqsQueueActions::on_first_failure(sdk, &config.dead_letter_queue_url);
     BatchProcessor::new(handler, queue, config.batch)
 }

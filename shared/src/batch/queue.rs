@@ -3,9 +3,10 @@
 //! partial batch response.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 use std::time::Duration;
 
+use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
@@ -67,21 +68,44 @@ pub trait QueueActions: Send + Sync {
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 }
 
+/// An SQS client, or what builds one when it is first used.
+type SqsClient = LazyLock<aws_sdk_sqs::Client, Box<dyn FnOnce() -> aws_sdk_sqs::Client + Send>>;
+
 /// [`QueueActions`] on SQS.
 ///
 /// Needs `sqs:ChangeMessageVisibility` and `sqs:GetQueueUrl` on the source queue and
 /// `sqs:SendMessage` on the dead-letter queue.
 #[derive(Debug)]
 pub struct SqsQueueActions {
-    client: aws_sdk_sqs::Client,
+    client: SqsClient,
     dead_letter_queue_url: String,
     /// Queue URLs by ARN, resolved once per execution environment.
     urls: Mutex<HashMap<String, String>>,
 }
 
 impl SqsQueueActions {
-    /// Parks messages in the queue at `dead_letter_queue_url`.
+    /// Parks messages in the queue at `dead_letter_queue_url`, with `client`.
     pub fn new(client: aws_sdk_sqs::Client, dead_letter_queue_url: impl Into<String>) -> Self {
+        Self::with_client(
+            LazyLock::new(Box::new(move || client)),
+            dead_letter_queue_url,
+        )
+    }
+
+    /// Like [`new`](Self::new), with a client built from `sdk` when a record first fails.
+    ///
+    /// Only a failing record needs the queue (to delay its retry or to park it), so an
+    /// execution environment that sees none never builds the client; building one is a good
+    /// part of a cold start (the SDK parses its endpoint rules and compiles their patterns).
+    pub fn on_first_failure(sdk: &SdkConfig, dead_letter_queue_url: impl Into<String>) -> Self {
+        let sdk = sdk.clone();
+        Self::with_client(
+            LazyLock::new(Box::new(move || aws_sdk_sqs::Client::new(&sdk))),
+            dead_letter_queue_url,
+        )
+    }
+
+    fn with_client(client: SqsClient, dead_letter_queue_url: impl Into<String>) -> Self {
         Self {
             client,
             dead_letter_queue_url: dead_letter_queue_url.into(),
