@@ -5,10 +5,18 @@
 //! text. The level comes from `RUST_LOG`, else from the `AWS_LAMBDA_LOG_LEVEL` that Lambda sets
 //! from the function's logging configuration, else `info`.
 //!
+//! `RUST_LOG` takes a level (`debug`) or comma-separated `target=level` directives
+//! (`info,aws_smithy_runtime=debug`). Span and field filters (`[span{field=value}]`) are not
+//! supported: the filter is a [`Targets`], which decides per call site once, instead of the
+//! `EnvFilter` that would link a regex engine into every function for a feature that a
+//! Lambda's log level does not need.
+//!
 //! Never log message bodies or secrets: log identifiers and outcomes, and errors with their
 //! cause chain ([`error_chain`]).
 
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::{LevelFilter, Targets};
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// Installs the global tracing subscriber. Call once, first thing in `main`.
 pub fn init() {
@@ -17,29 +25,54 @@ pub fn init() {
 
 /// Like [`init`], with `level` when neither `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` is set.
 pub fn init_with_default_level(level: &str) {
-    let in_lambda = std::env::var_os("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let text_requested = std::env::var("AWS_LAMBDA_LOG_FORMAT")
-        .is_ok_and(|format| format.eq_ignore_ascii_case("text"));
-    let filter = EnvFilter::try_from_default_env()
-        .ok()
-        .or_else(|| {
-            let level = std::env::var("AWS_LAMBDA_LOG_LEVEL").ok()?;
-            EnvFilter::try_new(level.to_ascii_lowercase()).ok()
-        })
-        .unwrap_or_else(|| EnvFilter::new(level));
+    let var = |name: &str| std::env::var(name).ok();
+    let in_lambda = var("AWS_LAMBDA_FUNCTION_NAME").is_some();
+    let text_requested =
+        var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|format| format.eq_ignore_ascii_case("text"));
+    let filter = filter(var, level);
 
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    let registry = tracing_subscriber::registry().with(filter);
     if in_lambda && !text_requested {
-        builder
-            .json()
-            .flatten_event(true)
-            .with_current_span(false)
-            .with_span_list(true)
-            .with_target(false)
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .json()
+                    .flatten_event(true)
+                    .with_current_span(false)
+                    .with_span_list(true)
+                    .with_target(false),
+            )
             .init();
     } else {
-        builder.compact().with_ansi(!in_lambda).init();
+        registry
+            .with(
+                tracing_subscriber::fmt::layer()
+                    .compact()
+                    .with_ansi(!in_lambda),
+            )
+            .init();
     }
+}
+
+/// The filter from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else `default`; a value that does
+/// not parse is passed over. Lambda's `FATAL` is `error` here: tracing has no level above it.
+fn filter(var: impl Fn(&str) -> Option<String>, default: &str) -> Targets {
+    let level = |value: &str| {
+        let value = if value.eq_ignore_ascii_case("fatal") {
+            "error"
+        } else {
+            value
+        };
+        value.parse::<LevelFilter>().ok()
+    };
+    var("RUST_LOG")
+        .filter(|value| !value.trim().is_empty())
+        .and_then(|value| value.parse::<Targets>().ok())
+        .or_else(|| {
+            let level = var("AWS_LAMBDA_LOG_LEVEL").and_then(|value| level(&value))?;
+            Some(Targets::new().with_default(level))
+        })
+        .unwrap_or_else(|| Targets::new().with_default(level(default).unwrap_or(LevelFilter::INFO)))
 }
 
 /// An error and its causes on one line: `outer: cause: root cause`.
@@ -52,4 +85,85 @@ pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
         source = cause.source();
     }
     text
+}
+
+#[cfg(test)]
+mod tests {
+    use tracing::Level;
+
+    use super::*;
+
+    fn filter_with(vars: &[(&str, &str)], default: &str) -> Targets {
+        filter(
+            |name| {
+                vars.iter()
+                    .find(|(key, _)| *key == name)
+                    .map(|(_, value)| (*value).to_owned())
+            },
+            default,
+        )
+    }
+
+    /// The most verbose level `filter` lets through for `target`, if any.
+    fn most_verbose(filter: &Targets, target: &str) -> Option<Level> {
+        [
+            Level::TRACE,
+            Level::DEBUG,
+            Level::INFO,
+            Level::WARN,
+            Level::ERROR,
+        ]
+        .into_iter()
+        .find(|level| filter.would_enable(target, level))
+    }
+
+    #[test]
+    fn rust_log_directives_come_first() {
+        let filter = filter_with(
+            &[
+                ("RUST_LOG", "warn,aws_smithy_runtime=debug"),
+                ("AWS_LAMBDA_LOG_LEVEL", "ERROR"),
+            ],
+            "info",
+        );
+        assert_eq!(most_verbose(&filter, "import_processor"), Some(Level::WARN));
+        assert_eq!(
+            most_verbose(&filter, "aws_smithy_runtime::client"),
+            Some(Level::DEBUG)
+        );
+    }
+
+    #[test]
+    fn lambdas_log_level_applies_when_rust_log_is_unset_empty_or_invalid() {
+        for rust_log in [None, Some(""), Some("not a level=at all=")] {
+            let mut vars = vec![("AWS_LAMBDA_LOG_LEVEL", "DEBUG")];
+            vars.extend(rust_log.map(|value| ("RUST_LOG", value)));
+            let filter = filter_with(&vars, "info");
+            assert_eq!(
+                most_verbose(&filter, "import_producer"),
+                Some(Level::DEBUG),
+                "RUST_LOG={rust_log:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn lambdas_fatal_is_error() {
+        let filter = filter_with(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")], "info");
+        assert_eq!(
+            most_verbose(&filter, "import_processor"),
+            Some(Level::ERROR)
+        );
+    }
+
+    #[test]
+    fn the_default_level_applies_last() {
+        let filter = filter_with(&[], "warn");
+        assert_eq!(most_verbose(&filter, "import_processor"), Some(Level::WARN));
+        let filter = filter_with(&[("AWS_LAMBDA_LOG_LEVEL", "loud")], "error");
+        assert_eq!(
+            most_verbose(&filter, "import_processor"),
+            Some(Level::ERROR)
+        );
+    }
 }
