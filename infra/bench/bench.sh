@@ -54,7 +54,7 @@ for arch in arches:
 json.dump(sizes, open(os.path.join(out, "sizes.json"), "w"), indent=2)
 PY
 
-step "init time (x86_64, 30 interleaved runs each)"
+step "init time (x86_64, ${BENCH_INIT_RUNS:-100} interleaved runs each)"
 # Each binary gets Lambda's own variables (import-bench sets them) and the functions' settings
 # below (the union of both functions', as the template sets them), and nothing of this shell's.
 lambda="$out/lambda-x86_64"
@@ -62,7 +62,7 @@ settings=(IMPORTS_TABLE=bench-imports ITEMS_TABLE=bench-items IDEMPOTENCY_TABLE=
     UPLOAD_BUCKET=bench-uploads
     JOB_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/bench-jobs
     DEAD_LETTER_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/bench-dlq)
-cargo run --quiet -p import-bench --bin import-bench -- init-time --runs "${BENCH_INIT_RUNS:-30}" \
+cargo run --quiet -p import-bench --bin import-bench -- init-time --runs "${BENCH_INIT_RUNS:-100}" \
     --out "$out/init.json" "${settings[@]/#/--env=}" \
     "hello-world=$lambda/hello-lambda/bootstrap" \
     "import-producer=$lambda/import-producer/bootstrap" \
