@@ -7,6 +7,13 @@ never lets that happen, and the idempotency guard relies on it. Here every Dynam
 runs under one lock, the way DynamoDB applies the writes to one item one at a time. Other
 services stay concurrent: an SQS long poll must not hold up the rest.
 
+It also listens with the kernel's largest accept backlog. werkzeug listens with a backlog of
+128; a test that opens a thousand connections at once (the guard's race tests do) overflows it,
+the kernel drops the SYNs it has no room for, and the client retries them after 1 s and 3 s,
+past the AWS SDK's 3.1 s connect timeout when the machine is busy. With room for every
+connection in the backlog, each connect completes in the kernel at once and waits there for
+this server's accept loop, however slowly that runs.
+
 Usage: serve.py [-H HOST] [-p PORT]
 """
 
@@ -21,7 +28,7 @@ from moto.moto_server.werkzeug_app import (
     MotoRequestHandler,
     create_backend_app,
 )
-from werkzeug.serving import run_simple
+from werkzeug.serving import BaseWSGIServer, run_simple
 
 
 class AtomicDynamoDb:
@@ -39,6 +46,15 @@ class AtomicDynamoDb:
             return list(self.app(environ, start_response))
 
 
+def listen_backlog():
+    """The kernel's ceiling on a listen backlog (net.core.somaxconn); listen() caps to it."""
+    try:
+        with open("/proc/sys/net/core/somaxconn") as f:
+            return max(int(f.read()), 128)
+    except (OSError, ValueError):
+        return 4096
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("-H", "--host", default="127.0.0.1")
@@ -48,6 +64,7 @@ def main():
     os.environ.setdefault("MOTO_PORT", str(args.port))
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     signal.signal(signal.SIGINT, lambda *_: sys.exit(0))
+    BaseWSGIServer.request_queue_size = listen_backlog()
     app = DomainDispatcherApplication(create_backend_app)
     run_simple(
         args.host,
