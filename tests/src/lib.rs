@@ -8,11 +8,13 @@
 //! parallel and never see each other's data.
 //!
 //! Layout: this file holds endpoint checks, names and resource helpers; [`guard_suite`] is the
-//! behaviour suite of the idempotency guard, run against every store;
+//! behaviour suite of the idempotency guard, run against every store; [`template`] and
+//! [`profiles`] check the invariants of `template.yaml` and of the build profiles it uses;
 //! [`TestQueue`] turns real SQS messages into the Lambda event the event source mapping would
 //! deliver.
 
 pub mod guard_suite;
+pub mod profiles;
 pub mod template;
 
 mod clock;

@@ -1,6 +1,7 @@
-//! `template.yaml` keeps the invariants the pipeline's correctness depends on, and the checker
-//! catches each one broken (on mutated copies of the real template).
+//! `template.yaml` and the build profiles it uses keep the invariants the pipeline's correctness
+//! depends on, and the checkers catch each one broken (on mutated copies of the real files).
 
+use harness::profiles::{load_manifest, panic_violations};
 use harness::template::{load, violations};
 use serde_yaml_ng::Value;
 
@@ -151,4 +152,90 @@ fn an_environment_variable_the_template_sets_but_the_code_ignores_is_caught() {
             yaml("typo");
     });
     assert_caught(&found, "sets JOB_QUEUE but the code never reads it");
+}
+
+fn manifest_with(change: impl FnOnce(&mut toml::Table)) -> Vec<String> {
+    let mut manifest = load_manifest();
+    change(&mut manifest);
+    panic_violations(&manifest, &load())
+}
+
+fn profile<'a>(manifest: &'a mut toml::Table, name: &str) -> &'a mut toml::Table {
+    manifest
+        .entry("profile")
+        .or_insert_with(|| toml::Table::new().into())
+        .as_table_mut()
+        .unwrap()
+        .entry(name)
+        .or_insert_with(|| toml::Table::new().into())
+        .as_table_mut()
+        .unwrap()
+}
+
+#[test]
+fn every_profile_the_functions_are_built_with_unwinds_on_panic() {
+    assert_eq!(
+        panic_violations(&load_manifest(), &load()),
+        Vec::<String>::new()
+    );
+}
+
+#[test]
+fn a_release_profile_leaving_panic_to_cargo_lambda_is_caught() {
+    let found = manifest_with(|m| {
+        profile(m, "release").remove("panic");
+    });
+    assert_caught(
+        &found,
+        "[profile.release] must set panic = \"unwind\" explicitly",
+    );
+}
+
+#[test]
+fn a_release_profile_that_aborts_on_panic_is_caught() {
+    let found = manifest_with(|m| {
+        profile(m, "release").insert("panic".into(), "abort".into());
+    });
+    assert_caught(
+        &found,
+        "ProcessorFunction: profile release builds with panic = \"abort\"",
+    );
+}
+
+#[test]
+fn a_debug_build_profile_that_aborts_on_panic_is_caught() {
+    let found = manifest_with(|m| {
+        profile(m, "dev").insert("panic".into(), "abort".into());
+    });
+    assert_caught(
+        &found,
+        "debug sam build: profile dev builds with panic = \"abort\"",
+    );
+}
+
+#[test]
+fn a_function_built_with_another_profile_is_checked_through_its_inheritance() {
+    let mut template = load();
+    template["Resources"]["ProcessorFunction"]["Metadata"]["BuildProperties"]["Flags"] =
+        yaml("[--profile, lambda]");
+    let mut manifest = load_manifest();
+    let lambda = profile(&mut manifest, "lambda");
+    lambda.insert("inherits".into(), "small".into());
+    let small = profile(&mut manifest, "small");
+    small.insert("inherits".into(), "release".into());
+    small.insert("panic".into(), "abort".into());
+    assert_caught(
+        &panic_violations(&manifest, &template),
+        "ProcessorFunction: profile lambda builds with panic = \"abort\"",
+    );
+
+    profile(&mut manifest, "small").remove("panic");
+    assert_eq!(panic_violations(&manifest, &template), Vec::<String>::new());
+
+    template["Resources"]["ProcessorFunction"]["Metadata"]["BuildProperties"]["Flags"] =
+        yaml("[--profile=missing]");
+    assert_caught(
+        &panic_violations(&manifest, &template),
+        "ProcessorFunction: profile missing is not defined in Cargo.toml",
+    );
 }
