@@ -536,6 +536,61 @@ async fn poison_jobs_are_parked_with_their_reason_and_fail_their_import_only() {
 }
 
 #[tokio::test]
+async fn a_job_whose_object_key_hides_a_format_character_is_parked_and_its_file_never_read() {
+    let p = Pipeline::new().await;
+    // A file really is there under the look-alike key: the processor must refuse the key
+    // itself, not merely fail to find the object. The job comes from something other than this
+    // producer (which refuses such keys): a queue is not a trust boundary.
+    let key = ObjectKey::from_stored("uploads/orders\u{200B}.csv");
+    p.s3.put_object()
+        .bucket(&p.bucket)
+        .key(key.as_str())
+        .body(ByteStream::from(csv("Z", 2)))
+        .send()
+        .await
+        .unwrap();
+    let id = ImportId::generate();
+    let record = ImportRecord::queued(
+        id,
+        key.clone(),
+        ImportFormat::Csv,
+        "test".into(),
+        SystemTime::now(),
+    );
+    p.imports.create(&record).await.unwrap();
+    p.send(&ImportJob::new(id, &key, ImportFormat::Csv)).await;
+    let processor = p.processor(0).await;
+
+    let outcome = p.run(&processor, &p.receive(1).await).await;
+    assert!(
+        failed_ids(&outcome).is_empty(),
+        "a parked record is acknowledged"
+    );
+    assert_eq!(p.item_count().await, 0);
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Failed);
+    assert!(
+        import
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("invisible format characters") && e.contains("U+200B")),
+        "{:?}",
+        import.error
+    );
+    let parked = p
+        .dlq
+        .receive_event(&p.sqs, 10, Duration::from_secs(1))
+        .await;
+    assert_eq!(parked.records.len(), 1);
+    assert_eq!(
+        parked.records[0].message_attributes[dlq_attributes::ERROR_CLASS]
+            .string_value
+            .as_deref(),
+        Some("unsafe_object_key")
+    );
+}
+
+#[tokio::test]
 async fn a_transient_downstream_failure_is_retried_and_succeeds_on_redelivery() {
     let p = Pipeline::new().await;
     let id = p

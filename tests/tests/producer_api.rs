@@ -355,6 +355,10 @@ fn bad_requests() -> Vec<Bad> {
         object_key("current-directory segment", "uploads/./a.csv"),
         object_key("NUL character", "uploads/a\u{0}.csv"),
         object_key("newline", "uploads/a\n.csv"),
+        object_key("zero-width space", "uploads/a\u{200B}.csv"),
+        object_key("right-to-left override", "uploads/\u{202E}vsc.exe"),
+        object_key("byte order mark", "uploads/\u{FEFF}a.csv"),
+        object_key("language tag", "uploads/a\u{E0001}.csv"),
         object_key(
             "over 1024 bytes",
             &format!("uploads/{}.csv", "a".repeat(1100)),

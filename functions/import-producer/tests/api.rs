@@ -363,6 +363,35 @@ async fn a_malformed_body_is_a_problem_naming_the_field_and_queues_nothing() {
 }
 
 #[tokio::test]
+async fn an_object_key_with_an_invisible_format_character_is_an_unsafe_object_key() {
+    for key in [
+        "uploads/orders\u{200B}.csv",
+        "uploads/\u{202E}vsc.exe",
+        "uploads/\u{FEFF}orders.csv",
+        "uploads/orders\u{E0001}.csv",
+    ] {
+        let api = api();
+        let body = json!({ "objectKey": key }).to_string();
+        let (status, _, problem) = call(&api, post(&body)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{key:?}");
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_TYPE_PREFIX}unsafe-object-key"),
+            "{key:?}"
+        );
+        assert_eq!(problem["field"], "objectKey", "{key:?}");
+        assert!(
+            problem["detail"]
+                .as_str()
+                .is_some_and(|d| d.contains("invisible format characters")),
+            "{key:?}: {problem}"
+        );
+        assert!(api.queue.jobs().is_empty(), "{key:?}");
+        assert!(api.store.all().is_empty(), "{key:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_wrong_method_is_405_with_allow() {
     let api = api();
     let mut event = fixture("post_imports.json");

@@ -3,6 +3,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
 use crate::idempotency::IdempotencyKey;
@@ -78,7 +79,8 @@ impl<'de> Deserialize<'de> for ImportId {
 }
 
 /// The S3 key of an uploaded file, checked to be safe: inside the upload prefix, no `..`
-/// segment, no control characters, at most 1024 bytes (S3's limit).
+/// segment, no control characters and no invisible format characters, at most 1024 bytes (S3's
+/// limit).
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize)]
 #[serde(transparent)]
 pub struct ObjectKey(String);
@@ -100,6 +102,18 @@ pub enum InvalidObjectKey {
     /// The key contains a control character.
     #[error("must not contain control characters")]
     ControlCharacter,
+    /// The key contains an invisible format character (general category Cf): a zero-width
+    /// space or joiner, a byte order mark, a soft hyphen, a bidirectional control, a tag...
+    /// Such a key shows the same as another key, or reordered, wherever people read it.
+    #[error(
+        "must not contain invisible format characters such as zero-width spaces or \
+         bidirectional controls (found U+{:04X})",
+        u32::from(*.found)
+    )]
+    FormatCharacter {
+        /// The first such character in the key.
+        found: char,
+    },
     /// The key has a `.` or `..` segment, or an empty one.
     #[error("must not contain '.', '..' or empty path segments")]
     Traversal,
@@ -128,6 +142,12 @@ impl ObjectKey {
         }
         if key.chars().any(char::is_control) {
             return Err(InvalidObjectKey::ControlCharacter);
+        }
+        if let Some(found) = key
+            .chars()
+            .find(|c| c.general_category() == GeneralCategory::Format)
+        {
+            return Err(InvalidObjectKey::FormatCharacter { found });
         }
         if key
             .split('/')
@@ -254,6 +274,87 @@ mod tests {
             parse(&long),
             Err(InvalidObjectKey::TooLong { max: 1024, .. })
         ));
+    }
+
+    #[test]
+    fn object_keys_with_an_invisible_format_character_are_rejected() {
+        let format_characters = [
+            ('\u{00AD}', "SOFT HYPHEN"),
+            ('\u{0600}', "ARABIC NUMBER SIGN"),
+            ('\u{061C}', "ARABIC LETTER MARK"),
+            ('\u{06DD}', "ARABIC END OF AYAH"),
+            ('\u{070F}', "SYRIAC ABBREVIATION MARK"),
+            ('\u{180E}', "MONGOLIAN VOWEL SEPARATOR"),
+            ('\u{200B}', "ZERO WIDTH SPACE"),
+            ('\u{200C}', "ZERO WIDTH NON-JOINER"),
+            ('\u{200D}', "ZERO WIDTH JOINER"),
+            ('\u{200E}', "LEFT-TO-RIGHT MARK"),
+            ('\u{200F}', "RIGHT-TO-LEFT MARK"),
+            ('\u{202A}', "LEFT-TO-RIGHT EMBEDDING"),
+            ('\u{202B}', "RIGHT-TO-LEFT EMBEDDING"),
+            ('\u{202C}', "POP DIRECTIONAL FORMATTING"),
+            ('\u{202D}', "LEFT-TO-RIGHT OVERRIDE"),
+            ('\u{202E}', "RIGHT-TO-LEFT OVERRIDE"),
+            ('\u{2060}', "WORD JOINER"),
+            ('\u{2061}', "FUNCTION APPLICATION"),
+            ('\u{2064}', "INVISIBLE PLUS"),
+            ('\u{2066}', "LEFT-TO-RIGHT ISOLATE"),
+            ('\u{2067}', "RIGHT-TO-LEFT ISOLATE"),
+            ('\u{2068}', "FIRST STRONG ISOLATE"),
+            ('\u{2069}', "POP DIRECTIONAL ISOLATE"),
+            ('\u{206A}', "INHIBIT SYMMETRIC SWAPPING"),
+            ('\u{206F}', "NOMINAL DIGIT SHAPES"),
+            ('\u{FEFF}', "ZERO WIDTH NO-BREAK SPACE (byte order mark)"),
+            ('\u{FFF9}', "INTERLINEAR ANNOTATION ANCHOR"),
+            ('\u{FFFA}', "INTERLINEAR ANNOTATION SEPARATOR"),
+            ('\u{FFFB}', "INTERLINEAR ANNOTATION TERMINATOR"),
+            ('\u{110BD}', "KAITHI NUMBER SIGN"),
+            ('\u{1BCA0}', "SHORTHAND FORMAT LETTER OVERLAP"),
+            ('\u{1D173}', "MUSICAL SYMBOL BEGIN BEAM"),
+            ('\u{E0001}', "LANGUAGE TAG"),
+            ('\u{E0020}', "TAG SPACE"),
+            ('\u{E007F}', "CANCEL TAG"),
+        ];
+        for (found, name) in format_characters {
+            for key in [
+                format!("uploads/{found}orders.csv"),
+                format!("uploads/orders{found}.csv"),
+                format!("uploads/2026{found}/orders.csv"),
+            ] {
+                assert_eq!(
+                    ObjectKey::parse(&key, "uploads/"),
+                    Err(InvalidObjectKey::FormatCharacter { found }),
+                    "U+{:04X} {name} in {key:?}",
+                    u32::from(found)
+                );
+            }
+        }
+        let error = ObjectKey::parse("uploads/a\u{200B}.csv", "uploads/").unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            "must not contain invisible format characters such as zero-width spaces or \
+             bidirectional controls (found U+200B)"
+        );
+    }
+
+    #[test]
+    fn object_keys_in_any_script_are_accepted() {
+        for key in [
+            "uploads/café.csv",
+            "uploads/日本/注文.csv",
+            "uploads/заказы.csv",
+            "uploads/طلبات.csv",
+            "uploads/📦-orders.csv",
+            "uploads/🇫🇷-commandes.csv",
+            "uploads/naïve résumé – 2026.csv",
+            "uploads/a b+c=d,e;f@g.csv",
+        ] {
+            assert_eq!(
+                ObjectKey::parse(key, "uploads/").map(|k| k.as_str().to_owned()),
+                Ok(key.to_owned()),
+                "{key}"
+            );
+        }
     }
 
     #[test]
