@@ -9,7 +9,7 @@ use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use harness::{TestQueue, acknowledge, sdk_config};
 use shared::batch::{
     BackoffPolicy, BatchProcessor, BatchSettings, Invocation, RecordError, RecordHandler,
-    RecordResult, SqsQueueActions, dlq_attributes,
+    RecordResult, RecordStatus, SqsQueueActions, dlq_attributes,
 };
 
 /// Fails every record, retryably or permanently.
@@ -180,4 +180,86 @@ async fn a_permanent_failure_is_parked_in_the_dlq_with_its_reason_and_leaves_the
         Some("imp-7"),
         "original attributes are kept"
     );
+}
+
+/// The largest message the queue accepts, as it reports it (its `MaximumMessageSize`).
+async fn maximum_message_size(sqs: &aws_sdk_sqs::Client, queue: &TestQueue) -> usize {
+    sqs.get_queue_attributes()
+        .queue_url(&queue.url)
+        .attribute_names(QueueAttributeName::MaximumMessageSize)
+        .send()
+        .await
+        .expect("queue attributes")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::MaximumMessageSize))
+        .expect("MaximumMessageSize")
+        .parse()
+        .expect("a size in bytes")
+}
+
+#[tokio::test]
+async fn a_permanent_failure_too_large_to_park_is_reported_failed_and_never_acknowledged() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = TestQueue::create(&sqs, "park-large", &[]).await;
+    let dlq = TestQueue::create(&sqs, "park-large-dlq", &[]).await;
+    // A body as large as the queue takes: a copy of it with the dlq.* attributes is over the
+    // limit, so it cannot be parked. Beside it, a small poison message that can.
+    let max = maximum_message_size(&sqs, &queue).await;
+    let large = "x".repeat(max);
+    for body in [large.as_str(), "small"] {
+        sqs.send_message()
+            .queue_url(&queue.url)
+            .message_body(body)
+            .send()
+            .await
+            .unwrap();
+    }
+    let mut event = queue.receive_event(&sqs, 10, Duration::from_secs(1)).await;
+    while event.records.len() < 2 {
+        let more = queue.receive_event(&sqs, 10, Duration::from_secs(1)).await;
+        assert!(!more.records.is_empty(), "both messages arrive");
+        event.records.extend(more.records);
+    }
+    let large_id = event
+        .records
+        .iter()
+        .find(|r| r.body.as_deref().map(str::len) == Some(max))
+        .and_then(|r| r.message_id.clone())
+        .expect("the large message");
+
+    let processor = BatchProcessor::new(
+        AlwaysFails { permanent: true },
+        SqsQueueActions::new(sqs.clone(), &dlq.url),
+        settings(Duration::from_secs(2)),
+    );
+    let outcome = processor.process(&event, deadline()).await;
+    assert_eq!(outcome.summary.count(RecordStatus::ParkFailed), 1);
+    assert_eq!(outcome.summary.count(RecordStatus::Parked), 1);
+    let response = outcome.result.expect("a partial batch response");
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    assert_eq!(
+        failed,
+        [large_id.as_str()],
+        "the record that could not be parked is reported failed, so it comes back"
+    );
+    acknowledge(&sqs, &queue, &event, &response).await;
+    assert_eq!(
+        queue.depth(&sqs).await,
+        1,
+        "the large message is still on its queue, for the redrive policy to move after \
+         maxReceiveCount receives"
+    );
+
+    let parked = dlq.receive_event(&sqs, 10, Duration::from_secs(1)).await;
+    let bodies: Vec<&str> = parked
+        .records
+        .iter()
+        .filter_map(|r| r.body.as_deref())
+        .collect();
+    assert_eq!(bodies, ["small"], "only the small message is parked");
+    assert_eq!(dlq.depth(&sqs).await, 1);
 }

@@ -37,8 +37,24 @@ pub mod dlq_attributes {
 
 /// SQS allows at most this many message attributes per message.
 const MAX_MESSAGE_ATTRIBUTES: usize = 10;
-/// Reasons are cut to this many characters in the DLQ attributes.
-const MAX_REASON_CHARS: usize = 1000;
+/// SQS's largest message, counting the body and each attribute's name, data type and value:
+/// 1 MiB since August 2025 (a queue's `MaximumMessageSize` can lower it, not raise it).
+const MAX_MESSAGE_BYTES: usize = 1_048_576;
+/// Reasons are cut to at most this many bytes in the DLQ attributes, and shorter when the
+/// message would not fit otherwise: the reason is for people, and never what makes parking fail.
+const MAX_REASON_BYTES: usize = 4096;
+
+/// A parked copy would not fit in an SQS message, whatever its reason says.
+#[derive(Debug, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "the body and dead-letter attributes come to {bytes} bytes, over SQS's {max}-byte message \
+     limit; the message stays on its queue, whose redrive policy moves it to the dead-letter \
+     queue after maxReceiveCount receives"
+)]
+struct TooLargeToPark {
+    bytes: usize,
+    max: usize,
+}
 
 /// Why a message is being parked.
 #[derive(Debug, Clone, Copy)]
@@ -75,6 +91,11 @@ type SqsClient = LazyLock<aws_sdk_sqs::Client, Box<dyn FnOnce() -> aws_sdk_sqs::
 ///
 /// Needs `sqs:ChangeMessageVisibility` and `sqs:GetQueueUrl` on the source queue and
 /// `sqs:SendMessage` on the dead-letter queue.
+///
+/// A parked copy carries the `dlq.*` attributes besides the body, and SQS counts both against
+/// its 1 MiB limit: the reason is cut to the room left, and a body too large for even the other
+/// attributes fails to park, so the record is reported failed and, after `maxReceiveCount`
+/// receives, the queue's redrive policy moves the original (without a reason) to the DLQ.
 #[derive(Debug)]
 pub struct SqsQueueActions {
     client: SqsClient,
@@ -154,6 +175,32 @@ impl SqsQueueActions {
     }
 }
 
+/// What an attribute adds to a message's size, as SQS counts it: name, data type and value.
+fn attribute_bytes(name: &str, value: &MessageAttributeValue) -> usize {
+    name.len() + value.data_type().len() + value.string_value().map_or(0, str::len)
+}
+
+/// The longest start of `reason` (cut at a character boundary, at most [`MAX_REASON_BYTES`])
+/// that still fits, as the `dlq.reason` attribute, beside a body and attributes of `used` bytes;
+/// an error when not even those fit.
+fn fitting_reason(reason: &str, used: usize) -> Result<&str, TooLargeToPark> {
+    let Some(room) = MAX_MESSAGE_BYTES.checked_sub(used) else {
+        return Err(TooLargeToPark {
+            bytes: used,
+            max: MAX_MESSAGE_BYTES,
+        });
+    };
+    let overhead = dlq_attributes::REASON.len() + "String".len();
+    let mut end = room
+        .saturating_sub(overhead)
+        .min(MAX_REASON_BYTES)
+        .min(reason.len());
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    Ok(&reason[..end])
+}
+
 fn string_attribute(value: impl Into<String>) -> Result<MessageAttributeValue, BoxError> {
     Ok(MessageAttributeValue::builder()
         .data_type("String")
@@ -213,7 +260,6 @@ impl QueueActions for SqsQueueActions {
     async fn park(&self, message: &SqsMessage, why: ParkReason<'_>) -> Result<(), BoxError> {
         let body = message.body.as_deref().ok_or("record has no body")?;
         let message_id = message.message_id.as_deref().unwrap_or_default();
-        let reason: String = why.reason.chars().take(MAX_REASON_CHARS).collect();
         let receive_count = message
             .attributes
             .get("ApproximateReceiveCount")
@@ -224,7 +270,6 @@ impl QueueActions for SqsQueueActions {
                 dlq_attributes::ERROR_CLASS.to_owned(),
                 string_attribute(why.code)?,
             ),
-            (dlq_attributes::REASON.to_owned(), string_attribute(reason)?),
             (
                 dlq_attributes::ORIGINAL_MESSAGE_ID.to_owned(),
                 string_attribute(message_id)?,
@@ -244,7 +289,8 @@ impl QueueActions for SqsQueueActions {
         // SQS rejects empty attribute values: leave out what the record does not carry.
         attributes.retain(|(_, value)| value.string_value().is_some_and(|v| !v.is_empty()));
         let originals = original_attributes(message);
-        let room = MAX_MESSAGE_ATTRIBUTES - attributes.len();
+        // One place is kept for the reason.
+        let room = MAX_MESSAGE_ATTRIBUTES - attributes.len() - 1;
         if originals.len() > room {
             tracing::warn!(
                 dropped = originals.len() - room,
@@ -252,6 +298,17 @@ impl QueueActions for SqsQueueActions {
             );
         }
         attributes.extend(originals.into_iter().take(room));
+        // Checked here, not left to SendMessage: the reason is cut to what fits, and a body too
+        // large to park says so instead of failing as an invalid parameter.
+        let used = body.len()
+            + attributes
+                .iter()
+                .map(|(name, value)| attribute_bytes(name, value))
+                .sum::<usize>();
+        let reason = fitting_reason(why.reason, used)?;
+        if !reason.is_empty() {
+            attributes.push((dlq_attributes::REASON.to_owned(), string_attribute(reason)?));
+        }
 
         let mut send = self
             .client
@@ -272,5 +329,51 @@ impl QueueActions for SqsQueueActions {
         }
         send.send().await?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The size of a message with a body of `body` bytes and `reason` as its `dlq.reason`.
+    fn size_with(body: usize, reason: &str) -> usize {
+        body + dlq_attributes::REASON.len() + "String".len() + reason.len()
+    }
+
+    #[test]
+    fn a_reason_is_kept_whole_when_it_fits() {
+        assert_eq!(fitting_reason("row 3: bad sku", 100), Ok("row 3: bad sku"));
+    }
+
+    #[test]
+    fn a_long_reason_is_cut_to_its_bound() {
+        let reason = "x".repeat(10_000);
+        assert_eq!(
+            fitting_reason(&reason, 100).map(str::len),
+            Ok(MAX_REASON_BYTES)
+        );
+    }
+
+    #[test]
+    fn a_reason_is_cut_to_the_room_left_beside_a_large_body_at_a_character_boundary() {
+        let reason = "é".repeat(100);
+        let used = MAX_MESSAGE_BYTES - size_with(0, "") - 51;
+        let fitted = fitting_reason(&reason, used).unwrap();
+        assert_eq!(fitted, "é".repeat(25));
+        assert!(size_with(used, fitted) <= MAX_MESSAGE_BYTES);
+    }
+
+    #[test]
+    fn without_room_for_any_reason_it_is_left_out() {
+        assert_eq!(fitting_reason("why", MAX_MESSAGE_BYTES), Ok(""));
+        assert_eq!(fitting_reason("why", MAX_MESSAGE_BYTES - 3), Ok(""));
+    }
+
+    #[test]
+    fn a_message_over_the_limit_without_any_reason_cannot_be_parked() {
+        let error = fitting_reason("why", MAX_MESSAGE_BYTES + 1).unwrap_err();
+        assert_eq!(error.bytes, MAX_MESSAGE_BYTES + 1);
+        assert!(error.to_string().contains("1048576-byte message limit"));
     }
 }
