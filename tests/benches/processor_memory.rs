@@ -107,6 +107,7 @@ async fn main() {
         S3ObjectSource::new(s3, &bucket, 64 * 1024 * 1024),
         DynamoDbItems::new(dynamodb.clone(), items_table),
         imports,
+        SqsJobQueue::new(sqs.clone(), &queue.url),
         Dependency::new(
             "items-table",
             DependencySettings {

@@ -55,7 +55,7 @@ const GUARD_SETTINGS: GuardSettings = GuardSettings {
 };
 
 type Processor = BatchProcessor<
-    ImportHandler<DynamoDbStore, S3ObjectSource, DynamoDbItems, DynamoDbImports>,
+    ImportHandler<DynamoDbStore, S3ObjectSource, DynamoDbItems, DynamoDbImports, SqsJobQueue>,
     SqsQueueActions,
 >;
 
@@ -204,6 +204,7 @@ impl Bench {
                 self.counters.imports.dynamodb_client(&config),
                 self.imports.table_name(),
             ),
+            SqsJobQueue::new(self.sqs.clone(), &self.queue.url),
             Dependency::new(
                 "items-table",
                 DependencySettings {

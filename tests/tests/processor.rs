@@ -49,7 +49,13 @@ impl<W: ItemWriter> ItemWriter for Flaky<W> {
     }
 }
 
-type Handler = ImportHandler<DynamoDbStore, S3ObjectSource, Flaky<DynamoDbItems>, DynamoDbImports>;
+type Handler = ImportHandler<
+    DynamoDbStore,
+    S3ObjectSource,
+    Flaky<DynamoDbItems>,
+    DynamoDbImports,
+    SqsJobQueue,
+>;
 
 struct Pipeline {
     sqs: aws_sdk_sqs::Client,
@@ -142,6 +148,7 @@ impl Pipeline {
             S3ObjectSource::new(self.s3.clone(), &self.bucket, 8 * 1024 * 1024),
             writer,
             DynamoDbImports::new(control, self.imports.table_name()),
+            SqsJobQueue::new(self.sqs.clone(), &self.queue.url),
             Dependency::new("items-table", self.protection),
             "uploads/",
         );
@@ -210,9 +217,22 @@ impl Pipeline {
         processor: &BatchProcessor<Handler, SqsQueueActions>,
         event: &SqsEvent,
     ) -> BatchOutcome {
-        let outcome = processor
-            .process(event, SystemTime::now() + Duration::from_secs(60))
-            .await;
+        self.run_until(
+            processor,
+            event,
+            SystemTime::now() + Duration::from_secs(60),
+        )
+        .await
+    }
+
+    /// [`run`](Self::run) in an invocation ending at `deadline`.
+    async fn run_until(
+        &self,
+        processor: &BatchProcessor<Handler, SqsQueueActions>,
+        event: &SqsEvent,
+        deadline: SystemTime,
+    ) -> BatchOutcome {
+        let outcome = processor.process(event, deadline).await;
         let response = match &outcome.result {
             Ok(response) => response.clone(),
             Err(_) => failed_all(event),
@@ -447,7 +467,12 @@ async fn the_same_job_delivered_twice_concurrently_is_imported_once() {
         .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
         .await;
     let (a, b) = (p.receive(1).await, p.receive(1).await);
-    let (first, second) = tokio::join!(p.run(&one, &a), p.run(&two, &b));
+    // A short invocation, so the claim's lease (deadline + the 5 s lease margin) ends soon.
+    let deadline = SystemTime::now() + Duration::from_secs(8);
+    let (first, second) = tokio::join!(
+        p.run_until(&one, &a, deadline),
+        p.run_until(&two, &b, deadline)
+    );
 
     use shared::batch::RecordStatus::{Duplicate, Processed, Retried};
     let count = |status| first.summary.count(status) + second.summary.count(status);
@@ -459,10 +484,18 @@ async fn the_same_job_delivered_twice_concurrently_is_imported_once() {
     // The other saw the claim in progress, or, if it came late, the completed claim.
     let mut duplicates = count(Duplicate);
     if count(Retried) == 1 {
-        // Its message comes back after its backoff (here the queue's 1 s visibility timeout)
-        // and is then a duplicate.
-        let again = p.run(&one, &p.receive(1).await).await;
-        duplicates += again.summary.count(Duplicate);
+        // Its message stays invisible until the holder's lease has run out (the holder might
+        // have died: nothing can succeed before then), then comes back as a duplicate.
+        let again = p.receive(1).await;
+        let lease_end = deadline + Duration::from_secs(5);
+        assert!(
+            SystemTime::now() >= lease_end,
+            "an in-progress job came back {:?} before the holder's lease ended",
+            lease_end
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
+        );
+        duplicates += p.run(&one, &again).await.summary.count(Duplicate);
     }
     assert_eq!(duplicates, 1);
 

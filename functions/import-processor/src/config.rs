@@ -1,3 +1,5 @@
+use std::num::NonZeroUsize;
+
 use shared::batch::BatchSettings;
 use shared::config::{ConfigError, Env, GuardConfig};
 use shared::protection::DependencySettings;
@@ -19,10 +21,15 @@ pub struct ProcessorConfig {
     pub upload_bucket: String,
     /// Object keys must start with this (`UPLOAD_PREFIX`, default `uploads/`).
     pub upload_prefix: String,
-    /// Largest object imported (`MAX_OBJECT_BYTES`, default 64 MiB).
+    /// Largest object imported (`MAX_OBJECT_BYTES`, default 1 GiB): imports continue across
+    /// invocations, so this is a sanity limit, not a time limit.
     pub max_object_bytes: u64,
     /// Where permanent failures are parked (`DEAD_LETTER_QUEUE_URL`).
     pub dead_letter_queue_url: String,
+    /// Where an import's next chunk is queued (`JOB_QUEUE_URL`): the queue the jobs come from.
+    pub job_queue_url: String,
+    /// Item writes one job keeps in flight (`ITEM_WRITES_IN_FLIGHT`, default 2).
+    pub item_writes_in_flight: NonZeroUsize,
 }
 
 impl ProcessorConfig {
@@ -35,6 +42,8 @@ impl ProcessorConfig {
         "UPLOAD_PREFIX",
         "MAX_OBJECT_BYTES",
         "DEAD_LETTER_QUEUE_URL",
+        "JOB_QUEUE_URL",
+        "ITEM_WRITES_IN_FLIGHT",
     ];
 
     /// Reads the settings.
@@ -47,8 +56,13 @@ impl ProcessorConfig {
             items_table: env.required("ITEMS_TABLE")?,
             upload_bucket: env.required("UPLOAD_BUCKET")?,
             upload_prefix: env.get("UPLOAD_PREFIX").unwrap_or("uploads/").to_owned(),
-            max_object_bytes: env.positive_or("MAX_OBJECT_BYTES", 64 * 1024 * 1024)?,
+            max_object_bytes: env.positive_or("MAX_OBJECT_BYTES", 1024 * 1024 * 1024)?,
             dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
+            job_queue_url: env.required("JOB_QUEUE_URL")?,
+            item_writes_in_flight: env.parsed_or(
+                "ITEM_WRITES_IN_FLIGHT",
+                crate::handler::DEFAULT_WRITES_IN_FLIGHT,
+            )?,
         })
     }
 }

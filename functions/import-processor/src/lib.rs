@@ -1,9 +1,10 @@
 //! `import-processor`: the SQS-triggered worker that imports uploaded files.
 //!
-//! Each job names an uploaded object. The worker claims the job's import id with the
-//! idempotency guard, streams the object from S3, validates its rows, writes the valid ones to
-//! the items table 25 at a time (behind a circuit breaker), and records the import as
-//! `COMPLETED` with its counts, or `FAILED` with a reason. Batches go through the shared batch
+//! Each job names an uploaded object. The worker claims the job's chunk with the idempotency
+//! guard, streams the object from S3, validates its rows, writes the valid ones to the items
+//! table 25 per request with a few requests in flight (behind a circuit breaker), and records
+//! the import as `COMPLETED` with its counts, or `FAILED` with a reason. An import that
+//! outlasts its invocation checkpoints and continues in a new job (see `handler`). Batches go through the shared batch
 //! processor: partial batch failures, backoff, DLQ parking. One EMF metrics line is printed per
 //! invocation.
 //!
@@ -28,13 +29,13 @@ use lambda_runtime::LambdaEvent;
 use shared::batch::{BatchProcessor, QueueActions, RecordHandler};
 
 pub use config::ProcessorConfig;
-pub use handler::{Counts, ImportHandler};
+pub use handler::{Counts, DEFAULT_WRITES_IN_FLIGHT, ImportHandler};
 pub use items::{BATCH_SIZE, DynamoDbItems, ItemWriter, WriteError};
 pub use metrics::{NAMESPACE, emf, oldest_message_age};
 pub use rows::{
-    COLUMNS, FileError, MAX_LINE_BYTES, Rejection, Rejections, Row, RowReader, validate,
+    COLUMNS, FileError, MAX_LINE_BYTES, Position, Rejection, Rejections, Row, RowReader, validate,
 };
-pub use source::{ObjectBody, ObjectSource, S3ObjectSource, SourceError};
+pub use source::{ObjectBody, ObjectSource, Opened, ReadFrom, S3ObjectSource, SourceError};
 pub use wiring::{Handler, ProductionHandler, ProductionProcessor, build, build_with_writer};
 
 /// Handles one invocation: processes the batch and prints its metrics line. A

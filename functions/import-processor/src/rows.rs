@@ -9,7 +9,8 @@
 //! with these fields.
 //!
 //! Readers stream: memory stays bounded by one record (an NDJSON line is cut at
-//! [`MAX_LINE_BYTES`]) however large the file.
+//! [`MAX_LINE_BYTES`]) however large the file. They know the byte offset and line after each
+//! row, so an import can stop after any row and a later chunk [`RowReader::resume`] there.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -122,12 +123,29 @@ fn parse_price(text: &str) -> Option<u64> {
 /// One row of a file: valid, or rejected with its reason.
 pub type RowResult = Result<Row, Rejection>;
 
+/// Where a reader is in its file: everything before `offset` (bytes) has been read.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Position {
+    /// Bytes of the file before the next row.
+    pub offset: u64,
+    /// Lines of the file before the next row.
+    pub line: u64,
+}
+
 /// Streams the rows of a file.
-pub enum RowReader<R: AsyncBufRead + Unpin + Send> {
+pub struct RowReader<R: AsyncBufRead + Unpin + Send> {
+    format: Format<R>,
+    /// Where the stream started in the file.
+    base: Position,
+}
+
+enum Format<R: AsyncBufRead + Unpin + Send> {
     /// A CSV file, with the position of each column.
     Csv {
         /// The CSV reader.
         records: csv_async::AsyncReader<R>,
+        /// The header's names, in file order.
+        header: Vec<String>,
         /// Column name to field index.
         columns: HashMap<String, usize>,
         /// The record buffer, reused.
@@ -137,64 +155,124 @@ pub enum RowReader<R: AsyncBufRead + Unpin + Send> {
     Ndjson {
         /// The byte stream.
         reader: R,
-        /// Line number of the last line read.
-        line: u64,
+        /// Where the reader is, relative to the stream's start.
+        at: Position,
         /// The line buffer, reused.
         buffer: Vec<u8>,
     },
 }
 
 impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
-    /// Starts reading `reader` as `format`; a CSV header is read and checked here.
+    /// Starts reading a whole file from `reader` as `format`; a CSV header is read and checked
+    /// here.
     pub async fn open(reader: R, format: ImportFormat) -> Result<Self, FileError> {
         match format {
-            ImportFormat::Ndjson => Ok(Self::Ndjson {
-                reader,
-                line: 0,
-                buffer: Vec::new(),
-            }),
+            ImportFormat::Ndjson => Ok(Self::ndjson(reader, Position::default())),
             ImportFormat::Csv => {
                 let mut records = AsyncReaderBuilder::new()
                     .flexible(true)
                     .create_reader(reader);
-                let header = records.headers().await.map_err(csv_error)?.clone();
-                let columns: HashMap<String, usize> = header
+                let header: Vec<String> = records
+                    .headers()
+                    .await
+                    .map_err(csv_error)?
                     .iter()
-                    .enumerate()
-                    .map(|(i, name)| (name.trim().to_ascii_lowercase(), i))
+                    .map(str::to_owned)
                     .collect();
-                let mut expected: Vec<&str> = COLUMNS.to_vec();
-                expected.sort_unstable();
-                let mut found: Vec<&str> = columns.keys().map(String::as_str).collect();
-                found.sort_unstable();
-                if found != expected || header.len() != COLUMNS.len() {
-                    return Err(FileError::Invalid(format!(
-                        "the CSV header must name the columns {}; found {:?}",
-                        COLUMNS.join(","),
-                        header.iter().collect::<Vec<_>>().join(",")
-                    )));
-                }
-                Ok(Self::Csv {
-                    records,
-                    columns,
-                    record: StringRecord::new(),
+                Ok(Self {
+                    format: Format::Csv {
+                        columns: columns(&header)?,
+                        header,
+                        records,
+                        record: StringRecord::new(),
+                    },
+                    base: Position::default(),
                 })
             }
         }
     }
 
+    /// Goes on reading a file from `at`, where an earlier reader stopped; `reader` streams the
+    /// file from that offset. A CSV file's `header` is the one [`header`](Self::header) gave.
+    pub fn resume(
+        reader: R,
+        format: ImportFormat,
+        header: Option<&[String]>,
+        at: Position,
+    ) -> Result<Self, FileError> {
+        match format {
+            ImportFormat::Ndjson => Ok(Self::ndjson(reader, at)),
+            ImportFormat::Csv => {
+                let header = header
+                    .ok_or_else(|| {
+                        FileError::Invalid("a CSV continuation needs its header".into())
+                    })?
+                    .to_vec();
+                let records = AsyncReaderBuilder::new()
+                    .flexible(true)
+                    .has_headers(false)
+                    .create_reader(reader);
+                Ok(Self {
+                    format: Format::Csv {
+                        columns: columns(&header)?,
+                        header,
+                        records,
+                        record: StringRecord::new(),
+                    },
+                    base: at,
+                })
+            }
+        }
+    }
+
+    fn ndjson(reader: R, base: Position) -> Self {
+        Self {
+            format: Format::Ndjson {
+                reader,
+                at: Position::default(),
+                buffer: Vec::new(),
+            },
+            base,
+        }
+    }
+
+    /// A CSV file's header names, in file order; `None` for NDJSON.
+    pub fn header(&self) -> Option<&[String]> {
+        match &self.format {
+            Format::Csv { header, .. } => Some(header),
+            Format::Ndjson { .. } => None,
+        }
+    }
+
+    /// Where the next row starts in the file: after the last row [`next`](Self::next) gave.
+    pub fn position(&self) -> Position {
+        let relative = match &self.format {
+            Format::Csv { records, .. } => Position {
+                offset: records.position().byte(),
+                line: records.position().line().saturating_sub(1),
+            },
+            Format::Ndjson { at, .. } => *at,
+        };
+        Position {
+            offset: self.base.offset + relative.offset,
+            line: self.base.line + relative.line,
+        }
+    }
+
     /// The next row, `None` at the end of the file.
     pub async fn next(&mut self) -> Result<Option<RowResult>, FileError> {
-        match self {
-            Self::Csv {
+        let base_line = self.base.line;
+        match &mut self.format {
+            Format::Csv {
                 records,
                 columns,
                 record,
+                ..
             } => {
                 if !records.read_record(record).await.map_err(csv_error)? {
                     return Ok(None);
                 }
-                let line = record.position().map_or(0, |p| p.line());
+                let line = base_line + record.position().map_or(0, |p| p.line());
                 if record.len() != COLUMNS.len() {
                     return Ok(Some(Err(Rejection {
                         line,
@@ -213,11 +291,7 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                 });
                 Ok(Some(row.map_err(|reason| Rejection { line, reason })))
             }
-            Self::Ndjson {
-                reader,
-                line,
-                buffer,
-            } => loop {
+            Format::Ndjson { reader, at, buffer } => loop {
                 buffer.clear();
                 let read = (&mut *reader)
                     .take(MAX_LINE_BYTES as u64 + 1)
@@ -227,11 +301,13 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                 if read == 0 {
                     return Ok(None);
                 }
-                *line += 1;
+                at.offset += read as u64;
+                at.line += 1;
+                let line = base_line + at.line;
                 if buffer.len() > MAX_LINE_BYTES && buffer.last() != Some(&b'\n') {
-                    skip_line(reader).await?;
+                    at.offset += skip_line(reader).await?;
                     return Ok(Some(Err(Rejection {
-                        line: *line,
+                        line,
                         reason: format!("line is longer than {MAX_LINE_BYTES} bytes"),
                     })));
                 }
@@ -240,33 +316,55 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                 if text.trim().is_empty() {
                     continue;
                 }
-                return Ok(Some(ndjson_row(text).map_err(|reason| Rejection {
-                    line: *line,
-                    reason,
-                })));
+                return Ok(Some(
+                    ndjson_row(text).map_err(|reason| Rejection { line, reason }),
+                ));
             },
         }
     }
 }
 
-/// Discards the rest of an over-long line.
-async fn skip_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<(), FileError> {
+/// Discards the rest of an over-long line; returns how many bytes that was.
+async fn skip_line<R: AsyncBufRead + Unpin>(reader: &mut R) -> Result<u64, FileError> {
+    let mut skipped = 0;
     loop {
         let available = reader.fill_buf().await.map_err(FileError::Read)?;
         if available.is_empty() {
-            return Ok(());
+            return Ok(skipped);
         }
         match available.iter().position(|b| *b == b'\n') {
             Some(end) => {
                 reader.consume(end + 1);
-                return Ok(());
+                return Ok(skipped + end as u64 + 1);
             }
             None => {
                 let len = available.len();
                 reader.consume(len);
+                skipped += len as u64;
             }
         }
     }
+}
+
+/// Column name to field index, if `header` names exactly [`COLUMNS`].
+fn columns(header: &[String]) -> Result<HashMap<String, usize>, FileError> {
+    let columns: HashMap<String, usize> = header
+        .iter()
+        .enumerate()
+        .map(|(i, name)| (name.trim().to_ascii_lowercase(), i))
+        .collect();
+    let mut expected: Vec<&str> = COLUMNS.to_vec();
+    expected.sort_unstable();
+    let mut found: Vec<&str> = columns.keys().map(String::as_str).collect();
+    found.sort_unstable();
+    if found != expected || header.len() != COLUMNS.len() {
+        return Err(FileError::Invalid(format!(
+            "the CSV header must name the columns {}; found {:?}",
+            COLUMNS.join(","),
+            header.join(",")
+        )));
+    }
+    Ok(columns)
 }
 
 fn ndjson_row(text: &str) -> Result<Row, String> {
@@ -294,22 +392,38 @@ fn csv_error(error: csv_async::Error) -> FileError {
     }
 }
 
-/// A short account of rejected rows: the count and the first few reasons.
+/// A short account of rejected rows: the count and the first few reasons. Its size is
+/// bounded however many rows are rejected, across any number of chunks.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Rejections {
     count: u64,
-    examples: Vec<Rejection>,
+    examples: Vec<String>,
 }
 
 impl Rejections {
-    const EXAMPLES: usize = 5;
+    const EXAMPLES: usize = shared::imports::Checkpoint::MAX_EXAMPLES;
+
+    /// The rejections an earlier chunk counted: `count` rows, with `examples`.
+    pub fn carried(count: u64, examples: &[String]) -> Self {
+        Self {
+            count,
+            examples: examples.iter().take(Self::EXAMPLES).cloned().collect(),
+        }
+    }
 
     /// Records a rejected row.
     pub fn add(&mut self, rejection: Rejection) {
         self.count += 1;
         if self.examples.len() < Self::EXAMPLES {
-            self.examples.push(rejection);
+            self.examples.push(rejection.to_string());
         }
+    }
+
+    /// Adds `other`'s rejections, which come after these in the file.
+    pub fn extend(&mut self, other: Self) {
+        self.count += other.count;
+        let room = Self::EXAMPLES.saturating_sub(self.examples.len());
+        self.examples.extend(other.examples.into_iter().take(room));
     }
 
     /// How many rows were rejected.
@@ -317,12 +431,17 @@ impl Rejections {
         self.count
     }
 
+    /// The examples kept (`line N: reason`), for a checkpoint.
+    pub fn examples(&self) -> &[String] {
+        &self.examples
+    }
+
     /// `None` when nothing was rejected, else e.g. `2 rows rejected: line 3: ...; line 9: ...`.
     pub fn summary(&self) -> Option<String> {
         if self.count == 0 {
             return None;
         }
-        let examples: Vec<String> = self.examples.iter().map(ToString::to_string).collect();
+        let examples = &self.examples;
         let more = if self.count > self.examples.len() as u64 {
             format!("; and {} more", self.count - self.examples.len() as u64)
         } else {
@@ -434,6 +553,64 @@ mod tests {
             Ok(widget()),
             "reading resumes after an over-long line"
         );
+    }
+
+    /// Reads `bytes` whole, and again stopping after each row and resuming from the position
+    /// the reader gave: every split must yield the same rows with the same lines.
+    async fn assert_resumes_anywhere(bytes: &[u8], format: ImportFormat) {
+        let whole = read_all(bytes, format).await.unwrap();
+        for stop_after in 0..=whole.len() {
+            let mut reader = RowReader::open(tokio::io::BufReader::new(bytes), format)
+                .await
+                .unwrap();
+            let mut rows = Vec::new();
+            for _ in 0..stop_after {
+                rows.push(reader.next().await.unwrap().unwrap());
+            }
+            let at = reader.position();
+            let header = reader.header().map(<[String]>::to_vec);
+            let rest = &bytes[usize::try_from(at.offset).unwrap()..];
+            let mut resumed = RowReader::resume(
+                tokio::io::BufReader::new(rest),
+                format,
+                header.as_deref(),
+                at,
+            )
+            .unwrap();
+            while let Some(row) = resumed.next().await.unwrap() {
+                rows.push(row);
+            }
+            assert_eq!(rows, whole, "{format:?}, resumed after {stop_after} rows");
+            assert_eq!(resumed.position().offset, bytes.len() as u64);
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reader_resumes_after_any_row_with_the_same_rows_and_lines() {
+        let csv = "sku,name,quantity,price\r\nW-1,Widget,3,9.99\r\n\"W-2\",\"Ga,dget\",1,1\nbad!,X,1,1\n\nW-3,Thing \u{e9},2,0.5";
+        assert_resumes_anywhere(csv.as_bytes(), ImportFormat::Csv).await;
+        let long = format!("{{\"sku\":\"{}\"}}\n", "x".repeat(MAX_LINE_BYTES));
+        let ndjson = format!(
+            "{{\"sku\":\"W-1\",\"name\":\"Widget\",\"quantity\":3,\"price\":9.99}}\n\n{long}[1]\r\n{{\"sku\":\"W-2\",\"name\":\"\u{e9}\",\"quantity\":1,\"price\":1}}"
+        );
+        assert_resumes_anywhere(ndjson.as_bytes(), ImportFormat::Ndjson).await;
+    }
+
+    #[test]
+    fn carried_rejections_keep_the_earliest_examples_and_add_up() {
+        let mut earlier = Rejections::carried(7, &["line 1: bad".into()]);
+        let mut later = Rejections::default();
+        for line in 10..20 {
+            later.add(Rejection {
+                line,
+                reason: "worse".into(),
+            });
+        }
+        earlier.extend(later);
+        assert_eq!(earlier.count(), 17);
+        assert_eq!(earlier.examples().len(), 5);
+        assert_eq!(earlier.examples()[0], "line 1: bad");
+        assert_eq!(earlier.examples()[1], "line 10: worse");
     }
 
     #[test]

@@ -5,13 +5,13 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use shared::batch::{BatchProcessor, SqsQueueActions};
 use shared::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use shared::imports::DynamoDbImports;
+use shared::imports::{DynamoDbImports, SqsJobQueue};
 use shared::protection::Dependency;
 
 use crate::{DynamoDbItems, ImportHandler, ItemWriter, ProcessorConfig, S3ObjectSource};
 
 /// The record handler, with the production stores and a choice of item writer.
-pub type Handler<W> = ImportHandler<DynamoDbStore, S3ObjectSource, W, DynamoDbImports>;
+pub type Handler<W> = ImportHandler<DynamoDbStore, S3ObjectSource, W, DynamoDbImports, SqsJobQueue>;
 
 /// The production record handler.
 pub type ProductionHandler = Handler<DynamoDbItems>;
@@ -21,8 +21,8 @@ pub type ProductionProcessor = BatchProcessor<ProductionHandler, SqsQueueActions
 
 /// Builds the processor: clients once, the items table's client without SDK retries (the
 /// processor retries it inside its circuit breaker), S3 path-style when an endpoint is
-/// overridden (emulators), and the SQS client only when a record first fails (a healthy
-/// environment never needs it).
+/// overridden (emulators), and the SQS clients only when a record first fails or an import
+/// first needs another chunk (a healthy environment of small imports never needs them).
 ///
 /// No request is made here. A warm-up call in init would only move the first connection's
 /// handshake from the first batch to the cold start: nobody waits on a queue worker's first
@@ -58,9 +58,11 @@ pub fn build_with_writer<W: ItemWriter>(
         S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
         wrap(DynamoDbItems::new(items_client, &config.items_table)),
         DynamoDbImports::new(dynamodb, &config.imports_table),
+        SqsJobQueue::on_first_send(sdk, &config.job_queue_url),
         Dependency::new("items-table", config.items_table_protection),
         &config.upload_prefix,
-    );
+    )
+    .with_writes_in_flight(config.item_writes_in_flight);
     let queue = SqsQueueActions::on_first_failure(sdk, &config.dead_letter_queue_url);
     BatchProcessor::new(handler, queue, config.batch)
 }

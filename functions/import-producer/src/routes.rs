@@ -210,6 +210,9 @@ fn view(record: &ImportRecord) -> serde_json::Value {
         view["rowsWritten"] = json!(record.rows_written.unwrap_or(0));
         view["rowsRejected"] = json!(record.rows_rejected.unwrap_or(0));
     }
+    if let Some(chunks) = record.chunks {
+        view["chunks"] = json!(chunks);
+    }
     if let Some(error) = &record.error {
         view["error"] = json!(error);
     }

@@ -17,6 +17,8 @@
 //!   groups go on. A permanent failure parked in the DLQ counts as handled: its group goes on.
 //! - No record starts once the remaining time is under [`BatchSettings::deadline_margin`];
 //!   records not started are reported failed, so an invocation never times out as a whole.
+//!   Running records see the same cut-off as [`Invocation::stop_at`]: they stop starting new
+//!   work there and use the margin to record what they did.
 //! - Retryable failures are reported failed and, with a [`BackoffPolicy`], made invisible for a
 //!   growing, jittered delay; permanent failures are parked in the dead-letter queue with their
 //!   reason and then acknowledged, or reported failed when parking fails: nothing is lost.
@@ -59,7 +61,9 @@ pub struct BatchSettings {
     /// event source mapping's maximum concurrency, this is the most load the workers can put on
     /// a dependency.
     pub concurrency: NonZeroUsize,
-    /// No record starts when less than this is left before the invocation's deadline.
+    /// No record starts when less than this is left before the invocation's deadline, and a
+    /// running record stops starting new work then: the margin is the time a record needs to
+    /// stop cleanly (finish a write in flight, checkpoint, send its continuation).
     pub deadline_margin: Duration,
     /// Delay retryable failures with `ChangeMessageVisibility`; `None` leaves them to the
     /// queue's visibility timeout.
@@ -207,15 +211,12 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             entries.push(Entry { index, id });
         }
 
-        let remaining = deadline
-            .duration_since(SystemTime::now())
-            .unwrap_or_default();
-        let stop_starting_at =
-            Instant::now() + remaining.saturating_sub(self.settings.deadline_margin);
+        let invocation = Invocation::new(deadline, self.settings.deadline_margin);
+        let stop_starting_at = invocation.stop_instant();
 
         let mut statuses: Vec<Option<RecordStatus>> = vec![None; entries.len()];
         let mut runs = stream::iter(units(event, entries, is_fifo(event)))
-            .map(|unit| self.run_unit(event, unit, Invocation { deadline }, stop_starting_at))
+            .map(|unit| self.run_unit(event, unit, invocation, stop_starting_at))
             .buffer_unordered(self.settings.concurrency.get());
         let mut ids: Vec<Option<MessageId>> = vec![None; statuses.len()];
         while let Some(finished) = runs.next().await {
@@ -358,8 +359,10 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
     }
 
     /// Delays the next delivery of a failed message: by the backoff delay if backoff is on,
-    /// and at least until `retry_after`. A failure here only means the message comes back
-    /// after the queue's visibility timeout instead.
+    /// and at least until `retry_after` plus up to a quarter of it again, jittered, so that
+    /// records waiting on one lease or one circuit do not all come back at the same instant.
+    /// A failure here only means the message comes back after the queue's visibility timeout
+    /// instead.
     async fn back_off(
         &self,
         message: &SqsMessage,
@@ -372,9 +375,13 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             .map(|policy| policy.delay(receive_count, fastrand::f64()));
         let delay = match (backoff, retry_after) {
             (None, None) => return,
-            (backoff, retry_after) => backoff
-                .unwrap_or_default()
-                .max(retry_after.map(backoff::whole_seconds).unwrap_or_default()),
+            (backoff, retry_after) => backoff.unwrap_or_default().max(
+                retry_after
+                    .map(|after| {
+                        backoff::whole_seconds(after + after.mul_f64(fastrand::f64() / 4.0))
+                    })
+                    .unwrap_or_default(),
+            ),
         };
         match self.queue.change_visibility(message, delay).await {
             Ok(()) => tracing::info!(delay_seconds = delay.as_secs(), "next delivery delayed"),

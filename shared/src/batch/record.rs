@@ -94,11 +94,42 @@ impl RecordError {
 pub type RecordResult = Result<Ack, RecordError>;
 
 /// What a record handler knows of the invocation it runs in.
+///
+/// Time has one setting, the batch's deadline margin: no record starts after
+/// [`stop_at`](Self::stop_at), and a record that is running stops *starting new work* there,
+/// so that what it has done can be recorded (a checkpoint, a continuation, a release) in the
+/// margin before the deadline. Running out of this invocation's time is never a reason to fail
+/// a job permanently: stop, keep what is durably done, and come back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invocation {
-    /// When Lambda ends the invocation (`Context::deadline()`): bound leases and downstream
-    /// calls by it.
+    /// When Lambda ends the invocation (`Context::deadline()`): bound leases by it.
     pub deadline: SystemTime,
+    /// When work stops: the deadline minus the batch's deadline margin.
+    pub stop_at: SystemTime,
+}
+
+impl Invocation {
+    /// An invocation ending at `deadline`, whose work stops `margin` before it.
+    pub fn new(deadline: SystemTime, margin: Duration) -> Self {
+        Self {
+            deadline,
+            stop_at: deadline
+                .checked_sub(margin)
+                .unwrap_or(SystemTime::UNIX_EPOCH),
+        }
+    }
+
+    /// Time left for work before [`stop_at`](Self::stop_at); zero once it has passed.
+    pub fn work_left(&self) -> Duration {
+        self.stop_at
+            .duration_since(SystemTime::now())
+            .unwrap_or_default()
+    }
+
+    /// [`stop_at`](Self::stop_at) on the async runtime's clock, for `tokio::time::timeout_at`.
+    pub fn stop_instant(&self) -> tokio::time::Instant {
+        tokio::time::Instant::now() + self.work_left()
+    }
 }
 
 /// Handles one SQS record. Implement this for the work a queue's messages carry.

@@ -231,16 +231,35 @@ async fn a_known_retry_time_keeps_the_message_invisible_beyond_the_backoff() {
     let processor = processor(1);
     processor.process(&single("leased"), far_deadline()).await;
     let delayed = processor.queue.delayed.lock().unwrap().clone();
-    assert_eq!(delayed, [("msg-1".to_owned(), Duration::from_secs(600))]);
+    assert_eq!(delayed.len(), 1);
+    assert_eq!(delayed[0].0, "msg-1");
+    // At least the known 600 s, plus up to a quarter of it as jitter.
+    assert!((600..=750).contains(&delayed[0].1.as_secs()), "{delayed:?}");
 
     let mut settings = settings(1);
     settings.backoff = None;
     let processor = BatchProcessor::new(Scripted::default(), FakeQueue::default(), settings);
     processor.process(&single("leased"), far_deadline()).await;
-    assert_eq!(
-        processor.queue.delayed.lock().unwrap()[0].1,
-        Duration::from_secs(600),
-        "applies without backoff too"
+    let delay = processor.queue.delayed.lock().unwrap()[0].1;
+    assert!(
+        (600..=750).contains(&delay.as_secs()),
+        "applies without backoff too: {delay:?}"
+    );
+}
+
+#[tokio::test]
+async fn waiters_on_one_known_retry_time_come_back_spread_out() {
+    let processor = processor(1);
+    let mut delays = std::collections::BTreeSet::new();
+    for _ in 0..20 {
+        processor.process(&single("leased"), far_deadline()).await;
+    }
+    for (_, delay) in processor.queue.delayed.lock().unwrap().iter() {
+        delays.insert(delay.as_secs());
+    }
+    assert!(
+        delays.len() >= 5,
+        "20 waiters on one 600 s lease should not come back at one instant: {delays:?}"
     );
 }
 

@@ -13,10 +13,10 @@ mod queue;
 mod record;
 mod types;
 
-pub use job::{ImportJob, JOB_SCHEMA_VERSION, job_attributes};
+pub use job::{Checkpoint, ImportJob, JOB_SCHEMA_VERSION, job_attributes};
 pub use queue::{JobQueue, SqsJobQueue};
 pub use record::{
-    CreateOutcome, DynamoDbImports, ImportRecord, ImportResults, ImportStatus, ImportStore,
-    StoreError, Transition, import_attributes,
+    ChunkEnd, CreateOutcome, DynamoDbImports, ImportRecord, ImportResults, ImportStatus,
+    ImportStore, StoreError, Transition, import_attributes,
 };
 pub use types::{ImportFormat, ImportId, InvalidImportId, InvalidObjectKey, ObjectKey};

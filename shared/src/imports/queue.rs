@@ -1,5 +1,8 @@
 //! Sending jobs to the job queue.
 
+use std::sync::LazyLock;
+
+use aws_config::SdkConfig;
 use aws_sdk_sqs::types::{
     MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
 };
@@ -7,7 +10,7 @@ use aws_sdk_sqs::types::{
 use super::{ImportJob, JOB_SCHEMA_VERSION, job_attributes};
 use crate::idempotency::BoxError;
 
-/// Where the producer puts jobs.
+/// Where jobs are put: by the producer, and by the processor for an import's next chunk.
 pub trait JobQueue: Send + Sync {
     /// Sends `job`; `trace_context` is the X-Ray trace header of the request, if any.
     fn send(
@@ -19,9 +22,9 @@ pub trait JobQueue: Send + Sync {
 
 /// A [`JobQueue`] on SQS. Needs `sqs:SendMessage` on the queue (and `kms:GenerateDataKey` when
 /// the queue uses a customer-managed key).
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct SqsJobQueue {
-    client: aws_sdk_sqs::Client,
+    client: LazyLock<aws_sdk_sqs::Client, Box<dyn FnOnce() -> aws_sdk_sqs::Client + Send>>,
     queue_url: String,
 }
 
@@ -29,7 +32,18 @@ impl SqsJobQueue {
     /// Sends to the queue at `queue_url`.
     pub fn new(client: aws_sdk_sqs::Client, queue_url: impl Into<String>) -> Self {
         Self {
-            client,
+            client: LazyLock::new(Box::new(move || client)),
+            queue_url: queue_url.into(),
+        }
+    }
+
+    /// Like [`new`](Self::new), with a client built from `sdk` at the first send: the
+    /// processor sends only when an import needs another invocation, so most execution
+    /// environments never pay for building the client.
+    pub fn on_first_send(sdk: &SdkConfig, queue_url: impl Into<String>) -> Self {
+        let sdk = sdk.clone();
+        Self {
+            client: LazyLock::new(Box::new(move || aws_sdk_sqs::Client::new(&sdk))),
             queue_url: queue_url.into(),
         }
     }
@@ -72,10 +86,11 @@ impl JobQueue for SqsJobQueue {
                 );
         }
         if self.queue_url.ends_with(".fifo") {
-            // One group per import keeps imports independent; the id dedupes resends within
-            // SQS's five-minute window.
-            let id = job.import_id.to_string();
-            send = send.message_group_id(&id).message_deduplication_id(&id);
+            // One group per import keeps imports independent; the id (with the chunk of a
+            // continuation) dedupes resends within SQS's five-minute window.
+            send = send
+                .message_group_id(job.import_id.to_string())
+                .message_deduplication_id(job.idempotency_key().as_str());
         }
         send.send().await?;
         Ok(())

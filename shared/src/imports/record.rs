@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{ImportFormat, ImportId, ObjectKey};
+use super::{Checkpoint, ImportFormat, ImportId, ObjectKey};
 use crate::dynamo::{Item, from_millis, millis, n, s};
 use crate::idempotency::BoxError;
 
@@ -17,6 +17,9 @@ use crate::idempotency::BoxError;
 pub enum ImportStatus {
     /// Accepted; the job is (or is about to be) on the queue.
     Queued,
+    /// Partly imported: a chunk ran out of its invocation's time, checkpointed, and the next
+    /// chunk is queued. `rows_written` and `chunks` show the progress.
+    Processing,
     /// All valid rows were written.
     Completed,
     /// The file cannot be imported; `error` says why.
@@ -28,15 +31,21 @@ impl ImportStatus {
     pub fn as_str(self) -> &'static str {
         match self {
             Self::Queued => "QUEUED",
+            Self::Processing => "PROCESSING",
             Self::Completed => "COMPLETED",
             Self::Failed => "FAILED",
         }
     }
 
     fn parse(text: &str) -> Option<Self> {
-        [Self::Queued, Self::Completed, Self::Failed]
-            .into_iter()
-            .find(|s| s.as_str() == text)
+        [
+            Self::Queued,
+            Self::Processing,
+            Self::Completed,
+            Self::Failed,
+        ]
+        .into_iter()
+        .find(|s| s.as_str() == text)
     }
 }
 
@@ -60,10 +69,14 @@ pub struct ImportRecord {
     pub created_at: SystemTime,
     /// When the record last changed.
     pub updated_at: SystemTime,
-    /// Rows written, once completed.
+    /// Rows written so far (all of them once completed).
     pub rows_written: Option<u64>,
-    /// Rows rejected by validation, once completed.
+    /// Rows rejected by validation so far.
     pub rows_rejected: Option<u64>,
+    /// Chunks done so far, once the import needed more than one invocation.
+    pub chunks: Option<u32>,
+    /// Where the next chunk starts, while `PROCESSING`.
+    pub checkpoint: Option<Box<Checkpoint>>,
     /// Why the import failed, or a summary of rejected rows.
     pub error: Option<String>,
 }
@@ -88,6 +101,8 @@ impl ImportRecord {
             updated_at: now,
             rows_written: None,
             rows_rejected: None,
+            chunks: None,
+            checkpoint: None,
             error: None,
         }
     }
@@ -152,7 +167,7 @@ pub trait ImportStore: Send + Sync {
 }
 
 /// What recording an import's outcome did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Transition {
     /// The record changed to the new status.
     Applied,
@@ -160,17 +175,47 @@ pub enum Transition {
     AlreadyCompleted,
     /// No import has this id.
     UnknownImport,
+    /// The chunk was recorded before (an earlier delivery of it checkpointed, or the import
+    /// failed meanwhile): here is what the record holds instead. Nothing changed.
+    Superseded {
+        /// The stored status.
+        status: ImportStatus,
+        /// Chunks the record says are done.
+        chunks: u32,
+        /// The stored checkpoint, while `PROCESSING`.
+        checkpoint: Option<Box<Checkpoint>>,
+    },
+}
+
+/// How a chunk of an import ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ChunkEnd<'a> {
+    /// The object is done: the import is `COMPLETED` with these totals.
+    Completed {
+        /// Rows written, all chunks.
+        rows_written: u64,
+        /// Rows rejected, all chunks.
+        rows_rejected: u64,
+        /// The rejected rows' summary, if any.
+        summary: Option<&'a str>,
+    },
+    /// Out of time: the import is `PROCESSING`, and continues from `next`.
+    Continued {
+        /// Where the next chunk starts, with the totals so far.
+        next: &'a Checkpoint,
+    },
 }
 
 /// The processor's side of the import record: recording outcomes.
 pub trait ImportResults: Send + Sync {
-    /// Marks the import `COMPLETED` with its counts, and `summary` of rejected rows if any.
-    fn mark_completed(
+    /// Records how chunk `chunk` (0 for the producer's job) of an import ended, if no delivery
+    /// of that chunk recorded it before: the write is conditional on the record's chunk count
+    /// being `chunk`, so each chunk counts once however often it is delivered.
+    fn record_chunk(
         &self,
         import_id: ImportId,
-        rows_written: u64,
-        rows_rejected: u64,
-        summary: Option<&str>,
+        chunk: u32,
+        end: ChunkEnd<'_>,
         at: SystemTime,
     ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
 
@@ -207,6 +252,10 @@ pub mod import_attributes {
     pub const ROWS_REJECTED: &str = "rows_rejected";
     /// Failure reason or rejection summary.
     pub const ERROR: &str = "error";
+    /// Chunks done (number), once an import needed more than one invocation.
+    pub const CHUNKS: &str = "chunks";
+    /// Where the next chunk starts (JSON of a `Checkpoint`), while `PROCESSING`.
+    pub const CHECKPOINT: &str = "checkpoint";
 }
 
 use import_attributes as attr;
@@ -239,23 +288,38 @@ impl DynamoDbImports {
         HashMap::from([(attr::ID.to_owned(), s(&import_id.to_string()))])
     }
 
-    /// Applies `update` (which may use `#status`, `#updated`, `:now` and its own `values`)
-    /// unless the import is missing or completed; tells which.
+    /// Applies `update` (which may use `#status`, `#updated`, `#chunks`, `:now` and its own
+    /// `values`) unless the import is missing or completed, or, with `chunk`, its chunk count
+    /// is not `chunk`; tells which.
     async fn transition(
         &self,
         import_id: ImportId,
         update: &str,
+        chunk: Option<u32>,
         names: &[(&str, &str)],
-        values: Vec<(&str, AttributeValue)>,
+        mut values: Vec<(&str, AttributeValue)>,
         at: SystemTime,
     ) -> Result<Transition, StoreError> {
+        let mut names = names.to_vec();
+        let condition = match chunk {
+            None => "attribute_exists(#id) AND #status <> :completed",
+            Some(0) => {
+                names.push(("#chunks", attr::CHUNKS));
+                "attribute_exists(#id) AND #status <> :completed AND attribute_not_exists(#chunks)"
+            }
+            Some(chunk) => {
+                names.push(("#chunks", attr::CHUNKS));
+                values.push((":chunk", n(u64::from(chunk))));
+                "attribute_exists(#id) AND #status <> :completed AND #chunks = :chunk"
+            }
+        };
         let mut request = self
             .client
             .update_item()
             .table_name(&self.table_name)
             .set_key(Some(Self::key(import_id)))
             .update_expression(update)
-            .condition_expression("attribute_exists(#id) AND #status <> :completed")
+            .condition_expression(condition)
             .expression_attribute_names("#id", attr::ID)
             .expression_attribute_names("#status", attr::STATUS)
             .expression_attribute_names("#updated", attr::UPDATED_AT)
@@ -263,7 +327,7 @@ impl DynamoDbImports {
             .expression_attribute_values(":now", n(millis(at)))
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld);
         for (placeholder, name) in names {
-            request = request.expression_attribute_names(*placeholder, *name);
+            request = request.expression_attribute_names(placeholder, name);
         }
         for (placeholder, value) in values {
             request = request.expression_attribute_values(placeholder, value);
@@ -272,10 +336,18 @@ impl DynamoDbImports {
             Ok(_) => Ok(Transition::Applied),
             Err(err) => match err.as_service_error() {
                 Some(UpdateItemError::ConditionalCheckFailedException(conflict)) => {
-                    Ok(if conflict.item().is_some() {
-                        Transition::AlreadyCompleted
-                    } else {
-                        Transition::UnknownImport
+                    let Some(item) = conflict.item() else {
+                        return Ok(Transition::UnknownImport);
+                    };
+                    let stored = decode(item)
+                        .map_err(|reason| StoreError::Malformed { import_id, reason })?;
+                    Ok(match stored.status {
+                        ImportStatus::Completed => Transition::AlreadyCompleted,
+                        status => Transition::Superseded {
+                            status,
+                            chunks: stored.chunks.unwrap_or(0),
+                            checkpoint: stored.checkpoint,
+                        },
                     })
                 }
                 _ => Err(unavailable(err)),
@@ -307,7 +379,17 @@ fn encode(record: &ImportRecord) -> HashMap<String, AttributeValue> {
     if let Some(error) = &record.error {
         item.insert(attr::ERROR.to_owned(), s(error));
     }
+    if let Some(chunks) = record.chunks {
+        item.insert(attr::CHUNKS.to_owned(), n(u64::from(chunks)));
+    }
+    if let Some(checkpoint) = &record.checkpoint {
+        item.insert(attr::CHECKPOINT.to_owned(), s(&checkpoint_json(checkpoint)));
+    }
     item
+}
+
+fn checkpoint_json(checkpoint: &Checkpoint) -> String {
+    serde_json::to_string(checkpoint).expect("a checkpoint always serialises")
 }
 
 fn decode(item: &HashMap<String, AttributeValue>) -> Result<ImportRecord, String> {
@@ -326,6 +408,18 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<ImportRecord, String
         updated_at: from_millis(item.number(attr::UPDATED_AT)?),
         rows_written: item.optional_number(attr::ROWS_WRITTEN)?,
         rows_rejected: item.optional_number(attr::ROWS_REJECTED)?,
+        chunks: item
+            .optional_number(attr::CHUNKS)?
+            .map(|chunks| u32::try_from(chunks).map_err(|_| format!("{chunks} chunks")))
+            .transpose()?,
+        checkpoint: item
+            .optional_string(attr::CHECKPOINT)?
+            .map(|json| {
+                serde_json::from_str(json)
+                    .map(Box::new)
+                    .map_err(|e| format!("checkpoint: {e}"))
+            })
+            .transpose()?,
         error: item.optional_string(attr::ERROR)?.map(str::to_owned),
     })
 }
@@ -440,36 +534,52 @@ impl ImportStore for DynamoDbImports {
 }
 
 impl ImportResults for DynamoDbImports {
-    async fn mark_completed(
+    async fn record_chunk(
         &self,
         import_id: ImportId,
-        rows_written: u64,
-        rows_rejected: u64,
-        summary: Option<&str>,
+        chunk: u32,
+        end: ChunkEnd<'_>,
         at: SystemTime,
     ) -> Result<Transition, StoreError> {
-        let mut values = vec![
-            (":status", s(ImportStatus::Completed.as_str())),
-            (":written", n(rows_written)),
-            (":rejected", n(rows_rejected)),
-        ];
         let names = [
             ("#written", attr::ROWS_WRITTEN),
             ("#rejected", attr::ROWS_REJECTED),
             ("#error", attr::ERROR),
+            ("#checkpoint", attr::CHECKPOINT),
         ];
-        let update = match summary {
-            Some(summary) => {
-                values.push((":error", s(summary)));
-                "SET #status = :status, #written = :written, #rejected = :rejected, \
-                 #error = :error, #updated = :now"
+        let mut values = vec![(":chunks", n(u64::from(chunk) + 1))];
+        let update = match end {
+            ChunkEnd::Completed {
+                rows_written,
+                rows_rejected,
+                summary,
+            } => {
+                values.push((":status", s(ImportStatus::Completed.as_str())));
+                values.push((":written", n(rows_written)));
+                values.push((":rejected", n(rows_rejected)));
+                match summary {
+                    Some(summary) => {
+                        values.push((":error", s(summary)));
+                        "SET #status = :status, #written = :written, #rejected = :rejected, \
+                         #chunks = :chunks, #error = :error, #updated = :now REMOVE #checkpoint"
+                    }
+                    None => {
+                        "SET #status = :status, #written = :written, #rejected = :rejected, \
+                         #chunks = :chunks, #updated = :now REMOVE #error, #checkpoint"
+                    }
+                }
             }
-            None => {
+            ChunkEnd::Continued { next } => {
+                values.push((":status", s(ImportStatus::Processing.as_str())));
+                values.push((":written", n(next.rows_written)));
+                values.push((":rejected", n(next.rows_rejected)));
+                values.push((":checkpoint", s(&checkpoint_json(next))));
                 "SET #status = :status, #written = :written, #rejected = :rejected, \
-                 #updated = :now REMOVE #error"
+                 #chunks = :chunks, #checkpoint = :checkpoint, #updated = :now"
             }
         };
-        self.transition(import_id, update, &names, values, at).await
+        self.transition(import_id, update, Some(chunk), &names, values, at)
+            .await
     }
 
     async fn mark_failed(
@@ -481,6 +591,7 @@ impl ImportResults for DynamoDbImports {
         self.transition(
             import_id,
             "SET #status = :status, #error = :error, #updated = :now",
+            None,
             &[("#error", attr::ERROR)],
             vec![
                 (":status", s(ImportStatus::Failed.as_str())),
