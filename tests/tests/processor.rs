@@ -31,6 +31,8 @@ struct Flaky<W> {
     inner: W,
     failures: AtomicU32,
     calls: Arc<AtomicU32>,
+    /// How long each write takes on top of the table's own time: a slow downstream.
+    delay: Duration,
 }
 
 impl<W: ItemWriter> ItemWriter for Flaky<W> {
@@ -45,6 +47,7 @@ impl<W: ItemWriter> ItemWriter for Flaky<W> {
                 "injected downstream failure".into(),
             ));
         }
+        tokio::time::sleep(self.delay).await;
         self.inner.write(import_id, rows).await
     }
 }
@@ -72,6 +75,7 @@ struct Pipeline {
     item_requests: RequestCounter,
     writer_calls: Arc<AtomicU32>,
     protection: DependencySettings,
+    write_delay: Duration,
 }
 
 const PROTECTION: DependencySettings = DependencySettings {
@@ -109,6 +113,7 @@ impl Pipeline {
             item_requests: RequestCounter::default(),
             writer_calls: Arc::default(),
             protection: PROTECTION,
+            write_delay: Duration::ZERO,
         }
     }
 
@@ -142,6 +147,7 @@ impl Pipeline {
             ),
             failures: AtomicU32::new(failures),
             calls: Arc::clone(&self.writer_calls),
+            delay: self.write_delay,
         };
         let handler = ImportHandler::new(
             guard,
@@ -239,6 +245,49 @@ impl Pipeline {
         };
         acknowledge(&self.sqs, &self.queue, event, &response).await;
         outcome
+    }
+
+    /// Delivers whatever the queue holds to `processor`, in invocations that each last
+    /// `invocation`, until import `id` is `COMPLETED` or `FAILED`. Returns the invocations.
+    async fn drive(
+        &self,
+        processor: &BatchProcessor<Handler, SqsQueueActions>,
+        id: ImportId,
+        invocation: Duration,
+    ) -> usize {
+        self.drive_until(processor, id, invocation, |import| {
+            matches!(
+                import.status,
+                ImportStatus::Completed | ImportStatus::Failed
+            )
+        })
+        .await
+    }
+
+    /// [`drive`](Self::drive) until `done` holds for the import.
+    async fn drive_until(
+        &self,
+        processor: &BatchProcessor<Handler, SqsQueueActions>,
+        id: ImportId,
+        invocation: Duration,
+        done: impl Fn(&ImportRecord) -> bool,
+    ) -> usize {
+        let mut invocations = 0;
+        for _ in 0..60 {
+            let event = self
+                .queue
+                .receive_event(&self.sqs, 10, Duration::from_secs(1))
+                .await;
+            if !event.records.is_empty() {
+                invocations += 1;
+                self.run_until(processor, &event, SystemTime::now() + invocation)
+                    .await;
+            }
+            if done(&self.import(id).await) {
+                return invocations;
+            }
+        }
+        panic!("import {id} did not finish");
     }
 
     async fn import(&self, id: ImportId) -> ImportRecord {
@@ -734,4 +783,387 @@ async fn a_mixed_batch_of_ten_reports_exactly_the_right_failures() {
         ),
         (5, 1, 2, 2)
     );
+}
+
+// Time-bounded work. The harness's processor stops work 2 s before an invocation's deadline.
+
+/// A CSV of `rows` valid rows (SKUs `{prefix}-{i}`) with an invalid row before each row index
+/// in `bad_before`.
+fn csv_with_rejects(prefix: &str, rows: usize, bad_before: &[usize]) -> Vec<u8> {
+    let mut csv = String::from("sku,name,quantity,price\n");
+    for i in 0..rows {
+        if bad_before.contains(&i) {
+            csv.push_str(&format!("bad sku {i},Broken,1,1\n"));
+        }
+        csv.push_str(&format!("{prefix}-{i},Item {i},{i},{}.99\n", i % 100));
+    }
+    csv.into_bytes()
+}
+
+#[tokio::test]
+async fn a_small_job_started_with_little_time_left_completes_and_is_never_failed() {
+    let p = Pipeline::new().await;
+    let id = p
+        .submit("tiny.csv", Some(&csv("T", 5)), ImportFormat::Csv)
+        .await;
+    let processor = p.processor(0).await;
+    // 3.5 s left: 1.5 s of work time before the 2 s margin, plenty for five rows.
+    let outcome = p
+        .run_until(
+            &processor,
+            &p.receive(1).await,
+            SystemTime::now() + Duration::from_millis(3500),
+        )
+        .await;
+    assert_eq!(
+        outcome
+            .summary
+            .count(shared::batch::RecordStatus::Processed),
+        1
+    );
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Completed);
+    assert_eq!(import.rows_written, Some(5));
+}
+
+#[tokio::test]
+async fn slow_jobs_under_a_short_deadline_continue_or_retry_and_each_completes_once() {
+    let mut p = Pipeline::new().await;
+    p.write_delay = Duration::from_millis(400);
+    let mut ids = Vec::new();
+    for i in 0..10 {
+        let name = format!("slow-{i}.csv");
+        ids.push(
+            p.submit(&name, Some(&csv(&format!("S{i}"), 60)), ImportFormat::Csv)
+                .await,
+        );
+    }
+    let processor = p.processor(0).await;
+    // 4 records at once, 3 writes of ~0.4 s per job, 2 s of work per invocation: some jobs
+    // finish, some run out of time mid-file, some never start.
+    let mut finished = false;
+    for _ in 0..30 {
+        let event = p
+            .queue
+            .receive_event(&p.sqs, 10, Duration::from_secs(1))
+            .await;
+        if !event.records.is_empty() {
+            p.run_until(
+                &processor,
+                &event,
+                SystemTime::now() + Duration::from_secs(4),
+            )
+            .await;
+        }
+        let mut done = 0;
+        for id in &ids {
+            let import = p.import(*id).await;
+            assert_ne!(import.status, ImportStatus::Failed, "{import:?}");
+            done += usize::from(import.status == ImportStatus::Completed);
+        }
+        if done == ids.len() {
+            finished = true;
+            break;
+        }
+    }
+    assert!(
+        finished,
+        "every job completes after redelivery or continuation"
+    );
+    for id in &ids {
+        let import = p.import(*id).await;
+        assert_eq!(import.rows_written, Some(60), "{import:?}");
+        assert_eq!(import.rows_rejected, Some(0));
+    }
+    assert_eq!(p.item_count().await, 600);
+    assert!(
+        p.dlq
+            .receive_event(&p.sqs, 10, Duration::from_secs(1))
+            .await
+            .records
+            .is_empty(),
+        "nothing parked"
+    );
+}
+
+#[tokio::test]
+async fn a_file_larger_than_one_invocation_continues_across_chunks_with_exact_counts() {
+    let mut p = Pipeline::new().await;
+    p.write_delay = Duration::from_millis(300);
+    let bad = [0, 40, 250, 251, 400, 555, 599];
+    let id = p
+        .submit(
+            "big.csv",
+            Some(&csv_with_rejects("B", 600, &bad)),
+            ImportFormat::Csv,
+        )
+        .await;
+    let processor = p.processor(0).await;
+    let invocations = p.drive(&processor, id, Duration::from_secs(3)).await;
+
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Completed, "{import:?}");
+    assert_eq!(import.rows_written, Some(600));
+    assert_eq!(import.rows_rejected, Some(7));
+    let chunks = import.chunks.expect("a chunked import counts its chunks");
+    assert!(
+        chunks >= 3,
+        "needed {chunks} chunks in {invocations} invocations"
+    );
+    assert!(
+        import.checkpoint.is_none(),
+        "a completed import keeps no checkpoint"
+    );
+    // The summary names the first five rejected rows, by their line in the whole file.
+    let summary = import.error.expect("a summary of rejected rows");
+    assert!(
+        summary.starts_with("7 rows rejected: line 2: sku"),
+        "{summary}"
+    );
+    for line in [43, 254, 256] {
+        assert!(summary.contains(&format!("line {line}: sku")), "{summary}");
+    }
+    assert!(summary.ends_with("; and 2 more"), "{summary}");
+    assert_eq!(p.item_count().await, 600);
+}
+
+#[tokio::test]
+async fn a_chunk_killed_mid_write_is_redone_after_its_lease_and_counts_once() {
+    let mut p = Pipeline::new().await;
+    p.write_delay = Duration::from_millis(300);
+    let id = p
+        .submit("killed.csv", Some(&csv("K", 600)), ImportFormat::Csv)
+        .await;
+    let processor = p.processor(0).await;
+
+    // Kill the first invocation of chunk 0 and of chunk 1 mid-write (after some writes, before
+    // the chunk is recorded): the future is dropped, nothing is acknowledged, and the claim's
+    // lease holds the chunk until it runs out; then it is redone.
+    for chunk in 0..2 {
+        let event = p.receive(1).await;
+        let job: ImportJob =
+            serde_json::from_str(event.records[0].body.as_deref().unwrap()).unwrap();
+        assert_eq!(job.chunk(), chunk);
+        let killed = tokio::time::timeout(
+            Duration::from_millis(700),
+            processor.process(&event, SystemTime::now() + Duration::from_secs(3)),
+        )
+        .await;
+        assert!(killed.is_err(), "the invocation was killed mid-chunk");
+        p.drive_until(&processor, id, Duration::from_secs(3), |import| {
+            import.chunks >= Some(chunk + 1)
+        })
+        .await;
+    }
+    p.drive(&processor, id, Duration::from_secs(3)).await;
+
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Completed, "{import:?}");
+    assert_eq!(import.rows_written, Some(600));
+    assert!(import.chunks.unwrap() >= 3);
+    assert_eq!(p.item_count().await, 600);
+}
+
+#[tokio::test]
+async fn the_same_chunk_delivered_twice_at_once_counts_once() {
+    let mut p = Pipeline::new().await;
+    p.write_delay = Duration::from_millis(300);
+    let id = p
+        .submit("twice.csv", Some(&csv("W", 600)), ImportFormat::Csv)
+        .await;
+    let config = sdk_config().await;
+    let guard_table = create_idempotency_table(&p.dynamodb, "guard").await;
+    let one = p
+        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
+        .await;
+    let two = p
+        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
+        .await;
+    let invocation = || SystemTime::now() + Duration::from_secs(3);
+
+    p.run_until(&one, &p.receive(1).await, invocation()).await;
+    // Chunk 1's job, and a second copy of it (SQS delivers at least once).
+    let continuation = p.receive(1).await;
+    p.send(&serde_json::from_str(continuation.records[0].body.as_deref().unwrap()).unwrap())
+        .await;
+    let copy = p.receive(1).await;
+    let (a, b) = tokio::join!(
+        p.run_until(&one, &continuation, invocation()),
+        p.run_until(&two, &copy, invocation())
+    );
+    use shared::batch::RecordStatus::Processed;
+    assert_eq!(
+        a.summary.count(Processed) + b.summary.count(Processed),
+        1,
+        "one delivery of the chunk did the work"
+    );
+    p.drive(&one, id, Duration::from_secs(3)).await;
+
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Completed, "{import:?}");
+    assert_eq!(import.rows_written, Some(600));
+    assert_eq!(p.item_count().await, 600);
+}
+
+#[tokio::test]
+async fn a_worker_dying_after_its_chunk_was_recorded_leaves_the_next_chunk_queued_once() {
+    let mut p = Pipeline::new().await;
+    p.write_delay = Duration::from_millis(300);
+    let id = p
+        .submit("redo.csv", Some(&csv("D", 600)), ImportFormat::Csv)
+        .await;
+    let config = sdk_config().await;
+    let guard_table = create_idempotency_table(&p.dynamodb, "guard").await;
+    let processor = p
+        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
+        .await;
+    let first = p.receive(1).await;
+    let body = first.records[0].body.clone().unwrap();
+    p.run_until(
+        &processor,
+        &first,
+        SystemTime::now() + Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(p.import(id).await.status, ImportStatus::Processing);
+
+    // As if the worker had died after recording chunk 0 and before completing its claim:
+    // the claim is gone and chunk 0 is delivered again.
+    p.dynamodb
+        .delete_item()
+        .table_name(&guard_table)
+        .key(
+            shared::idempotency::attributes::KEY,
+            AttributeValue::S(id.to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    p.send(&serde_json::from_str(&body).unwrap()).await;
+    p.drive(&processor, id, Duration::from_secs(3)).await;
+
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Completed, "{import:?}");
+    assert_eq!(import.rows_written, Some(600));
+    assert_eq!(p.item_count().await, 600);
+}
+
+#[tokio::test]
+async fn an_object_replaced_mid_import_fails_it_as_changed_and_parks_the_chunk() {
+    let mut p = Pipeline::new().await;
+    p.write_delay = Duration::from_millis(300);
+    let id = p
+        .submit("replaced.csv", Some(&csv("R", 600)), ImportFormat::Csv)
+        .await;
+    let processor = p.processor(0).await;
+    p.run_until(
+        &processor,
+        &p.receive(1).await,
+        SystemTime::now() + Duration::from_secs(3),
+    )
+    .await;
+    assert_eq!(p.import(id).await.status, ImportStatus::Processing);
+
+    p.s3.put_object()
+        .bucket(&p.bucket)
+        .key("uploads/replaced.csv")
+        .body(ByteStream::from(csv("X", 600)))
+        .send()
+        .await
+        .unwrap();
+    p.drive(&processor, id, Duration::from_secs(3)).await;
+
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Failed);
+    assert!(
+        import
+            .error
+            .as_deref()
+            .unwrap_or_default()
+            .contains("changed"),
+        "{import:?}"
+    );
+    let parked = p
+        .dlq
+        .receive_event(&p.sqs, 10, Duration::from_secs(1))
+        .await;
+    assert_eq!(parked.records.len(), 1);
+    assert_eq!(
+        parked.records[0].message_attributes[dlq_attributes::ERROR_CLASS]
+            .string_value
+            .as_deref(),
+        Some("object_changed")
+    );
+    // Nothing of the new file was written.
+    let scan = p
+        .dynamodb
+        .scan()
+        .table_name(&p.items_table)
+        .send()
+        .await
+        .unwrap();
+    assert!(
+        scan.items()
+            .iter()
+            .all(|item| { item["sku"].as_s().is_ok_and(|sku| sku.starts_with("R-")) })
+    );
+}
+
+#[tokio::test]
+async fn the_same_job_reserialised_is_a_duplicate_not_a_payload_mismatch() {
+    let p = Pipeline::new().await;
+    let id = p
+        .submit("same.csv", Some(&csv("Q", 5)), ImportFormat::Csv)
+        .await;
+    let processor = p.processor(0).await;
+    let first = p.receive(1).await;
+    let body = first.records[0].body.clone().unwrap();
+    p.run(&processor, &first).await;
+
+    let job: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let pretty = serde_json::to_string_pretty(&job).unwrap();
+    assert_ne!(pretty, body);
+    p.sqs
+        .send_message()
+        .queue_url(&p.queue.url)
+        .message_body(pretty)
+        .send()
+        .await
+        .unwrap();
+    let outcome = p.run(&processor, &p.receive(1).await).await;
+    assert_eq!(
+        outcome
+            .summary
+            .count(shared::batch::RecordStatus::Duplicate),
+        1
+    );
+}
+
+#[tokio::test]
+async fn a_job_of_an_unsupported_schema_version_is_parked_and_fails_its_import() {
+    let p = Pipeline::new().await;
+    let id = p
+        .submit("future.csv", Some(&csv("F", 5)), ImportFormat::Csv)
+        .await;
+    let first = p.receive(1).await;
+    acknowledge(&p.sqs, &p.queue, &first, &SqsBatchResponse::default()).await;
+    let mut job: serde_json::Value =
+        serde_json::from_str(first.records[0].body.as_deref().unwrap()).unwrap();
+    job["schemaVersion"] = 2.into();
+    p.sqs
+        .send_message()
+        .queue_url(&p.queue.url)
+        .message_body(job.to_string())
+        .send()
+        .await
+        .unwrap();
+    let processor = p.processor(0).await;
+    let outcome = p.run(&processor, &p.receive(1).await).await;
+    assert_eq!(
+        outcome.summary.count(shared::batch::RecordStatus::Parked),
+        1
+    );
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Failed);
+    assert!(import.error.unwrap().contains("schema version 2"));
 }

@@ -575,7 +575,7 @@ impl ImportResults for DynamoDbImports {
                 values.push((":rejected", n(next.rows_rejected)));
                 values.push((":checkpoint", s(&checkpoint_json(next))));
                 "SET #status = :status, #written = :written, #rejected = :rejected, \
-                 #chunks = :chunks, #checkpoint = :checkpoint, #updated = :now"
+                 #chunks = :chunks, #checkpoint = :checkpoint, #updated = :now REMOVE #error"
             }
         };
         self.transition(import_id, update, Some(chunk), &names, values, at)
