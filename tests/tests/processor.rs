@@ -787,6 +787,36 @@ async fn a_mixed_batch_of_ten_reports_exactly_the_right_failures() {
 
 // Time-bounded work. The harness's processor stops work 2 s before an invocation's deadline.
 
+/// A pipeline whose writes take 300 ms more, and an import of 600 rows (`{prefix}-{i}`) in
+/// `{name}`: with 3 s invocations (1 s of work), it takes several chunks.
+async fn chunked_import(name: &str, prefix: &str) -> (Pipeline, ImportId) {
+    let mut p = Pipeline::new().await;
+    p.write_delay = Duration::from_millis(300);
+    let id = p
+        .submit(name, Some(&csv(prefix, 600)), ImportFormat::Csv)
+        .await;
+    (p, id)
+}
+
+/// Two execution environments sharing only AWS: one guard table, separate clients.
+async fn two_environments(
+    p: &Pipeline,
+) -> (
+    String,
+    BatchProcessor<Handler, SqsQueueActions>,
+    BatchProcessor<Handler, SqsQueueActions>,
+) {
+    let config = sdk_config().await;
+    let guard_table = create_idempotency_table(&p.dynamodb, "guard").await;
+    let one = p
+        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
+        .await;
+    let two = p
+        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
+        .await;
+    (guard_table, one, two)
+}
+
 /// A CSV of `rows` valid rows (SKUs `{prefix}-{i}`) with an invalid row before each row index
 /// in `bad_before`.
 fn csv_with_rejects(prefix: &str, rows: usize, bad_before: &[usize]) -> Vec<u8> {
@@ -929,11 +959,7 @@ async fn a_file_larger_than_one_invocation_continues_across_chunks_with_exact_co
 
 #[tokio::test]
 async fn a_chunk_killed_mid_write_is_redone_after_its_lease_and_counts_once() {
-    let mut p = Pipeline::new().await;
-    p.write_delay = Duration::from_millis(300);
-    let id = p
-        .submit("killed.csv", Some(&csv("K", 600)), ImportFormat::Csv)
-        .await;
+    let (p, id) = chunked_import("killed.csv", "K").await;
     let processor = p.processor(0).await;
 
     // Kill the first invocation of chunk 0 and of chunk 1 mid-write (after some writes, before
@@ -966,19 +992,8 @@ async fn a_chunk_killed_mid_write_is_redone_after_its_lease_and_counts_once() {
 
 #[tokio::test]
 async fn the_same_chunk_delivered_twice_at_once_counts_once() {
-    let mut p = Pipeline::new().await;
-    p.write_delay = Duration::from_millis(300);
-    let id = p
-        .submit("twice.csv", Some(&csv("W", 600)), ImportFormat::Csv)
-        .await;
-    let config = sdk_config().await;
-    let guard_table = create_idempotency_table(&p.dynamodb, "guard").await;
-    let one = p
-        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
-        .await;
-    let two = p
-        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
-        .await;
+    let (p, id) = chunked_import("twice.csv", "W").await;
+    let (_, one, two) = two_environments(&p).await;
     let invocation = || SystemTime::now() + Duration::from_secs(3);
 
     p.run_until(&one, &p.receive(1).await, invocation()).await;
@@ -1007,16 +1022,8 @@ async fn the_same_chunk_delivered_twice_at_once_counts_once() {
 
 #[tokio::test]
 async fn a_worker_dying_after_its_chunk_was_recorded_leaves_the_next_chunk_queued_once() {
-    let mut p = Pipeline::new().await;
-    p.write_delay = Duration::from_millis(300);
-    let id = p
-        .submit("redo.csv", Some(&csv("D", 600)), ImportFormat::Csv)
-        .await;
-    let config = sdk_config().await;
-    let guard_table = create_idempotency_table(&p.dynamodb, "guard").await;
-    let processor = p
-        .processor_on(0, &guard_table, p.control_requests.dynamodb_client(&config))
-        .await;
+    let (p, id) = chunked_import("redo.csv", "D").await;
+    let (guard_table, processor, _) = two_environments(&p).await;
     let first = p.receive(1).await;
     let body = first.records[0].body.clone().unwrap();
     p.run_until(
@@ -1050,11 +1057,7 @@ async fn a_worker_dying_after_its_chunk_was_recorded_leaves_the_next_chunk_queue
 
 #[tokio::test]
 async fn an_object_replaced_mid_import_fails_it_as_changed_and_parks_the_chunk() {
-    let mut p = Pipeline::new().await;
-    p.write_delay = Duration::from_millis(300);
-    let id = p
-        .submit("replaced.csv", Some(&csv("R", 600)), ImportFormat::Csv)
-        .await;
+    let (p, id) = chunked_import("replaced.csv", "R").await;
     let processor = p.processor(0).await;
     p.run_until(
         &processor,

@@ -179,15 +179,7 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                     .iter()
                     .map(str::to_owned)
                     .collect();
-                Ok(Self {
-                    format: Format::Csv {
-                        columns: columns(&header)?,
-                        header,
-                        records,
-                        record: StringRecord::new(),
-                    },
-                    base: Position::default(),
-                })
+                Self::csv(records, header, Position::default())
             }
         }
     }
@@ -212,17 +204,25 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                     .flexible(true)
                     .has_headers(false)
                     .create_reader(reader);
-                Ok(Self {
-                    format: Format::Csv {
-                        columns: columns(&header)?,
-                        header,
-                        records,
-                        record: StringRecord::new(),
-                    },
-                    base: at,
-                })
+                Self::csv(records, header, at)
             }
         }
+    }
+
+    fn csv(
+        records: csv_async::AsyncReader<R>,
+        header: Vec<String>,
+        base: Position,
+    ) -> Result<Self, FileError> {
+        Ok(Self {
+            format: Format::Csv {
+                columns: columns(&header)?,
+                header,
+                records,
+                record: StringRecord::new(),
+            },
+            base,
+        })
     }
 
     fn ndjson(reader: R, base: Position) -> Self {
