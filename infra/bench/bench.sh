@@ -75,6 +75,7 @@ infra/bench/powertools/run.sh --json "$out/powertools.json"
 step "request budget and memory of the processor (emulator)"
 BENCH_JSON="$out/request_budget.json" cargo bench -p integration-tests --bench request_budget
 BENCH_JSON="$out/memory.json" cargo bench -p integration-tests --bench processor_memory
+BENCH_JSON="$out/job_throughput.json" cargo bench -p integration-tests --bench job_throughput
 
 if [[ "${BENCH_DRAIN:-1}" != 0 ]]; then
     step "local pipeline drain time"
