@@ -1140,6 +1140,7 @@ async fn the_same_job_reserialised_is_a_duplicate_not_a_payload_mismatch() {
             .count(shared::batch::RecordStatus::Duplicate),
         1
     );
+    assert_eq!(p.import(id).await.rows_written, Some(5));
 }
 
 #[tokio::test]
