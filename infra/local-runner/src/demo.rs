@@ -1,9 +1,18 @@
 //! `make demo`: a burst of imports through the whole local pipeline, watched live, then checked.
 //!
-//! Every accepted import must end `COMPLETED` exactly once, or `FAILED` with its job parked in
-//! the dead-letter queue with a reason. Anything else fails the demo.
+//! Every accepted import must end `COMPLETED` exactly once with exactly its file's rows, or
+//! `FAILED` with its job parked in the dead-letter queue with a reason. Anything else fails the
+//! demo.
+//!
+//! A few files of the burst are large. At the demo's short function timeout
+//! ([`FUNCTION_TIMEOUT`]) each outlasts an invocation: it is checkpointed and continued in new
+//! jobs, chunk after chunk. The check asserts that each large import really took several chunks
+//! (in one chunk it would prove nothing about continuing) and that every chunk of every import
+//! was processed exactly once.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::Write as _;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -17,13 +26,28 @@ use tokio::sync::Semaphore;
 
 use crate::pipeline::Pipeline;
 
+/// The processor's function timeout in the demo unless overridden: short, so that a large file
+/// outlasts an invocation while a small one finishes in one. With the template's
+/// `BATCH_DEADLINE_MARGIN_MS` of 3 s, a chunk works for about 3 s.
+pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(6);
+
+/// Up to this many rows written, the check counts every import's rows in the items table too.
+const ITEMS_CHECK_MAX_ROWS: u64 = 100_000;
+
+/// In a large file, every this-many-th row is invalid: rejections are carried across chunks too.
+const LARGE_FILE_BAD_ROW_EVERY: usize = 1000;
+
 /// What the demo sends.
 #[derive(Debug, Clone, Copy)]
 pub struct Burst {
     /// Import requests in the burst.
     pub imports: usize,
-    /// Rows per generated file.
+    /// Rows per small file.
     pub rows: usize,
+    /// Large files among the imports, spread over the burst, the first import being one.
+    pub large_files: usize,
+    /// Rows per large file: enough for several chunks at the function timeout.
+    pub large_rows: usize,
     /// Every this-many-th request repeats an earlier one (same key and body).
     pub repeat_every: usize,
     /// Every this-many-th import names a poison file (missing, or garbage bytes).
@@ -36,166 +60,328 @@ pub struct Burst {
     pub maximum_concurrency: usize,
 }
 
-/// One import the burst created.
+/// What a sample file is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A few rows: one chunk.
+    Small,
+    /// Many rows: several chunks.
+    Large,
+    /// Missing or garbage bytes: the import fails and its job is parked.
+    Poison,
+}
+
+/// One request of the burst.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Request {
+    /// The request whose key and body this one sends: itself, or the one before it for a
+    /// client retry.
+    source: usize,
+    /// The file it names.
+    kind: Kind,
+}
+
+/// A sample file and what importing it must give.
+#[derive(Debug, Clone)]
+struct Sample {
+    key: String,
+    kind: Kind,
+    /// Valid rows: what the import must write.
+    valid: u64,
+    /// Invalid rows: what the import must reject.
+    invalid: u64,
+}
+
+/// One import the burst created, and its file.
 #[derive(Debug, Clone)]
 struct Accepted {
     id: String,
-    poison: bool,
+    sample: Sample,
+}
+
+/// What the completed imports add up to.
+#[derive(Debug, Default)]
+struct Totals {
+    rows_written: u64,
+    chunks: u64,
+    /// Imports that took more than one chunk.
+    continued: u64,
+    /// Imports of large files.
+    large: u64,
+    most_chunks: u64,
 }
 
 /// Runs the demo on a started pipeline; `Ok` when every check passed. With `report`, also
 /// writes the outcome there as JSON (for `make bench`'s drain-time curve).
-pub async fn run(
-    pipeline: &Pipeline,
-    burst: Burst,
-    report: Option<&std::path::Path>,
-) -> anyhow::Result<()> {
+pub async fn run(pipeline: &Pipeline, burst: Burst, report: Option<&Path>) -> anyhow::Result<()> {
     let bucket = pipeline
         .resources
         .reference("UploadBucket")
         .context("the upload bucket")?;
+    let requests = plan(&burst);
     println!("generating and uploading sample files...");
-    let plan = upload_files(pipeline, bucket, burst).await?;
+    let samples = upload_files(pipeline, bucket, &requests, burst).await?;
 
     println!(
-        "firing {} imports at {} ...",
-        burst.imports, pipeline.base_url
+        "firing {} imports at {} (function timeout {} s) ...",
+        burst.imports,
+        pipeline.base_url,
+        pipeline.function_timeout.as_secs_f64()
     );
     let started = Instant::now();
-    let (accepted, replays) = fire(pipeline, &plan, burst).await?;
+    let (accepted, replays) = fire(pipeline, &requests, &samples, burst).await?;
     let fired_in = started.elapsed();
-    let distinct: HashSet<&str> = accepted.iter().map(|a| a.id.as_str()).collect();
     println!(
         "{} requests in {:.1} s: {} imports accepted, {} replays answered with the same import",
         burst.imports,
         fired_in.as_secs_f64(),
-        distinct.len(),
+        accepted.len(),
         replays
     );
 
     let drained_in = watch(
         pipeline,
-        distinct.len() as u64,
+        accepted.len() as u64,
         burst.drain_timeout,
         started,
     )
     .await?;
-    let outcome = check(pipeline, &accepted, replays, drained_in).await;
+    let (problems, totals) = check(pipeline, &accepted, replays, drained_in).await?;
     if let Some(path) = report {
         let summary = json!({
             "requests": burst.imports,
             "imports": accepted.len(),
             "rows_per_file": burst.rows,
+            "large_files": totals.large,
+            "rows_per_large_file": burst.large_rows,
             "maximum_concurrency": burst.maximum_concurrency,
+            "function_timeout_seconds": pipeline.function_timeout.as_secs_f64(),
             "drain_seconds": drained_in.as_secs_f64(),
             "imports_per_second": accepted.len() as f64 / drained_in.as_secs_f64(),
-            "check_passed": outcome.is_ok(),
+            "rows_written": totals.rows_written,
+            "chunks": totals.chunks,
+            "continued_imports": totals.continued,
+            "invocations": pipeline.stats.invocations().0,
+            "check_passed": problems.is_empty(),
         });
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
     }
-    outcome
+    if problems.is_empty() {
+        println!(
+            "check passed: every accepted import completed exactly once with its rows, or failed \
+             with its reason in the DLQ; every large import took several chunks"
+        );
+        Ok(())
+    } else {
+        for problem in &problems {
+            eprintln!("check failed: {problem}");
+        }
+        bail!("{} problems", problems.len())
+    }
 }
 
-/// The object key and body of each import request: `(key, poison)` per request index.
+/// What each request of the burst sends.
+fn plan(burst: &Burst) -> Vec<Request> {
+    let mut requests: Vec<Request> = (0..burst.imports)
+        .map(|i| {
+            // Every repeat_every-th request repeats the one before it, as a client retry would.
+            let repeat =
+                i > 0 && burst.repeat_every > 0 && i % burst.repeat_every == burst.repeat_every - 1;
+            // Poison lands mid-way between repeats, so a repeat never hides it.
+            let poison = burst.poison_every > 0 && i % burst.poison_every == burst.poison_every / 2;
+            Request {
+                source: if repeat { i - 1 } else { i },
+                kind: if poison { Kind::Poison } else { Kind::Small },
+            }
+        })
+        .collect();
+    // Large files take the place of small ones, evenly spread, the first at the start: the
+    // k-th is the first small file at or after k/large of the burst (and after the one before).
+    let small: Vec<usize> = (0..requests.len())
+        .filter(|&i| requests[i].source == i && requests[i].kind == Kind::Small)
+        .collect();
+    let large = burst.large_files.min(small.len());
+    let mut j = 0;
+    for k in 0..large {
+        let at = k * requests.len() / large;
+        j = small
+            .partition_point(|&i| i < at)
+            .max(j)
+            .min(small.len() - (large - k));
+        requests[small[j]].kind = Kind::Large;
+        j += 1;
+    }
+    for i in 0..requests.len() {
+        requests[i].kind = requests[requests[i].source].kind;
+    }
+    requests
+}
+
+/// Generates and uploads the file of each request that is not a repeat; returns the sample of
+/// every request.
 async fn upload_files(
     pipeline: &Pipeline,
     bucket: &str,
+    requests: &[Request],
     burst: Burst,
-) -> anyhow::Result<Vec<(String, bool)>> {
+) -> anyhow::Result<Vec<Sample>> {
     let uploads = Arc::new(Semaphore::new(16));
-    let mut plan = Vec::with_capacity(burst.imports);
+    let mut samples: Vec<Sample> = Vec::with_capacity(requests.len());
     let mut tasks = Vec::new();
-    for i in 0..burst.imports {
-        // Poison lands mid-way between repeats, so a repeat never hides it.
-        let poison = burst.poison_every > 0 && i % burst.poison_every == burst.poison_every / 2;
+    for (i, request) in requests.iter().enumerate() {
+        if request.source != i {
+            samples.push(samples[request.source].clone());
+            continue;
+        }
         let key = format!("uploads/demo/file-{i:05}.csv");
-        plan.push((key.clone(), poison));
         // Poison: every other one is missing, the rest are garbage bytes.
-        let body = match (poison, i / burst.poison_every.max(1) % 2) {
-            (true, 0) => continue,
-            (true, _) => vec![0xff, 0xfe, 0x00, 0x81, b'\n'],
-            (false, _) => csv(i, burst.rows),
+        let (body, valid, invalid) = match (request.kind, i / burst.poison_every.max(1) % 2) {
+            (Kind::Poison, 0) => (None, 0, 0),
+            (Kind::Poison, _) => (Some(Body::Bytes(vec![0xff, 0xfe, 0x00, 0x81, b'\n'])), 0, 0),
+            (Kind::Small, _) => {
+                let mut bytes = Vec::new();
+                let (valid, invalid) = write_csv(&mut bytes, i, burst.rows, None)?;
+                (Some(Body::Bytes(bytes)), valid, invalid)
+            }
+            (Kind::Large, _) => {
+                let (path, valid, invalid) = large_file(i, burst.large_rows)?;
+                (Some(Body::File(path)), valid, invalid)
+            }
         };
+        samples.push(Sample {
+            key: key.clone(),
+            kind: request.kind,
+            valid,
+            invalid,
+        });
+        let Some(body) = body else { continue };
         let (s3, bucket, permit) = (
             pipeline.clients.s3.clone(),
             bucket.to_owned(),
             Arc::clone(&uploads).acquire_owned().await?,
         );
         tasks.push(tokio::spawn(async move {
-            let result = s3
-                .put_object()
-                .bucket(bucket)
-                .key(key)
-                .body(ByteStream::from(body))
-                .send()
-                .await;
+            let result = upload(&s3, &bucket, key, &body).await;
             drop(permit);
+            if let Body::File(path) = &body {
+                let _ = std::fs::remove_file(path);
+            }
             result
         }));
     }
     for task in tasks {
         task.await?.context("uploading a sample file")?;
     }
-    Ok(plan)
+    Ok(samples)
 }
 
-fn csv(file: usize, rows: usize) -> Vec<u8> {
-    let mut csv = String::from("sku,name,quantity,price\n");
-    for row in 0..rows {
-        csv.push_str(&format!(
-            "D{file}-{row},Demo item {row} of file {file},{row},{}.{:02}\n",
-            row % 50,
-            row % 100
-        ));
+/// A sample file's content.
+enum Body {
+    /// In memory (small files).
+    Bytes(Vec<u8>),
+    /// In a temporary file, streamed from there and removed after the upload (large files), so
+    /// that the runner's memory shows what the processor uses, not the size of the file.
+    File(PathBuf),
+}
+
+async fn upload(
+    s3: &aws_sdk_s3::Client,
+    bucket: &str,
+    key: String,
+    body: &Body,
+) -> anyhow::Result<()> {
+    let stream = match body {
+        Body::Bytes(bytes) => ByteStream::from(bytes.clone()),
+        Body::File(path) => ByteStream::from_path(path).await?,
+    };
+    s3.put_object()
+        .bucket(bucket)
+        .key(key)
+        .body(stream)
+        .send()
+        .await?;
+    Ok(())
+}
+
+/// Writes large file number `file` to a temporary file; returns its path and its valid and
+/// invalid row counts.
+fn large_file(file: usize, rows: usize) -> anyhow::Result<(PathBuf, u64, u64)> {
+    let path = std::env::temp_dir().join(format!(
+        "local-runner-{}-file-{file:05}.csv",
+        std::process::id()
+    ));
+    let written = std::fs::File::create(&path).and_then(|out| {
+        let mut out = std::io::BufWriter::new(out);
+        let counts = write_csv(&mut out, file, rows, Some(LARGE_FILE_BAD_ROW_EVERY))?;
+        out.flush()?;
+        Ok(counts)
+    });
+    match written {
+        Ok((valid, invalid)) => Ok((path, valid, invalid)),
+        Err(e) => {
+            let _ = std::fs::remove_file(&path);
+            Err(e).with_context(|| format!("writing {}", path.display()))
+        }
     }
-    csv.into_bytes()
+}
+
+/// Writes a CSV file of `rows` rows, every `bad_every`-th of them invalid (a quantity that is
+/// not a number); returns the valid and invalid row counts.
+fn write_csv(
+    out: &mut impl std::io::Write,
+    file: usize,
+    rows: usize,
+    bad_every: Option<usize>,
+) -> std::io::Result<(u64, u64)> {
+    writeln!(out, "sku,name,quantity,price")?;
+    let mut invalid = 0;
+    for row in 0..rows {
+        let bad = bad_every.is_some_and(|every| row % every == every - 1);
+        write!(out, "D{file}-{row},Demo item {row} of file {file},")?;
+        if bad {
+            invalid += 1;
+            out.write_all(b"lots")?;
+        } else {
+            write!(out, "{row}")?;
+        }
+        writeln!(out, ",{}.{:02}", row % 50, row % 100)?;
+    }
+    Ok((rows as u64 - invalid, invalid))
 }
 
 /// Sends the burst; returns the accepted imports (one per distinct key) and the replay count.
 async fn fire(
     pipeline: &Pipeline,
-    plan: &[(String, bool)],
+    requests: &[Request],
+    samples: &[Sample],
     burst: Burst,
 ) -> anyhow::Result<(Vec<Accepted>, usize)> {
     let http = reqwest::Client::new();
     let slots = Arc::new(Semaphore::new(burst.concurrency.max(1)));
     let mut tasks = Vec::new();
-    for (i, (key, poison)) in plan.iter().enumerate() {
-        // Every repeat_every-th request repeats the one before it, as a client retry would.
-        let source = if burst.repeat_every > 0
-            && i % burst.repeat_every == burst.repeat_every - 1
-            && i > 0
-        {
-            i - 1
-        } else {
-            i
-        };
-        let (key, poison) = if source == i {
-            (key.clone(), *poison)
-        } else {
-            plan[source].clone()
-        };
-        let request = http
+    for (request, sample) in requests.iter().zip(samples) {
+        let http_request = http
             .post(format!("{}/imports", pipeline.base_url))
             .header("content-type", "application/json")
-            .header("idempotency-key", format!("demo-{source}"))
-            .body(json!({ "objectKey": key }).to_string());
+            .header("idempotency-key", format!("demo-{}", request.source))
+            .body(json!({ "objectKey": sample.key }).to_string());
+        let sample = sample.clone();
         let permit = Arc::clone(&slots).acquire_owned().await?;
         tasks.push(tokio::spawn(async move {
-            let response = request.send().await;
+            let response = http_request.send().await;
             drop(permit);
             let response = response?;
             let status = response.status().as_u16();
             let replayed = response.headers().contains_key("idempotent-replayed");
             let body: Value = response.json().await?;
-            anyhow::Ok((status, replayed, body, poison))
+            anyhow::Ok((status, replayed, body, sample))
         }));
     }
     let mut accepted = BTreeMap::new();
     let mut replays = 0;
     for task in tasks {
-        let (status, replayed, body, poison) = task.await??;
+        let (status, replayed, body, sample) = task.await??;
         ensure!(
             matches!(status, 200 | 202),
             "an import request failed with {status}: {body}"
@@ -209,12 +395,12 @@ async fn fire(
             .to_owned();
         accepted
             .entry(id.clone())
-            .or_insert(Accepted { id, poison });
+            .or_insert(Accepted { id, sample });
     }
     Ok((accepted.into_values().collect(), replays))
 }
 
-/// Shows progress until every accepted import is processed or parked and the queue is empty.
+/// Shows progress until the job queue is empty: then every accepted import is finished.
 async fn watch(
     pipeline: &Pipeline,
     expected: u64,
@@ -232,11 +418,17 @@ async fn watch(
     );
     loop {
         let stats = &pipeline.stats;
-        let done = stats.count(RecordStatus::Processed) + stats.count(RecordStatus::Parked);
+        // A processed record is one chunk; a chunk that continued did not finish its import.
+        // Until its next job is delivered (about a second) the import shows as completed: a
+        // display only, the check after the drain reads every import's record.
+        let continued = stats.continuations();
+        let completed = stats
+            .count(RecordStatus::Processed)
+            .saturating_sub(continued);
+        let done = completed + stats.count(RecordStatus::Parked);
         let (waiting, in_flight) = pipeline.queue_depth("JobQueue").await?;
         let mut message = format!(
-            "queued {waiting} | in flight {in_flight} | completed {} | duplicates {} | retried {} | parked {}",
-            stats.count(RecordStatus::Processed),
+            "queued {waiting} | in flight {in_flight} | completed {completed} | continued {continued} | duplicates {} | retried {} | parked {}",
             stats.count(RecordStatus::Duplicate),
             stats.count(RecordStatus::Retried),
             stats.count(RecordStatus::Parked),
@@ -253,7 +445,10 @@ async fn watch(
             last_line = Instant::now();
         }
         bar.set_message(message);
-        if done >= expected && waiting == 0 && in_flight == 0 {
+        // Every import not finished has a job on the queue, waiting or in flight: the
+        // producer queues it before answering, a chunk queues the next one and a retried
+        // record is made invisible before its message is let go.
+        if waiting == 0 && in_flight == 0 {
             bar.finish();
             return Ok(started.elapsed());
         }
@@ -265,16 +460,19 @@ async fn watch(
     }
 }
 
-/// Checks every import's outcome through the API and the DLQ, and prints the summary.
+/// Checks every import's outcome through the API, the items table and the DLQ, and prints the
+/// summary. Returns the problems found and the completed imports' totals.
 async fn check(
     pipeline: &Pipeline,
     accepted: &[Accepted],
     replays: usize,
     drained_in: Duration,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<(Vec<String>, Totals)> {
     let http = reqwest::Client::new();
     let mut problems = Vec::new();
-    let (mut completed, mut failed) = (0u64, 0u64);
+    let mut totals = Totals::default();
+    let (mut completed, mut failed, mut large_continued) = (0u64, 0u64, 0u64);
+    let mut written_by: HashMap<&str, u64> = HashMap::new();
     for import in accepted {
         let view: Value = http
             .get(format!("{}/imports/{}", pipeline.base_url, import.id))
@@ -282,17 +480,80 @@ async fn check(
             .await?
             .json()
             .await?;
-        match (view["status"].as_str(), import.poison) {
-            (Some("COMPLETED"), false) => completed += 1,
-            (Some("FAILED"), true) if view["error"].is_string() => failed += 1,
-            (status, poison) => problems.push(format!(
-                "import {} (poison: {poison}) ended {status:?}",
-                import.id
+        let (id, sample) = (import.id.as_str(), &import.sample);
+        match (view["status"].as_str(), sample.kind) {
+            (Some("COMPLETED"), Kind::Small | Kind::Large) => {
+                completed += 1;
+                let (written, rejected) =
+                    (view["rowsWritten"].as_u64(), view["rowsRejected"].as_u64());
+                if written != Some(sample.valid) || rejected != Some(sample.invalid) {
+                    problems.push(format!(
+                        "import {id} of {} wrote {written:?} rows and rejected {rejected:?}: the file has {} valid and {} invalid",
+                        sample.key, sample.valid, sample.invalid
+                    ));
+                }
+                let chunks = view["chunks"].as_u64().unwrap_or(0);
+                if chunks == 0 {
+                    problems.push(format!("import {id} completed without a chunk count"));
+                }
+                if sample.kind == Kind::Large {
+                    totals.large += 1;
+                    if chunks > 1 {
+                        large_continued += 1;
+                    } else {
+                        problems.push(format!(
+                            "large import {id} ({} rows) completed in {chunks} chunk, so it \
+                             proved nothing about continuing: raise --large-rows or lower \
+                             --function-timeout",
+                            sample.valid + sample.invalid
+                        ));
+                    }
+                }
+                totals.rows_written += written.unwrap_or(0);
+                totals.chunks += chunks;
+                totals.continued += u64::from(chunks > 1);
+                totals.most_chunks = totals.most_chunks.max(chunks);
+                written_by.insert(id, written.unwrap_or(0));
+            }
+            (Some("FAILED"), Kind::Poison) if view["error"].is_string() => failed += 1,
+            (status, kind) => problems.push(format!(
+                "import {id} ({kind:?} file {}) ended {status:?}",
+                sample.key
             )),
         }
     }
+    let items = if totals.rows_written <= ITEMS_CHECK_MAX_ROWS {
+        items_per_import(pipeline).await?
+    } else {
+        println!(
+            "items table not cross-checked: {} rows is over {ITEMS_CHECK_MAX_ROWS}, and a scan of the emulator would take minutes",
+            totals.rows_written
+        );
+        written_by
+            .iter()
+            .map(|(id, written)| ((*id).to_owned(), *written))
+            .collect()
+    };
+    for (id, written) in &written_by {
+        let found = items.get(*id).copied().unwrap_or(0);
+        if found != *written {
+            problems.push(format!(
+                "import {id} counted {written} rows written, the items table has {found} of it"
+            ));
+        }
+    }
+    let strays: u64 = items
+        .iter()
+        .filter(|(id, _)| !written_by.contains_key(id.as_str()))
+        .map(|(_, count)| count)
+        .sum();
+    if strays > 0 {
+        problems.push(format!(
+            "the items table has {strays} rows of imports that did not complete"
+        ));
+    }
     let parked = parked_import_ids(pipeline).await?;
-    for import in accepted.iter().filter(|a| a.poison) {
+    for import in accepted.iter().filter(|a| a.sample.kind == Kind::Poison) {
         if !parked.contains(&import.id) {
             problems.push(format!(
                 "poison import {} is not in the dead-letter queue",
@@ -301,23 +562,53 @@ async fn check(
         }
     }
     let stats = &pipeline.stats;
+    // Each chunk of a completed import is processed once; redeliveries count as duplicates.
     let processed = stats.count(RecordStatus::Processed);
-    if processed != completed {
+    if processed != totals.chunks {
         problems.push(format!(
-            "{processed} jobs processed for {completed} completed imports: not exactly once"
+            "{processed} chunks processed for the {} chunks of the completed imports: not exactly once",
+            totals.chunks
         ));
     }
 
+    let timed_out = stats.timed_out_invocations();
+    if timed_out > 0 {
+        problems.push(format!(
+            "{timed_out} invocations ran past the function timeout: the processor must stop \
+             BATCH_DEADLINE_MARGIN_MS before its deadline (a chunk committed there is redone \
+             after the visibility timeout)"
+        ));
+    }
     let (invocations, failed_invocations) = stats.invocations();
+    let seconds = drained_in.as_secs_f64();
     let mut table = Table::new();
     table.load_style(UTF8_FULL).set_header(["", "count"]);
-    let rows: [(&str, String); 10] = [
+    let rows: [(&str, String); 14] = [
         ("imports accepted", accepted.len().to_string()),
         (
             "replayed requests (same Idempotency-Key)",
             replays.to_string(),
         ),
-        ("completed, each exactly once", completed.to_string()),
+        (
+            "completed, each exactly once with its rows",
+            completed.to_string(),
+        ),
+        (
+            "completed in several chunks (continued)",
+            format!(
+                "{} (large files: {large_continued} of {}; most chunks: {})",
+                totals.continued, totals.large, totals.most_chunks
+            ),
+        ),
+        ("chunks processed, each exactly once", processed.to_string()),
+        (
+            "rows written",
+            format!(
+                "{} ({:.0} rows/s)",
+                totals.rows_written,
+                totals.rows_written as f64 / seconds
+            ),
+        ),
         (
             "failed, parked in the DLQ with a reason",
             failed.to_string(),
@@ -335,33 +626,55 @@ async fn check(
             stats.faults_injected().to_string(),
         ),
         (
-            "invocations (whole-batch failures)",
-            format!("{invocations} ({failed_invocations})"),
+            "invocations (whole-batch failures; timed out)",
+            format!(
+                "{invocations} ({failed_invocations}; {})",
+                stats.timed_out_invocations()
+            ),
         ),
-        ("drain time", format!("{:.1} s", drained_in.as_secs_f64())),
+        (
+            "function timeout",
+            format!("{} s", pipeline.function_timeout.as_secs_f64()),
+        ),
+        ("drain time", format!("{seconds:.1} s")),
         (
             "throughput",
-            format!(
-                "{:.0} imports/s",
-                accepted.len() as f64 / drained_in.as_secs_f64()
-            ),
+            format!("{:.0} imports/s", accepted.len() as f64 / seconds),
         ),
     ];
     for (name, value) in rows {
         table.add_row([name.to_owned(), value]);
     }
     println!("{table}");
-    if problems.is_empty() {
-        println!(
-            "check passed: every accepted import completed exactly once or failed with its reason in the DLQ"
-        );
-        Ok(())
-    } else {
-        for problem in &problems {
-            eprintln!("check failed: {problem}");
+    Ok((problems, totals))
+}
+
+/// Rows in the items table per import id: what the imports really wrote. Every sample file has
+/// its own SKUs, so no import overwrites another's rows.
+async fn items_per_import(pipeline: &Pipeline) -> anyhow::Result<HashMap<String, u64>> {
+    let table = pipeline
+        .resources
+        .reference("ItemsTable")
+        .context("the items table")?;
+    let mut pages = pipeline
+        .clients
+        .dynamodb
+        .scan()
+        .table_name(table)
+        .projection_expression("import_id")
+        .into_paginator()
+        .send();
+    let mut counts = HashMap::new();
+    while let Some(page) = pages.next().await {
+        for item in page.context("scanning the items table")?.items() {
+            let id = item
+                .get("import_id")
+                .and_then(|v| v.as_s().ok())
+                .map_or_else(String::new, String::clone);
+            *counts.entry(id).or_default() += 1;
         }
-        bail!("{} problems", problems.len())
     }
+    Ok(counts)
 }
 
 /// The import ids of the messages parked in the dead-letter queue. Messages are held invisible
@@ -407,4 +720,66 @@ async fn parked_import_ids(pipeline: &Pipeline) -> anyhow::Result<HashSet<String
             .await?;
     }
     Ok(ids)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn burst(imports: usize, large_files: usize) -> Burst {
+        Burst {
+            imports,
+            rows: 10,
+            large_files,
+            large_rows: 100,
+            repeat_every: 10,
+            poison_every: 50,
+            concurrency: 1,
+            drain_timeout: Duration::from_secs(1),
+            maximum_concurrency: 1,
+        }
+    }
+
+    fn kinds(requests: &[Request], kind: Kind) -> Vec<usize> {
+        (0..requests.len())
+            .filter(|&i| requests[i].source == i && requests[i].kind == kind)
+            .collect()
+    }
+
+    #[test]
+    fn large_files_are_spread_over_the_burst_from_its_first_import() {
+        let requests = plan(&burst(60, 3));
+        assert_eq!(kinds(&requests, Kind::Large), [0, 20, 40]);
+        assert_eq!(kinds(&requests, Kind::Poison), [25]);
+        assert_eq!(plan(&burst(1, 1))[0].kind, Kind::Large);
+    }
+
+    #[test]
+    fn a_repeat_sends_the_same_file_as_the_request_it_repeats() {
+        let requests = plan(&burst(60, 3));
+        for (i, request) in requests.iter().enumerate() {
+            if i % 10 == 9 {
+                assert_eq!(request.source, i - 1);
+            }
+            assert_eq!(request.kind, requests[request.source].kind);
+        }
+    }
+
+    #[test]
+    fn there_are_never_more_large_files_than_small_ones_to_replace() {
+        let requests = plan(&burst(3, 10));
+        assert_eq!(kinds(&requests, Kind::Large), [0, 1, 2]);
+        assert!(kinds(&plan(&burst(60, 0)), Kind::Large).is_empty());
+    }
+
+    #[test]
+    fn a_generated_file_has_the_rows_it_claims() {
+        let mut csv = Vec::new();
+        let (valid, invalid) = write_csv(&mut csv, 7, 2500, Some(1000)).unwrap();
+        assert_eq!((valid, invalid), (2498, 2));
+        let text = String::from_utf8(csv).unwrap();
+        assert_eq!(text.lines().count(), 2501);
+        assert_eq!(text.lines().filter(|l| l.contains(",lots,")).count(), 2);
+        assert!(text.starts_with("sku,name,quantity,price\nD7-0,Demo item 0 of file 7,0,0.00\n"));
+    }
 }

@@ -127,6 +127,8 @@ pub struct InvocationReport {
     pub batch_size: usize,
     /// Messages deleted.
     pub acknowledged: usize,
+    /// Whether the function ran past its timeout (its batch failed as a whole).
+    pub timed_out: bool,
     /// What Lambda decided.
     pub disposition: Disposition,
 }
@@ -273,6 +275,7 @@ impl<F: Function> EventSourceMapping<F> {
         InvocationReport {
             batch_size: batch.len(),
             acknowledged: acknowledged.len(),
+            timed_out: invocation == Invocation::TimedOut,
             disposition,
         }
     }

@@ -19,6 +19,10 @@ struct Cli {
     /// Override the template's MaximumConcurrency of the event source mapping.
     #[arg(long, global = true)]
     maximum_concurrency: Option<usize>,
+    /// Override the processor's function timeout from the template (the demo's default is
+    /// short, so that its large files take several chunks).
+    #[arg(long, global = true, value_name = "SECONDS")]
+    function_timeout: Option<u64>,
     /// Flaky-downstream mode: fail this share (0 to 1) of the writes to the items table, as a
     /// throttling table would, to watch retries and the circuit breaker.
     #[arg(long, global = true, default_value_t = 0.0, value_name = "RATE")]
@@ -40,9 +44,15 @@ enum Command {
         /// Import requests in the burst.
         #[arg(long, default_value_t = 500)]
         imports: usize,
-        /// Rows per generated file.
+        /// Rows per small file.
         #[arg(long, default_value_t = 20)]
         rows: usize,
+        /// Large files among the imports, spread over the burst: each takes several chunks.
+        #[arg(long, default_value_t = 3)]
+        large_files: usize,
+        /// Rows per large file.
+        #[arg(long, default_value_t = 15_000)]
+        large_rows: usize,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 600)]
         timeout: u64,
@@ -66,6 +76,7 @@ async fn main() -> anyhow::Result<()> {
     let mut options = Options {
         port: 0,
         maximum_concurrency: cli.maximum_concurrency,
+        function_timeout: cli.function_timeout.map(Duration::from_secs),
         downstream_failure_rate: cli.flaky_downstream,
     };
     match cli.command {
@@ -82,15 +93,22 @@ async fn main() -> anyhow::Result<()> {
         Command::Demo {
             imports,
             rows,
+            large_files,
+            large_rows,
             timeout,
             report,
         } => {
             // A fresh name per run, so runs never see each other's imports.
             let stack = format!("{}-demo-{}", cli.stack, std::process::id());
+            options
+                .function_timeout
+                .get_or_insert(demo::FUNCTION_TIMEOUT);
             let pipeline = Pipeline::start(&template, &stack, &options).await?;
             let burst = Burst {
                 imports,
                 rows,
+                large_files,
+                large_rows,
                 repeat_every: 10,
                 poison_every: 50,
                 concurrency: 32,

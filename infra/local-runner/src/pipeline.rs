@@ -1,9 +1,10 @@
 //! The whole pipeline in one process: provisioned resources, the producer's router served over
 //! HTTP on 127.0.0.1, and the processor behind the emulated event source mapping.
 
-use std::sync::Arc;
+use std::collections::HashSet;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::SystemTime;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -12,6 +13,7 @@ use import_producer::{ProducerConfig, production_api, router};
 use serde_json::Value;
 use shared::Env;
 use shared::batch::{BatchProcessor, BatchSummary, RecordStatus, SqsQueueActions};
+use shared::imports::ImportJob;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::esm::{EventSourceMapping, Function, InvocationReport};
@@ -25,7 +27,11 @@ pub struct Stats {
     counts: [AtomicU64; RecordStatus::ALL.len()],
     invocations: AtomicU64,
     failed_invocations: AtomicU64,
+    timed_out_invocations: AtomicU64,
     faults_injected: Arc<AtomicU64>,
+    /// The continuation jobs delivered, as `(import id, chunk)`: each is one chunk that ran
+    /// out of time and continued, however often its job was delivered.
+    continuations: Mutex<HashSet<(String, u32)>>,
 }
 
 impl Stats {
@@ -46,9 +52,37 @@ impl Stats {
         )
     }
 
+    /// Invocations that ran past the function timeout so far. The processor stops starting
+    /// work `BATCH_DEADLINE_MARGIN_MS` before its deadline so that this stays 0; such an
+    /// invocation's function never returned, so it is not among [`invocations`](Self::invocations).
+    pub fn timed_out_invocations(&self) -> u64 {
+        self.timed_out_invocations.load(Ordering::Relaxed)
+    }
+
     /// Writes the flaky-downstream mode failed on purpose so far.
     pub fn faults_injected(&self) -> u64 {
         self.faults_injected.load(Ordering::Relaxed)
+    }
+
+    /// Chunks that ran out of time and continued in a new job, so far. A processed record is
+    /// one chunk: its import is done only if it did not continue.
+    pub fn continuations(&self) -> u64 {
+        self.continuations
+            .lock()
+            .map_or(0, |seen| seen.len() as u64)
+    }
+
+    /// Notes the continuation jobs among `event`'s records.
+    fn observe(&self, event: &SqsEvent) {
+        let continued = event
+            .records
+            .iter()
+            .filter_map(|record| serde_json::from_str::<ImportJob>(record.body.as_deref()?).ok())
+            .filter(|job| job.resume.is_some())
+            .map(|job| (job.import_id.to_string(), job.chunk()));
+        if let Ok(mut seen) = self.continuations.lock() {
+            seen.extend(continued);
+        }
     }
 
     fn add(&self, summary: &BatchSummary, failed: bool) {
@@ -71,6 +105,7 @@ struct Processor {
 
 impl Function for Processor {
     async fn invoke(&self, event: SqsEvent, deadline: SystemTime) -> Result<Value, String> {
+        self.stats.observe(&event);
         let outcome = self.inner.process(&event, deadline).await;
         self.stats.add(&outcome.summary, outcome.result.is_err());
         match outcome.result {
@@ -87,6 +122,8 @@ pub struct Options {
     pub port: u16,
     /// Overrides the template's `MaximumConcurrency` of the event source mapping.
     pub maximum_concurrency: Option<usize>,
+    /// Overrides the processor's function timeout from the template.
+    pub function_timeout: Option<Duration>,
     /// Share of item writes (0.0 to 1.0) that fail as if the table were throttling.
     pub downstream_failure_rate: f64,
 }
@@ -103,6 +140,8 @@ pub struct Pipeline {
     pub stats: Arc<Stats>,
     /// The event source mapping's maximum concurrency in effect.
     pub maximum_concurrency: usize,
+    /// The processor's function timeout in effect.
+    pub function_timeout: Duration,
     stop_mapping: oneshot::Sender<()>,
     mapping: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
@@ -187,7 +226,11 @@ impl Pipeline {
         if let Some(maximum) = options.maximum_concurrency {
             settings.maximum_concurrency = maximum;
         }
-        let maximum_concurrency = settings.maximum_concurrency;
+        if let Some(timeout) = options.function_timeout {
+            settings.function_timeout = timeout;
+        }
+        let (maximum_concurrency, function_timeout) =
+            (settings.maximum_concurrency, settings.function_timeout);
         let queue_url = resources
             .reference(&queue)
             .context("the job queue")?
@@ -205,8 +248,17 @@ impl Pipeline {
         ));
         let (stop_mapping, stopped) = oneshot::channel::<()>();
         let (reports, mut report_rx) = mpsc::unbounded_channel::<InvocationReport>();
+        let observed = Arc::clone(&stats);
         let mapping = tokio::spawn(async move {
-            let drain = tokio::spawn(async move { while report_rx.recv().await.is_some() {} });
+            let drain = tokio::spawn(async move {
+                while let Some(report) = report_rx.recv().await {
+                    if report.timed_out {
+                        observed
+                            .timed_out_invocations
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+            });
             mapping
                 .run(
                     async {
@@ -223,6 +275,7 @@ impl Pipeline {
             clients,
             stats,
             maximum_concurrency,
+            function_timeout,
             stop_mapping,
             mapping,
             server,
