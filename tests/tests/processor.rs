@@ -1056,6 +1056,68 @@ async fn a_worker_dying_after_its_chunk_was_recorded_leaves_the_next_chunk_queue
 }
 
 #[tokio::test]
+async fn a_redelivered_chunk_that_was_recorded_is_not_redone_and_queues_the_next_chunk() {
+    let (p, id) = chunked_import("redelivered.csv", "E").await;
+    let (guard_table, processor, _) = two_environments(&p).await;
+    // Chunk 0 runs and is recorded, but its message is never acknowledged and its claim never
+    // completed: the worker died right after the commit. The next chunk's job died with it.
+    let first = p.receive(1).await;
+    processor
+        .process(&first, SystemTime::now() + Duration::from_secs(3))
+        .await;
+    let recorded = p.import(id).await;
+    assert_eq!(recorded.status, ImportStatus::Processing);
+    p.dynamodb
+        .delete_item()
+        .table_name(&guard_table)
+        .key(
+            shared::idempotency::attributes::KEY,
+            AttributeValue::S(id.to_string()),
+        )
+        .send()
+        .await
+        .unwrap();
+    let chunk = |record: &aws_lambda_events::event::sqs::SqsMessage| {
+        serde_json::from_str::<ImportJob>(record.body.as_deref().unwrap())
+            .unwrap()
+            .chunk()
+    };
+    let mut redelivered = SqsEvent::default();
+    for _ in 0..20 {
+        let event = p.receive(1).await;
+        if chunk(&event.records[0]) == 0 {
+            redelivered = event;
+            break;
+        }
+        acknowledge(&p.sqs, &p.queue, &event, &SqsBatchResponse::default()).await;
+    }
+    assert_eq!(redelivered.records.len(), 1, "chunk 0 came back");
+
+    // Chunk 0 comes back (receive count 2) and finds itself recorded: no write is redone, and
+    // the next chunk's job is queued again from the stored checkpoint.
+    p.item_requests.reset();
+    let outcome = p.run(&processor, &redelivered).await;
+    assert_eq!(
+        outcome
+            .summary
+            .count(shared::batch::RecordStatus::Duplicate),
+        1
+    );
+    assert_eq!(p.item_requests.snapshot(), counts(&[]), "no write redone");
+    let next = p.receive(1).await;
+    let next_job: ImportJob =
+        serde_json::from_str(next.records[0].body.as_deref().unwrap()).unwrap();
+    assert_eq!(next_job.resume.as_ref(), recorded.checkpoint.as_deref());
+    acknowledge(&p.sqs, &p.queue, &next, &failed_all(&next)).await;
+
+    p.drive(&processor, id, Duration::from_secs(3)).await;
+    let import = p.import(id).await;
+    assert_eq!(import.status, ImportStatus::Completed, "{import:?}");
+    assert_eq!(import.rows_written, Some(600));
+    assert_eq!(p.item_count().await, 600);
+}
+
+#[tokio::test]
 async fn an_object_replaced_mid_import_fails_it_as_changed_and_parks_the_chunk() {
     let (p, id) = chunked_import("replaced.csv", "R").await;
     let processor = p.processor(0).await;

@@ -157,6 +157,32 @@ where
         claim: Claim,
         invocation: &Invocation,
     ) -> RecordResult {
+        // A redelivery, or a continuation (which may be a second copy), may find its chunk
+        // committed by an earlier delivery that died before completing its claim: one read
+        // tells, so the chunk's writes are not redone (a redo could also overwrite a later
+        // chunk's newer value of a repeated SKU).
+        if job.chunk() > 0 || receive_count(message) > 1 {
+            let stored = match self.results.progress(job.import_id).await {
+                Ok(Some(stored)) => stored,
+                Ok(None) => Transition::UnknownImport,
+                Err(e) => {
+                    self.release(&claim).await;
+                    return Err(
+                        RecordError::retryable("could not read the import's progress")
+                            .with_source(e),
+                    );
+                }
+            };
+            let committed = match &stored {
+                Transition::Superseded { chunks, .. } => *chunks > job.chunk(),
+                _ => true,
+            };
+            if committed {
+                return self
+                    .settle(message, job, claim, None, Ok(stored), invocation)
+                    .await;
+            }
+        }
         match self.run_chunk(job, key, invocation).await {
             Ok(ChunkOutcome::Done(counts)) => {
                 let end = ChunkEnd::Completed {
@@ -164,11 +190,11 @@ where
                     rows_rejected: counts.rejected,
                     summary: counts.summary.as_deref(),
                 };
-                self.commit(message, job, claim, end).await
+                self.commit(message, job, claim, end, invocation).await
             }
             Ok(ChunkOutcome::Stopped(next)) => {
                 let end = ChunkEnd::Continued { next: &next };
-                self.commit(message, job, claim, end).await
+                self.commit(message, job, claim, end, invocation).await
             }
             Ok(ChunkOutcome::NoProgress) => {
                 self.release(&claim).await;
@@ -359,23 +385,43 @@ where
         job: &ImportJob,
         claim: Claim,
         end: ChunkEnd<'_>,
+        invocation: &Invocation,
+    ) -> RecordResult {
+        let finish_by = finish_by(invocation);
+        let recorded =
+            self.results
+                .record_chunk(job.import_id, job.chunk(), end, SystemTime::now());
+        let Ok(transition) = timeout_at(finish_by, recorded).await else {
+            return Err(out_of_time());
+        };
+        self.settle(message, job, claim, Some(end), transition, invocation)
+            .await
+    }
+
+    /// Acts on what the import record says after this chunk's commit (`end`), or, without
+    /// `end`, on what it said before the chunk ran: queue the next chunk if the record holds a
+    /// checkpoint nobody has queued for certain, then complete the claim.
+    async fn settle(
+        &self,
+        message: &SqsMessage,
+        job: &ImportJob,
+        claim: Claim,
+        end: Option<ChunkEnd<'_>>,
+        transition: Result<Transition, shared::imports::StoreError>,
+        invocation: &Invocation,
     ) -> RecordResult {
         let chunk = job.chunk();
-        let transition = self
-            .results
-            .record_chunk(job.import_id, chunk, end, SystemTime::now())
-            .await;
         let (ack, next) = match transition {
             Ok(Transition::Applied) => match end {
-                ChunkEnd::Completed {
+                Some(ChunkEnd::Completed {
                     rows_written,
                     rows_rejected,
                     ..
-                } => {
+                }) => {
                     tracing::info!(rows_written, rows_rejected, chunk, "import completed");
                     (Ack::Processed, None)
                 }
-                ChunkEnd::Continued { next } => {
+                Some(ChunkEnd::Continued { next }) => {
                     tracing::info!(
                         rows_written = next.rows_written,
                         rows_rejected = next.rows_rejected,
@@ -384,6 +430,8 @@ where
                     );
                     (Ack::Processed, Some(next.clone()))
                 }
+                // Only a commit applies a change; a read never does.
+                None => (Ack::Duplicate, None),
             },
             // Another delivery completed this import first (its idempotency record was lost or
             // could not be completed): this one only redid idempotent writes.
@@ -424,6 +472,7 @@ where
                 );
             }
         };
+        let finish_by = finish_by(invocation);
         let mut result = json!({ "chunk": chunk });
         if let Some(next) = next {
             result["continuedAt"] = json!(next.offset);
@@ -431,19 +480,28 @@ where
                 .message_attributes
                 .get(job_attributes::TRACE_CONTEXT)
                 .and_then(|a| a.string_value.as_deref());
-            if let Err(e) = self.jobs.send(&job.continued(next), trace).await {
+            let continued = job.continued(next);
+            match timeout_at(finish_by, self.jobs.send(&continued, trace)).await {
+                Ok(Ok(())) => {}
                 // The chunk is committed; its redelivery finds that and sends the next job.
-                self.release(&claim).await;
-                return Err(
-                    RecordError::retryable("could not queue the import's next chunk")
-                        .with_source(e),
-                );
+                Ok(Err(e)) => {
+                    self.release(&claim).await;
+                    return Err(
+                        RecordError::retryable("could not queue the import's next chunk")
+                            .with_source(e),
+                    );
+                }
+                Err(_) => return Err(out_of_time()),
             }
         }
         // The work is done and recorded: a failure here only means a later duplicate delivery
-        // redoes idempotent work, so the message is acknowledged either way.
-        if let Err(e) = self.guard.complete(&claim, &result.to_string()).await {
-            tracing::warn!(error = %error_chain(&e), "chunk done, but its idempotency record was not completed");
+        // finds the chunk committed, so the message is acknowledged either way.
+        match timeout_at(finish_by, self.guard.complete(&claim, &result.to_string())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %error_chain(&e), "chunk done, but its idempotency record was not completed");
+            }
+            Err(_) => tracing::warn!("chunk done, but no time was left to complete its claim"),
         }
         Ok(ack)
     }
@@ -496,6 +554,32 @@ impl Done {
         self.rejections.extend(unit.rejections);
         self.position = unit.end;
     }
+}
+
+/// When the finishing steps of a chunk (commit, next job, claim) give up: a quarter of the
+/// deadline margin before the deadline, which leaves the batch processor time to report and
+/// delay the record. An invocation must never time out as a whole: that would send every
+/// record of its batch back.
+fn finish_by(invocation: &Invocation) -> tokio::time::Instant {
+    let margin = invocation
+        .deadline
+        .duration_since(invocation.stop_at)
+        .unwrap_or_default();
+    invocation.stop_instant() + margin.mul_f64(0.75)
+}
+
+/// A chunk whose finishing steps ran out of time: whatever they did is safe (the commit is
+/// conditional, the next job is collapsed by its own claim), and the redelivery settles it.
+fn out_of_time() -> RecordError {
+    RecordError::retryable("the invocation ended before the chunk's progress was settled")
+}
+
+fn receive_count(message: &SqsMessage) -> u32 {
+    message
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|count| count.parse().ok())
+        .unwrap_or(1)
 }
 
 fn source_error(error: SourceError) -> RecordError {

@@ -219,6 +219,14 @@ pub trait ImportResults: Send + Sync {
         at: SystemTime,
     ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
 
+    /// What the record says of the import's progress, read consistently: [`Transition::
+    /// AlreadyCompleted`] once completed, else [`Transition::Superseded`] with the status,
+    /// chunks done and checkpoint; `None` if no import has this id.
+    fn progress(
+        &self,
+        import_id: ImportId,
+    ) -> impl Future<Output = Result<Option<Transition>, StoreError>> + Send;
+
     /// Marks the import `FAILED` with `reason`, unless it completed already.
     fn mark_failed(
         &self,
@@ -263,7 +271,7 @@ use import_attributes as attr;
 /// An [`ImportStore`] on a DynamoDB table with a string partition key [`import_attributes::ID`].
 ///
 /// The producer needs `dynamodb:PutItem`, `dynamodb:UpdateItem` and `dynamodb:GetItem` on the
-/// table; the processor only `dynamodb:UpdateItem`.
+/// table; the processor `dynamodb:UpdateItem` and `dynamodb:GetItem`.
 #[derive(Debug, Clone)]
 pub struct DynamoDbImports {
     client: Client,
@@ -341,14 +349,7 @@ impl DynamoDbImports {
                     };
                     let stored = decode(item)
                         .map_err(|reason| StoreError::Malformed { import_id, reason })?;
-                    Ok(match stored.status {
-                        ImportStatus::Completed => Transition::AlreadyCompleted,
-                        status => Transition::Superseded {
-                            status,
-                            chunks: stored.chunks.unwrap_or(0),
-                            checkpoint: stored.checkpoint,
-                        },
-                    })
+                    Ok(stored_transition(stored))
                 }
                 _ => Err(unavailable(err)),
             },
@@ -386,6 +387,18 @@ fn encode(record: &ImportRecord) -> HashMap<String, AttributeValue> {
         item.insert(attr::CHECKPOINT.to_owned(), s(&checkpoint_json(checkpoint)));
     }
     item
+}
+
+/// What a stored record says to a chunk that did not (or could not) change it.
+fn stored_transition(stored: ImportRecord) -> Transition {
+    match stored.status {
+        ImportStatus::Completed => Transition::AlreadyCompleted,
+        status => Transition::Superseded {
+            status,
+            chunks: stored.chunks.unwrap_or(0),
+            checkpoint: stored.checkpoint,
+        },
+    }
 }
 
 fn checkpoint_json(checkpoint: &Checkpoint) -> String {
@@ -580,6 +593,10 @@ impl ImportResults for DynamoDbImports {
         };
         self.transition(import_id, update, Some(chunk), &names, values, at)
             .await
+    }
+
+    async fn progress(&self, import_id: ImportId) -> Result<Option<Transition>, StoreError> {
+        Ok(self.get(import_id).await?.map(stored_transition))
     }
 
     async fn mark_failed(
