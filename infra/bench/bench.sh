@@ -3,6 +3,9 @@
 #   1. size: both functions built for Lambda (cargo lambda, release), stripped and zipped,
 #      x86_64 and (unless BENCH_ARM64=0) arm64
 #   2. init time: process start to the first poll of a fake Runtime API, against hello-world
+#   2b. cold start over TLS: init, the first invocation and a warm one, every AWS request over
+#      TLS (a private CA), for both functions and a hello world that makes one HTTPS request,
+#      as shipped and with aws-lc's CPU-jitter entropy on (built into target/bench-jitter)
 #   3. per-record overhead (criterion) and the Python peer (Powertools) in the same run
 #   4. request budget and memory of the real processor against the emulator
 #   5. drain time of the local pipeline at maximum concurrency 2, 5 and 10
@@ -36,7 +39,9 @@ for arch in "${arches[@]}"; do
         "$tools" cargo lambda build --release "$flag" --lambda-dir "$out/lambda-$arch" -p "$package"
     done
 done
-"$tools" cargo lambda build --release --x86-64 --lambda-dir "$out/lambda-x86_64" -p hello-lambda
+for package in hello-lambda hello-tls-lambda; do
+    "$tools" cargo lambda build --release --x86-64 --lambda-dir "$out/lambda-x86_64" -p "$package"
+done
 # Zipped as `sam deploy` zips them (deflate).
 python3 - "$out" "${arches[@]}" <<'PY'
 import json, os, sys, zipfile
@@ -67,6 +72,23 @@ cargo run --quiet -p import-bench --bin import-bench -- init-time --runs "${BENC
     "hello-world=$lambda/hello-lambda/bootstrap" \
     "import-producer=$lambda/import-producer/bootstrap" \
     "import-processor=$lambda/import-processor/bootstrap"
+
+step "cold start over TLS (x86_64, ${BENCH_COLD_RUNS:-20} interleaved runs each)"
+# The same code built with aws-lc's CPU-jitter entropy source, which .cargo/config.toml leaves
+# out of what ships: its own target directory, so the main one is not rebuilt back and forth.
+jitter="$out/lambda-x86_64-jitter"
+for package in import-producer import-processor hello-tls-lambda; do
+    AWS_LC_SYS_NO_JITTER_ENTROPY=0 CARGO_TARGET_DIR="$PWD/target/bench-jitter" \
+        "$tools" cargo lambda build --release --x86-64 --lambda-dir "$jitter" -p "$package"
+done
+cargo run --quiet -p import-bench --bin import-bench -- cold-start --runs "${BENCH_COLD_RUNS:-20}" \
+    --out "$out/cold_start.json" --shipped shipped \
+    "hello-world@shipped=$lambda/hello-tls-lambda/bootstrap" \
+    "import-producer@shipped=$lambda/import-producer/bootstrap" \
+    "import-processor@shipped=$lambda/import-processor/bootstrap" \
+    "hello-world@jitter-entropy=$jitter/hello-tls-lambda/bootstrap" \
+    "import-producer@jitter-entropy=$jitter/import-producer/bootstrap" \
+    "import-processor@jitter-entropy=$jitter/import-processor/bootstrap"
 
 step "per-record overhead: criterion, then Powertools for AWS Lambda (Python)"
 cargo bench -p import-shared --bench batch_overhead

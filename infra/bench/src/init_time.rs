@@ -151,7 +151,7 @@ async fn first_poll(listener: &TcpListener) -> anyhow::Result<()> {
 }
 
 /// The `q` quantile (0.0 to 1.0) of `samples`, nearest rank.
-fn percentile(samples: &[f64], q: f64) -> f64 {
+pub fn percentile(samples: &[f64], q: f64) -> f64 {
     let mut sorted = samples.to_vec();
     sorted.sort_by(f64::total_cmp);
     let rank = ((sorted.len() as f64 - 1.0) * q).round() as usize;

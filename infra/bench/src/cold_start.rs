@@ -1,0 +1,585 @@
+//! Cold start as users feel it: init, then the first invocation, then a second (warm) one, with
+//! every AWS request over TLS.
+//!
+//! Each binary runs under the fake Runtime API of [`crate::runtime_api`] with the environment
+//! Lambda gives a function, pointed at the emulator through the HTTPS listeners of
+//! [`crate::tls_proxy`] (one per service, so handshakes are counted per service) and trusting
+//! their private CA through `AWS_CA_BUNDLE`. A run times, at the Runtime API:
+//! - init: process start to the first `GET /invocation/next`;
+//! - first: that poll to the answer of the first event (the first batch, or the first request);
+//! - warm: the next poll to the answer of the second event, the same work on a warm process;
+//!
+//! and the cold penalty, first − warm of the same run. The events:
+//! - `hello-world`: any event; the function GETs a small object over HTTPS;
+//! - `import-producer`: `POST /imports` (API Gateway HTTP API), which records the import in
+//!   DynamoDB and sends its job to SQS;
+//! - `import-processor`: an SQS batch of one job whose import (a 10-row CSV) is read from S3
+//!   and written to DynamoDB; the import must end `COMPLETED`.
+//!
+//! Runs are interleaved (each binary once per round), so drift on the machine spreads evenly.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use anyhow::{Context as _, bail, ensure};
+use aws_sdk_dynamodb::types::{
+    AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+};
+use aws_sdk_s3::types::ObjectCannedAcl;
+use serde::Serialize;
+use serde_json::{Value, json};
+use shared::idempotency::attributes;
+use shared::imports::{
+    DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
+    ObjectKey, import_attributes,
+};
+use tokio::process::Command;
+
+use crate::init_time::{LAMBDA_ENVIRONMENT, percentile};
+use crate::runtime_api::RuntimeApi;
+use crate::tls_proxy::{PrivateCa, TlsProxy};
+
+/// The object the processor's jobs import: a header and 10 rows (one `BatchWriteItem`).
+const OBJECT_KEY: &str = "uploads/cold-start.csv";
+/// The object `hello-world` GETs.
+const HELLO_KEY: &str = "hello.txt";
+/// The services with a listener each, as named in `AWS_ENDPOINT_URL_<SERVICE>`.
+const SERVICES: [&str; 3] = ["dynamodb", "s3", "sqs"];
+/// How long a function may take for its init or one invocation before the run fails.
+const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// What a binary is, which decides the events it gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    HelloWorld,
+    Producer,
+    Processor,
+}
+
+impl Kind {
+    fn name(self) -> &'static str {
+        match self {
+            Self::HelloWorld => "hello-world",
+            Self::Producer => "import-producer",
+            Self::Processor => "import-processor",
+        }
+    }
+}
+
+/// A binary to time: `kind@build=path` on the command line.
+#[derive(Debug, Clone)]
+pub struct Binary {
+    pub kind: Kind,
+    /// Which build of it (e.g. `no-jitter`, `jitter`).
+    pub build: String,
+    pub path: PathBuf,
+}
+
+/// Parses `kind@build=path` (`@build` optional).
+pub fn parse_binary(value: &str) -> Result<Binary, String> {
+    let (name, path) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected kind@build=path, got {value:?}"))?;
+    let (kind, build) = name.split_once('@').unwrap_or((name, "default"));
+    let kind = [Kind::HelloWorld, Kind::Producer, Kind::Processor]
+        .into_iter()
+        .find(|k| k.name() == kind)
+        .ok_or_else(|| {
+            format!("unknown kind {kind:?}: hello-world, import-producer or import-processor")
+        })?;
+    Ok(Binary {
+        kind,
+        build: build.to_owned(),
+        path: PathBuf::from(path),
+    })
+}
+
+/// Median and 90th percentile of a series, milliseconds.
+#[derive(Debug, Serialize)]
+pub struct Summary {
+    pub median_ms: f64,
+    pub p90_ms: f64,
+}
+
+impl Summary {
+    fn of(samples: &[f64]) -> Self {
+        if samples.is_empty() {
+            return Self {
+                median_ms: f64::NAN,
+                p90_ms: f64::NAN,
+            };
+        }
+        Self {
+            median_ms: percentile(samples, 0.5),
+            p90_ms: percentile(samples, 0.9),
+        }
+    }
+}
+
+/// The fewest and most TLS connections one run opened to a service in a phase.
+#[derive(Debug, Serialize)]
+pub struct Handshakes {
+    pub min: usize,
+    pub max: usize,
+}
+
+/// One binary's results.
+#[derive(Debug, Serialize)]
+pub struct ColdStart {
+    pub function: &'static str,
+    pub build: String,
+    pub runs: usize,
+    pub init: Summary,
+    pub first: Summary,
+    pub warm: Summary,
+    /// first − warm of each run.
+    pub penalty: Summary,
+    /// Phase (`init`, `first`, `warm`) → service → TLS connections accepted.
+    pub handshakes: BTreeMap<&'static str, BTreeMap<&'static str, Handshakes>>,
+    /// How long one handshake took, accept to done, over every run's handshakes.
+    pub handshake: Summary,
+    /// Every run, in order.
+    pub samples: Vec<Sample>,
+}
+
+/// The whole measurement.
+#[derive(Debug, Serialize)]
+pub struct Results {
+    pub runs: usize,
+    /// The build the targets apply to (the one that ships).
+    pub shipped_build: String,
+    pub binaries: Vec<ColdStart>,
+}
+
+/// One run's timings (ms) and TLS connections per phase (init, first, warm) and service
+/// (DynamoDB, S3, SQS).
+#[derive(Debug, Serialize)]
+pub struct Sample {
+    init: f64,
+    first: f64,
+    warm: f64,
+    handshakes: [[usize; SERVICES.len()]; 3],
+    /// Each handshake's duration, ms.
+    handshake_ms: Vec<f64>,
+}
+
+const PHASES: [&str; 3] = ["init", "first", "warm"];
+
+/// Times each of `binaries` `runs` times, interleaved, with `settings` on top of Lambda's
+/// variables; logs of the last run of each go to `logs`.
+pub async fn measure(
+    binaries: &[Binary],
+    settings: &[(String, String)],
+    runs: usize,
+    shipped_build: &str,
+    logs: &Path,
+) -> anyhow::Result<Results> {
+    let upstream = std::env::var("AWS_ENDPOINT_URL").context(
+        "AWS_ENDPOINT_URL must name the emulator: eval \"$(infra/emulator/emulator.sh env)\"",
+    )?;
+    ensure!(
+        upstream.starts_with("http://127.0.0.1") || upstream.starts_with("http://localhost"),
+        "the cold-start benchmark only runs against a local emulator, not {upstream}"
+    );
+    let ca = PrivateCa::generate()?;
+    std::fs::create_dir_all(logs)?;
+    let bundle = logs.join("cold-start-ca.pem");
+    std::fs::write(&bundle, &ca.certificate_pem)?;
+    let mut proxies = Vec::new();
+    for _ in SERVICES {
+        proxies.push(TlsProxy::start(&ca, &upstream).await?);
+    }
+    let workload = Workload::create(&proxies, &bundle).await?;
+    let mut environment: Vec<(String, String)> = LAMBDA_ENVIRONMENT
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    environment.extend(settings.iter().cloned());
+    environment.extend(workload.settings.iter().cloned());
+
+    let mut samples: Vec<Vec<Sample>> = binaries.iter().map(|_| Vec::new()).collect();
+    for _ in 0..runs {
+        for (binary, samples) in binaries.iter().zip(&mut samples) {
+            let log = logs.join(format!(
+                "cold-start-{}-{}.log",
+                binary.kind.name(),
+                binary.build
+            ));
+            let sample = once(binary, &environment, &workload, &proxies, &log)
+                .await
+                .with_context(|| {
+                    format!(
+                        "cold start of {}@{} ({}); its output is in {}",
+                        binary.kind.name(),
+                        binary.build,
+                        binary.path.display(),
+                        log.display()
+                    )
+                })?;
+            samples.push(sample);
+        }
+    }
+
+    let binaries = binaries
+        .iter()
+        .zip(samples)
+        .map(|(binary, samples)| summarise(binary, samples))
+        .collect();
+    Ok(Results {
+        runs,
+        shipped_build: shipped_build.to_owned(),
+        binaries,
+    })
+}
+
+fn summarise(binary: &Binary, samples: Vec<Sample>) -> ColdStart {
+    let series = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<_>>();
+    let all_handshakes: Vec<f64> = samples
+        .iter()
+        .flat_map(|s| s.handshake_ms.iter().copied())
+        .collect();
+    let mut handshakes = BTreeMap::new();
+    for (phase_index, phase) in PHASES.into_iter().enumerate() {
+        let per_service = SERVICES
+            .into_iter()
+            .enumerate()
+            .map(|(service_index, service)| {
+                let counts = samples
+                    .iter()
+                    .map(|s| s.handshakes[phase_index][service_index]);
+                let range = Handshakes {
+                    min: counts.clone().min().unwrap_or(0),
+                    max: counts.max().unwrap_or(0),
+                };
+                (service, range)
+            })
+            .collect();
+        handshakes.insert(phase, per_service);
+    }
+    ColdStart {
+        function: binary.kind.name(),
+        build: binary.build.clone(),
+        runs: samples.len(),
+        init: Summary::of(&series(|s| s.init)),
+        first: Summary::of(&series(|s| s.first)),
+        warm: Summary::of(&series(|s| s.warm)),
+        penalty: Summary::of(&series(|s| s.first - s.warm)),
+        handshakes,
+        handshake: Summary::of(&all_handshakes),
+        samples,
+    }
+}
+
+/// One run: start the binary, hand it two events, time each phase, stop it.
+async fn once(
+    binary: &Binary,
+    environment: &[(String, String)],
+    workload: &Workload,
+    proxies: &[TlsProxy],
+    log: &Path,
+) -> anyhow::Result<Sample> {
+    let (events, imports) = workload.events(binary.kind).await?;
+    let mut api = RuntimeApi::start(events).await?;
+    for proxy in proxies {
+        proxy.clear();
+    }
+    let output = std::fs::File::create(log)?;
+    let started = Instant::now();
+    let mut child = Command::new(&binary.path)
+        .env_clear()
+        .envs(environment.iter().map(|(k, v)| (k, v)))
+        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .stdin(Stdio::null())
+        .stdout(output.try_clone()?)
+        .stderr(output)
+        .kill_on_drop(true)
+        .spawn()?;
+    let phases = async {
+        let first_poll = api.next_poll(PHASE_TIMEOUT).await?;
+        let (first_answer, first) = api.response(PHASE_TIMEOUT).await?;
+        let second_poll = api.next_poll(PHASE_TIMEOUT).await?;
+        let (second_answer, warm) = api.response(PHASE_TIMEOUT).await?;
+        let third_poll = api.next_poll(PHASE_TIMEOUT).await?;
+        anyhow::Ok((
+            [started, first_poll, second_poll, third_poll],
+            [first_answer, second_answer],
+            [first, warm],
+        ))
+    }
+    .await;
+    child.kill().await.ok();
+    let (polls, answers, responses) = phases?;
+    workload.check(binary.kind, &responses, &imports).await?;
+
+    let mut handshakes = [[0; SERVICES.len()]; 3];
+    let mut handshake_ms = Vec::new();
+    for (phase, window) in polls.windows(2).enumerate() {
+        for (service, proxy) in proxies.iter().enumerate() {
+            let durations = proxy.handshakes_between(window[0], window[1]);
+            handshakes[phase][service] = durations.len();
+            handshake_ms.extend(durations.iter().map(|d| d.as_secs_f64() * 1000.0));
+        }
+    }
+    let ms = |from: Instant, to: Instant| to.duration_since(from).as_secs_f64() * 1000.0;
+    Ok(Sample {
+        init: ms(polls[0], polls[1]),
+        first: ms(polls[1], answers[0]),
+        warm: ms(polls[2], answers[1]),
+        handshakes,
+        handshake_ms,
+    })
+}
+
+/// The emulator's resources the functions use, and the events that exercise them.
+struct Workload {
+    imports: DynamoDbImports,
+    /// The functions' settings: tables, bucket, queues, endpoints, trust.
+    settings: Vec<(String, String)>,
+    object_key: ObjectKey,
+    queue_arn: String,
+}
+
+impl Workload {
+    /// Creates uniquely named tables, bucket and queues on the emulator (plain HTTP, from this
+    /// process's environment), uploads the objects, and points the functions at `proxies`.
+    async fn create(proxies: &[TlsProxy], bundle: &Path) -> anyhow::Result<Self> {
+        let sdk = aws_config::load_from_env().await;
+        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        );
+        let sqs = aws_sdk_sqs::Client::new(&sdk);
+        let suffix = uuid::Uuid::now_v7().simple().to_string();
+        let name = |what: &str| format!("cold-start-{what}-{}", &suffix[20..]);
+
+        let imports_table =
+            create_table(&dynamodb, &name("imports"), import_attributes::ID).await?;
+        let items_table = create_table(&dynamodb, &name("items"), "sku").await?;
+        let guard_table = create_table(&dynamodb, &name("idempotency"), attributes::KEY).await?;
+        let bucket = name("uploads");
+        s3.create_bucket().bucket(&bucket).send().await?;
+        let mut csv = String::from("sku,name,quantity,price\n");
+        for row in 0..10 {
+            csv.push_str(&format!("SKU-{row},Item {row},{row},{row}.50\n"));
+        }
+        s3.put_object()
+            .bucket(&bucket)
+            .key(OBJECT_KEY)
+            .body(csv.into_bytes().into())
+            .send()
+            .await?;
+        // Public: hello-world GETs it without signing.
+        s3.put_object()
+            .bucket(&bucket)
+            .key(HELLO_KEY)
+            .acl(ObjectCannedAcl::PublicRead)
+            .body(b"hello\n".to_vec().into())
+            .send()
+            .await?;
+        let mut queues = Vec::new();
+        for queue in ["jobs", "dlq"] {
+            let url = sqs
+                .create_queue()
+                .queue_name(name(queue))
+                .send()
+                .await?
+                .queue_url
+                .context("a created queue has a URL")?;
+            queues.push(url);
+        }
+        let (jobs, dlq) = (queues[0].clone(), queues[1].clone());
+
+        let endpoint = |service: &str| {
+            let index = SERVICES
+                .iter()
+                .position(|s| *s == service)
+                .expect("a known service");
+            proxies[index].endpoint.clone()
+        };
+        let settings = vec![
+            ("IMPORTS_TABLE", imports_table.clone()),
+            ("ITEMS_TABLE", items_table),
+            ("IDEMPOTENCY_TABLE", guard_table),
+            ("UPLOAD_BUCKET", bucket.clone()),
+            ("JOB_QUEUE_URL", jobs),
+            ("DEAD_LETTER_QUEUE_URL", dlq),
+            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint("dynamodb")),
+            ("AWS_ENDPOINT_URL_S3", endpoint("s3")),
+            ("AWS_ENDPOINT_URL_SQS", endpoint("sqs")),
+            ("AWS_CA_BUNDLE", bundle.display().to_string()),
+            (
+                "HELLO_URL",
+                format!("{}/{bucket}/{HELLO_KEY}", endpoint("s3")),
+            ),
+        ];
+        Ok(Self {
+            imports: DynamoDbImports::new(dynamodb, imports_table),
+            settings: settings
+                .into_iter()
+                .map(|(k, v)| (k.to_owned(), v))
+                .collect(),
+            object_key: ObjectKey::from_stored(OBJECT_KEY),
+            queue_arn: format!("arn:aws:sqs:us-east-1:123456789012:{}", name("jobs")),
+        })
+    }
+
+    /// The two events of a run of `kind`, and the imports they will process (processor).
+    async fn events(&self, kind: Kind) -> anyhow::Result<(Vec<Value>, Vec<ImportId>)> {
+        let mut events = Vec::new();
+        let mut imports = Vec::new();
+        for _ in 0..2 {
+            events.push(match kind {
+                Kind::HelloWorld => json!({}),
+                Kind::Producer => api_gateway_post(&format!(
+                    "{{\"objectKey\":\"{OBJECT_KEY}\",\"format\":\"csv\"}}"
+                )),
+                Kind::Processor => {
+                    let id = ImportId::generate();
+                    let record = ImportRecord::queued(
+                        id,
+                        self.object_key.clone(),
+                        ImportFormat::Csv,
+                        "cold-start".into(),
+                        SystemTime::now(),
+                    );
+                    self.imports.create(&record).await?;
+                    imports.push(id);
+                    let job = ImportJob::new(id, &self.object_key, ImportFormat::Csv);
+                    sqs_event(&job.to_body(), &self.queue_arn)
+                }
+            });
+        }
+        Ok((events, imports))
+    }
+
+    /// Fails unless both invocations did their work.
+    async fn check(
+        &self,
+        kind: Kind,
+        responses: &[Value],
+        imports: &[ImportId],
+    ) -> anyhow::Result<()> {
+        for response in responses {
+            let ok = match kind {
+                Kind::HelloWorld => response["status"] == 200,
+                Kind::Producer => response["statusCode"] == 202,
+                Kind::Processor => response["batchItemFailures"]
+                    .as_array()
+                    .is_some_and(Vec::is_empty),
+            };
+            ensure!(ok, "unexpected answer: {response}");
+        }
+        for &id in imports {
+            let record = self.imports.get(id).await?;
+            let status = record.map(|r| r.status);
+            if status != Some(ImportStatus::Completed) {
+                bail!("import {id} ended {status:?}, not COMPLETED");
+            }
+        }
+        Ok(())
+    }
+}
+
+async fn create_table(
+    client: &aws_sdk_dynamodb::Client,
+    name: &str,
+    key: &str,
+) -> anyhow::Result<String> {
+    client
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name(key)
+                .attribute_type(ScalarAttributeType::S)
+                .build()?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name(key)
+                .key_type(KeyType::Hash)
+                .build()?,
+        )
+        .send()
+        .await
+        .with_context(|| format!("creating table {name}"))?;
+    Ok(name.to_owned())
+}
+
+fn now_ms() -> u128 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis())
+}
+
+/// An SQS event of one message with `body`, as the event source mapping delivers it.
+fn sqs_event(body: &str, queue_arn: &str) -> Value {
+    let sent = now_ms().to_string();
+    json!({"Records": [{
+        "messageId": uuid::Uuid::now_v7().to_string(),
+        "receiptHandle": "cold-start",
+        "body": body,
+        "attributes": {
+            "ApproximateReceiveCount": "1",
+            "SentTimestamp": sent,
+            "SenderId": "AIDAEXAMPLE",
+            "ApproximateFirstReceiveTimestamp": sent
+        },
+        "messageAttributes": {},
+        "md5OfBody": "",
+        "eventSource": "aws:sqs",
+        "eventSourceARN": queue_arn,
+        "awsRegion": "us-east-1"
+    }]})
+}
+
+/// `POST /imports` with `body` and a fresh idempotency key, as an API Gateway HTTP API
+/// (payload 2.0, IAM authorizer) delivers it.
+fn api_gateway_post(body: &str) -> Value {
+    let key = uuid::Uuid::now_v7().to_string();
+    json!({
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": "/imports",
+        "rawQueryString": "",
+        "headers": {
+            "content-type": "application/json",
+            "content-length": body.len().to_string(),
+            "host": "bench.execute-api.us-east-1.amazonaws.com",
+            "idempotency-key": key
+        },
+        "requestContext": {
+            "accountId": "123456789012",
+            "apiId": "bench",
+            "authorizer": {"iam": {
+                "accessKey": "ASIAEXAMPLEKEY",
+                "accountId": "123456789012",
+                "callerId": "AIDAEXAMPLECALLER",
+                "principalOrgId": null,
+                "userArn": "arn:aws:iam::123456789012:user/bench",
+                "userId": "AIDAEXAMPLECALLER"
+            }},
+            "domainName": "bench.execute-api.us-east-1.amazonaws.com",
+            "domainPrefix": "bench",
+            "http": {
+                "method": "POST",
+                "path": "/imports",
+                "protocol": "HTTP/1.1",
+                "sourceIp": "192.0.2.10",
+                "userAgent": "import-bench"
+            },
+            "requestId": key,
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "01/Dec/2026:00:00:00 +0000",
+            "timeEpoch": now_ms()
+        },
+        "body": body,
+        "isBase64Encoded": false
+    })
+}
