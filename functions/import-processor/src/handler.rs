@@ -387,6 +387,7 @@ where
         end: ChunkEnd<'_>,
         invocation: &Invocation,
     ) -> RecordResult {
+        let started = std::time::Instant::now();
         let finish_by = finish_by(invocation);
         let recorded =
             self.results
@@ -394,8 +395,15 @@ where
         let Ok(transition) = timeout_at(finish_by, recorded).await else {
             return Err(out_of_time());
         };
-        self.settle(message, job, claim, Some(end), transition, invocation)
-            .await
+        let settled = self
+            .settle(message, job, claim, Some(end), transition, invocation)
+            .await;
+        // What stopping costs: the part of the deadline margin this chunk used.
+        tracing::debug!(
+            finish_ms = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "chunk settled"
+        );
+        settled
     }
 
     /// Acts on what the import record says after this chunk's commit (`end`), or, without
