@@ -14,6 +14,10 @@ help: ## List the targets
 demo: ## The whole pipeline locally: a burst of 500 imports, watched live and checked (IMPORTS=N, FLAKY=0.2)
 	infra/demo.sh --imports $${IMPORTS:-500} --flaky-downstream $${FLAKY:-0}
 
+.PHONY: chaos
+chaos: ## Chaos soak of the local pipeline at concurrency 2, 5, 10: kills, duplicates, AWS faults, a capacity-limited downstream (IMPORTS=N) -> target/chaos/report.json
+	infra/chaos.sh
+
 .PHONY: run
 run: ## Serve the API on 127.0.0.1:8080 and run the processor against the emulator
 	$(EMULATOR) up

@@ -113,3 +113,4 @@ fi
 step "report"
 cargo run --quiet -p import-bench --bin import-bench -- report --dir "$out" --criterion target/criterion
 echo "written: $out/report.md, $out/report.json"
+IMPORTS="${BENCH_CHAOS_IMPORTS:-1000}" infra/chaos.sh "$out/chaos"

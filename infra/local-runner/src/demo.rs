@@ -62,7 +62,7 @@ pub struct Burst {
 
 /// What a sample file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Kind {
+pub(crate) enum Kind {
     /// A few rows: one chunk.
     Small,
     /// Many rows: several chunks.
@@ -73,7 +73,7 @@ enum Kind {
 
 /// One request of the burst.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Request {
+pub(crate) struct Request {
     /// The request whose key and body this one sends: itself, or the one before it for a
     /// client retry.
     source: usize,
@@ -83,20 +83,20 @@ struct Request {
 
 /// A sample file and what importing it must give.
 #[derive(Debug, Clone)]
-struct Sample {
-    key: String,
-    kind: Kind,
+pub(crate) struct Sample {
+    pub(crate) key: String,
+    pub(crate) kind: Kind,
     /// Valid rows: what the import must write.
-    valid: u64,
+    pub(crate) valid: u64,
     /// Invalid rows: what the import must reject.
-    invalid: u64,
+    pub(crate) invalid: u64,
 }
 
 /// One import the burst created, and its file.
 #[derive(Debug, Clone)]
-struct Accepted {
-    id: String,
-    sample: Sample,
+pub(crate) struct Accepted {
+    pub(crate) id: String,
+    pub(crate) sample: Sample,
 }
 
 /// What the completed imports add up to.
@@ -182,7 +182,7 @@ pub async fn run(pipeline: &Pipeline, burst: Burst, report: Option<&Path>) -> an
 }
 
 /// What each request of the burst sends.
-fn plan(burst: &Burst) -> Vec<Request> {
+pub(crate) fn plan(burst: &Burst) -> Vec<Request> {
     let mut requests: Vec<Request> = (0..burst.imports)
         .map(|i| {
             // Every repeat_every-th request repeats the one before it, as a client retry would.
@@ -220,7 +220,7 @@ fn plan(burst: &Burst) -> Vec<Request> {
 
 /// Generates and uploads the file of each request that is not a repeat; returns the sample of
 /// every request.
-async fn upload_files(
+pub(crate) async fn upload_files(
     pipeline: &Pipeline,
     bucket: &str,
     requests: &[Request],
@@ -351,7 +351,7 @@ fn write_csv(
 }
 
 /// Sends the burst; returns the accepted imports (one per distinct key) and the replay count.
-async fn fire(
+pub(crate) async fn fire(
     pipeline: &Pipeline,
     requests: &[Request],
     samples: &[Sample],
@@ -401,7 +401,7 @@ async fn fire(
 }
 
 /// Shows progress until the job queue is empty: then every accepted import is finished.
-async fn watch(
+pub(crate) async fn watch(
     pipeline: &Pipeline,
     expected: u64,
     timeout: Duration,
@@ -679,7 +679,7 @@ async fn items_per_import(pipeline: &Pipeline) -> anyhow::Result<HashMap<String,
 
 /// The import ids of the messages parked in the dead-letter queue. Messages are held invisible
 /// while reading, so each is seen once, then made visible again: the queue is left as it was.
-async fn parked_import_ids(pipeline: &Pipeline) -> anyhow::Result<HashSet<String>> {
+pub(crate) async fn parked_import_ids(pipeline: &Pipeline) -> anyhow::Result<HashSet<String>> {
     let url = pipeline
         .resources
         .reference("DeadLetterQueue")

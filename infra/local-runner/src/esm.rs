@@ -15,6 +15,7 @@
 
 use std::collections::HashSet;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -133,6 +134,18 @@ pub struct InvocationReport {
     pub disposition: Disposition,
 }
 
+/// Chaos settings of the mapping (`make chaos`); the default changes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct MappingChaos {
+    /// Share of received messages also handed to a second, concurrent invocation (with the
+    /// same message id and receipt handle), as SQS's at-least-once delivery allows.
+    pub duplicate_rate: f64,
+    /// Visibility timeout of each receive, overriding the queue's.
+    pub visibility_timeout: Option<Duration>,
+    /// Counts the messages handed to a second invocation.
+    pub duplicated: Arc<AtomicU64>,
+}
+
 /// The emulated event source mapping of one queue and one function.
 pub struct EventSourceMapping<F> {
     sqs: aws_sdk_sqs::Client,
@@ -140,6 +153,7 @@ pub struct EventSourceMapping<F> {
     queue_arn: String,
     settings: MappingSettings,
     function: Arc<F>,
+    chaos: MappingChaos,
 }
 
 impl<F: Function> EventSourceMapping<F> {
@@ -157,7 +171,14 @@ impl<F: Function> EventSourceMapping<F> {
             queue_arn: queue_arn.into(),
             settings,
             function: Arc::new(function),
+            chaos: MappingChaos::default(),
         }
+    }
+
+    /// The same mapping with `chaos`.
+    pub fn with_chaos(mut self, chaos: MappingChaos) -> Self {
+        self.chaos = chaos;
+        self
     }
 
     /// Polls and invokes until `stop` resolves, then waits for invocations in flight. Each
@@ -177,13 +198,27 @@ impl<F: Function> EventSourceMapping<F> {
                 if batch.is_empty() {
                     continue;
                 }
-                let mapping = Arc::clone(&self);
-                let reports = reports.clone();
-                tokio::spawn(async move {
-                    let report = mapping.invoke(batch).await;
-                    let _ = reports.send(report);
-                    drop(slot);
-                });
+                let rate = self.chaos.duplicate_rate;
+                let copies: Vec<Message> = if rate > 0.0 {
+                    batch
+                        .iter()
+                        .filter(|_| fastrand::f64() < rate)
+                        .cloned()
+                        .collect()
+                } else {
+                    Vec::new()
+                };
+                self.spawn_invocation(batch, slot, &reports);
+                if !copies.is_empty() {
+                    // The copies go to a concurrent invocation of their own, in a slot of its own.
+                    let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+                        return;
+                    };
+                    self.chaos
+                        .duplicated
+                        .fetch_add(copies.len() as u64, Ordering::Relaxed);
+                    self.spawn_invocation(copies, slot, &reports);
+                }
             }
         };
         tokio::select! {
@@ -193,6 +228,21 @@ impl<F: Function> EventSourceMapping<F> {
         // Wait for every invocation in flight to finish.
         let all = u32::try_from(self.settings.maximum_concurrency.max(1)).unwrap_or(u32::MAX);
         let _ = slots.acquire_many(all).await;
+    }
+
+    fn spawn_invocation(
+        self: &Arc<Self>,
+        batch: Vec<Message>,
+        slot: tokio::sync::OwnedSemaphorePermit,
+        reports: &tokio::sync::mpsc::UnboundedSender<InvocationReport>,
+    ) {
+        let mapping = Arc::clone(self);
+        let reports = reports.clone();
+        tokio::spawn(async move {
+            let report = mapping.invoke(batch).await;
+            let _ = reports.send(report);
+            drop(slot);
+        });
     }
 
     /// Receives up to `batch_size` messages: waits for a first message, then gathers more
@@ -233,6 +283,11 @@ impl<F: Function> EventSourceMapping<F> {
             .wait_time_seconds(i32::try_from(wait.as_secs().min(20)).unwrap_or(0))
             .message_system_attribute_names(MessageSystemAttributeName::All)
             .message_attribute_names("All")
+            .set_visibility_timeout(
+                self.chaos
+                    .visibility_timeout
+                    .map(|t| i32::try_from(t.as_secs()).unwrap_or(i32::MAX)),
+            )
             .send()
             .await;
         match received {

@@ -5,7 +5,11 @@
 //! mapping instead, with the template's settings and the exact rules Lambda applies to a
 //! partial batch response. [`template`] reads `template.yaml`, the single source of truth,
 //! and [`provision`] creates the same queues, tables and bucket on the local endpoint.
+//! [`demo`] fires a burst of imports and checks every outcome; [`chaos`] does the same under
+//! kills, duplicate deliveries, faults on every AWS call path and a capacity-limited downstream,
+//! and measures it.
 
+pub mod chaos;
 pub mod demo;
 pub mod esm;
 pub mod flaky;

@@ -3,6 +3,7 @@
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use local_runner::chaos::{self, Chaos, Knobs};
 use local_runner::demo::{self, Burst};
 use local_runner::pipeline::{Options, Pipeline};
 use local_runner::template::Template;
@@ -60,13 +61,62 @@ enum Command {
         #[arg(long)]
         report: Option<std::path::PathBuf>,
     },
+    /// The chaos soak (`make chaos`): a burst like the demo's under kills, duplicate
+    /// deliveries, faults on every AWS call path and a capacity-limited items downstream;
+    /// checked and measured, the report written as JSON.
+    Chaos {
+        /// Import requests in the burst (2% poison, 10% client retries).
+        #[arg(long, default_value_t = 1000)]
+        imports: usize,
+        /// Rows per small file.
+        #[arg(long, default_value_t = 10)]
+        rows: usize,
+        /// Large files among the imports: each takes several chunks.
+        #[arg(long, default_value_t = 4)]
+        large_files: usize,
+        /// Rows per large file.
+        #[arg(long, default_value_t = 15_000)]
+        large_rows: usize,
+        /// Share of invocations killed at a random time.
+        #[arg(long, default_value_t = 0.03)]
+        kill_rate: f64,
+        /// Chance of a kill at each kill point a call passes (claim, item write, commit,
+        /// complete).
+        #[arg(long, default_value_t = 0.002)]
+        kill_point_rate: f64,
+        /// Share of received messages also delivered to a second, concurrent invocation.
+        #[arg(long, default_value_t = 0.05)]
+        duplicate_rate: f64,
+        /// Share of calls failed on each AWS path (guard, imports, S3, SQS).
+        #[arg(long, default_value_t = 0.02)]
+        fault_rate: f64,
+        /// Share of S3 reads cut mid-object.
+        #[arg(long, default_value_t = 0.05)]
+        cut_rate: f64,
+        /// The items downstream's most concurrent requests (C).
+        #[arg(long, default_value_t = 4)]
+        capacity: usize,
+        /// The items downstream's most requests per second (R).
+        #[arg(long, default_value_t = 100.0)]
+        rate: f64,
+        /// Visibility timeout of each receive, overriding the queue's: a killed batch comes
+        /// back after it.
+        #[arg(long, default_value_t = 10, value_name = "SECONDS")]
+        visibility_timeout: u64,
+        /// Give up after this many seconds.
+        #[arg(long, default_value_t = 3600)]
+        timeout: u64,
+        /// Where to write the report.
+        #[arg(long, default_value = "target/chaos/report.json")]
+        report: std::path::PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     // The demo's own output is the show: only errors from the pipeline, unless RUST_LOG asks.
-    let level = if matches!(cli.command, Command::Demo { .. }) {
+    let level = if matches!(cli.command, Command::Demo { .. } | Command::Chaos { .. }) {
         "error"
     } else {
         "info"
@@ -78,6 +128,7 @@ async fn main() -> anyhow::Result<()> {
         maximum_concurrency: cli.maximum_concurrency,
         function_timeout: cli.function_timeout.map(Duration::from_secs),
         downstream_failure_rate: cli.flaky_downstream,
+        chaos: None,
     };
     match cli.command {
         Command::Run { port } => {
@@ -116,6 +167,66 @@ async fn main() -> anyhow::Result<()> {
                 maximum_concurrency: pipeline.maximum_concurrency,
             };
             let outcome = demo::run(&pipeline, burst, report.as_deref()).await;
+            pipeline.stop().await;
+            outcome?;
+        }
+        Command::Chaos {
+            imports,
+            rows,
+            large_files,
+            large_rows,
+            kill_rate,
+            kill_point_rate,
+            duplicate_rate,
+            fault_rate,
+            cut_rate,
+            capacity,
+            rate,
+            visibility_timeout,
+            timeout,
+            report,
+        } => {
+            for (name, value) in [
+                ("kill rate", kill_rate),
+                ("kill point rate", kill_point_rate),
+                ("duplicate rate", duplicate_rate),
+                ("fault rate", fault_rate),
+                ("cut rate", cut_rate),
+            ] {
+                anyhow::ensure!(
+                    (0.0..=1.0).contains(&value),
+                    "the {name} must be between 0 and 1"
+                );
+            }
+            anyhow::ensure!(rate > 0.0 && capacity > 0, "C and R must be positive");
+            let stack = format!("{}-chaos-{}", cli.stack, std::process::id());
+            options
+                .function_timeout
+                .get_or_insert(demo::FUNCTION_TIMEOUT);
+            let chaos = std::sync::Arc::new(Chaos::new(Knobs {
+                kill_rate,
+                kill_point_rate,
+                duplicate_rate,
+                fault_rate,
+                cut_rate,
+                capacity,
+                rate,
+                visibility_timeout: Duration::from_secs(visibility_timeout),
+            }));
+            options.chaos = Some(std::sync::Arc::clone(&chaos));
+            let pipeline = Pipeline::start(&template, &stack, &options).await?;
+            let burst = Burst {
+                imports,
+                rows,
+                large_files,
+                large_rows,
+                repeat_every: 10,
+                poison_every: 50,
+                concurrency: 32,
+                drain_timeout: Duration::from_secs(timeout),
+                maximum_concurrency: pipeline.maximum_concurrency,
+            };
+            let outcome = chaos::run(&pipeline, &chaos, burst, &report).await;
             pipeline.stop().await;
             outcome?;
         }

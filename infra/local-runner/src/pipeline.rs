@@ -8,15 +8,15 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use aws_lambda_events::event::sqs::SqsEvent;
-use import_processor::{DynamoDbItems, Handler, ProcessorConfig};
+use import_processor::ProcessorConfig;
 use import_producer::{ProducerConfig, production_api, router};
 use serde_json::Value;
 use shared::Env;
-use shared::batch::{BatchProcessor, BatchSummary, RecordStatus, SqsQueueActions};
+use shared::batch::{BatchProcessor, BatchSummary, QueueActions, RecordHandler, RecordStatus};
 use shared::imports::ImportJob;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::esm::{EventSourceMapping, Function, InvocationReport};
+use crate::esm::{EventSourceMapping, Function, InvocationReport, MappingChaos};
 use crate::flaky::FlakyWriter;
 use crate::provision::{Clients, Provisioned, mapping_settings, provision};
 use crate::template::Template;
@@ -98,12 +98,19 @@ impl Stats {
 
 /// The production processor (its item writer behind the fault injector) as the emulated
 /// mapping's function.
-struct Processor {
-    inner: BatchProcessor<Handler<FlakyWriter<DynamoDbItems>>, SqsQueueActions>,
+pub(crate) struct Processor<H, Q> {
+    inner: Arc<BatchProcessor<H, Q>>,
     stats: Arc<Stats>,
 }
 
-impl Function for Processor {
+impl<H, Q> Processor<H, Q> {
+    /// `inner`, counting what it does in `stats`.
+    pub(crate) fn new(inner: Arc<BatchProcessor<H, Q>>, stats: Arc<Stats>) -> Self {
+        Self { inner, stats }
+    }
+}
+
+impl<H: RecordHandler + 'static, Q: QueueActions + 'static> Function for Processor<H, Q> {
     async fn invoke(&self, event: SqsEvent, deadline: SystemTime) -> Result<Value, String> {
         self.stats.observe(&event);
         let outcome = self.inner.process(&event, deadline).await;
@@ -126,6 +133,9 @@ pub struct Options {
     pub function_timeout: Option<Duration>,
     /// Share of item writes (0.0 to 1.0) that fail as if the table were throttling.
     pub downstream_failure_rate: f64,
+    /// Chaos mode (`make chaos`): every seam behind a fault injector, kills, duplicate
+    /// deliveries and a capacity-limited items downstream.
+    pub chaos: Option<Arc<crate::chaos::Chaos>>,
 }
 
 /// A running local pipeline. Dropping it does not stop it: call [`Pipeline::stop`].
@@ -212,16 +222,6 @@ impl Pipeline {
         let processor_env = Env::from_pairs(resources.function_env(template, "ProcessorFunction")?);
         let config = ProcessorConfig::from_env(&processor_env)?;
         let stats = Arc::new(Stats::default());
-        let (rate, injected) = (
-            options.downstream_failure_rate,
-            Arc::clone(&stats.faults_injected),
-        );
-        let function = Processor {
-            inner: import_processor::build_with_writer(&config, &sdk, |items| {
-                FlakyWriter::new(items, rate, injected)
-            }),
-            stats: Arc::clone(&stats),
-        };
         let (queue, mut settings) = mapping_settings(template, "ProcessorFunction")?;
         if let Some(maximum) = options.maximum_concurrency {
             settings.maximum_concurrency = maximum;
@@ -239,36 +239,44 @@ impl Pipeline {
             .arn(&queue)
             .context("the job queue's ARN")?
             .to_owned();
-        let mapping = Arc::new(EventSourceMapping::new(
-            clients.sqs.clone(),
-            queue_url,
-            queue_arn,
-            settings,
-            function,
-        ));
-        let (stop_mapping, stopped) = oneshot::channel::<()>();
-        let (reports, mut report_rx) = mpsc::unbounded_channel::<InvocationReport>();
-        let observed = Arc::clone(&stats);
-        let mapping = tokio::spawn(async move {
-            let drain = tokio::spawn(async move {
-                while let Some(report) = report_rx.recv().await {
-                    if report.timed_out {
-                        observed
-                            .timed_out_invocations
-                            .fetch_add(1, Ordering::Relaxed);
-                    }
-                }
+        let (stop_mapping, mapping) = if let Some(chaos) = &options.chaos {
+            let function =
+                crate::chaos::function(&config, &sdk, chaos, &stats, settings.function_timeout);
+            let mapping = EventSourceMapping::new(
+                clients.sqs.clone(),
+                queue_url,
+                queue_arn,
+                settings,
+                function,
+            )
+            .with_chaos(MappingChaos {
+                duplicate_rate: chaos.knobs.duplicate_rate,
+                visibility_timeout: Some(chaos.knobs.visibility_timeout),
+                duplicated: Arc::clone(&chaos.duplicated),
             });
-            mapping
-                .run(
-                    async {
-                        let _ = stopped.await;
-                    },
-                    reports,
-                )
-                .await;
-            let _ = drain.await;
-        });
+            launch(mapping, &stats)
+        } else {
+            let (rate, injected) = (
+                options.downstream_failure_rate,
+                Arc::clone(&stats.faults_injected),
+            );
+            let function = Processor::new(
+                Arc::new(import_processor::build_with_writer(
+                    &config,
+                    &sdk,
+                    |items| FlakyWriter::new(items, rate, injected),
+                )),
+                Arc::clone(&stats),
+            );
+            let mapping = EventSourceMapping::new(
+                clients.sqs.clone(),
+                queue_url,
+                queue_arn,
+                settings,
+                function,
+            );
+            launch(mapping, &stats)
+        };
         Ok(Self {
             base_url,
             resources,
@@ -281,7 +289,6 @@ impl Pipeline {
             server,
         })
     }
-
     /// Messages waiting plus in flight on the queue `logical_id`.
     pub async fn queue_depth(&self, logical_id: &str) -> anyhow::Result<(u64, u64)> {
         use aws_sdk_sqs::types::QueueAttributeName as Name;
@@ -315,4 +322,36 @@ impl Pipeline {
         let _ = self.mapping.await;
         self.server.abort();
     }
+}
+
+/// Runs `mapping` in a task until the returned sender fires, counting timed-out invocations.
+fn launch<F: Function>(
+    mapping: EventSourceMapping<F>,
+    stats: &Arc<Stats>,
+) -> (oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let mapping = Arc::new(mapping);
+    let (stop_mapping, stopped) = oneshot::channel::<()>();
+    let (reports, mut report_rx) = mpsc::unbounded_channel::<InvocationReport>();
+    let observed = Arc::clone(stats);
+    let mapping = tokio::spawn(async move {
+        let drain = tokio::spawn(async move {
+            while let Some(report) = report_rx.recv().await {
+                if report.timed_out {
+                    observed
+                        .timed_out_invocations
+                        .fetch_add(1, Ordering::Relaxed);
+                }
+            }
+        });
+        mapping
+            .run(
+                async {
+                    let _ = stopped.await;
+                },
+                reports,
+            )
+            .await;
+        let _ = drain.await;
+    });
+    (stop_mapping, mapping)
 }

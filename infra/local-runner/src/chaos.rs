@@ -1,0 +1,1308 @@
+//! `make chaos`: a soak of the whole local pipeline under combined faults, then a measured check.
+//!
+//! The production processor runs behind the emulated event source mapping, as in the demo, with
+//! every seam it has wrapped by a fault injector (no production code path changes):
+//! - **kills**: an invocation's future is dropped, either at a random time or at a chosen point
+//!   (before the claim, after some item writes, before the chunk's commit, between the commit
+//!   and the guard's `complete`). The mapping sees a function error, so the whole batch comes
+//!   back after the visibility timeout, as on Lambda after a crash;
+//! - **duplicate deliveries**: the mapping hands some received messages to a second, concurrent
+//!   invocation as well (same message id and receipt handle);
+//! - **faults on the AWS call paths**: the guard table (`IdempotencyStore`), the imports table
+//!   (`ImportResults`), S3 (`ObjectSource`: a failed `GetObject`, or the stream cut mid-object),
+//!   the continuation send (`JobQueue`), `ChangeMessageVisibility` and the DLQ send
+//!   (`QueueActions`). Half of the table faults are "response lost": the call is made, then
+//!   reported failed;
+//! - **a capacity-limited downstream**: the items writer admits at most C concurrent requests
+//!   and R requests/s and throttles beyond (`WriteError::Unavailable`), and measures its peak
+//!   concurrency, goodput and the rows written per import.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime};
+
+use anyhow::{Context as _, bail};
+use aws_config::SdkConfig;
+use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL};
+use import_processor::{
+    DynamoDbItems, ImportHandler, ItemWriter, ObjectSource, Opened, ProcessorConfig, ReadFrom, Row,
+    S3ObjectSource, SourceError, WriteError,
+};
+use serde_json::{Value, json};
+use shared::batch::{BatchProcessor, ParkReason, QueueActions, RecordStatus, SqsQueueActions};
+use shared::idempotency::{
+    BoxError, Claim, ClaimRequest, Decision, DynamoDbStore, GuardError, GuardSettings,
+    IdempotencyGuard, IdempotencyStore,
+};
+use shared::imports::{
+    ChunkEnd, DynamoDbImports, ImportId, ImportJob, ImportResults, JobQueue, ObjectKey,
+    SqsJobQueue, StoreError, Transition,
+};
+use shared::protection::Dependency;
+use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
+
+use crate::demo::{self, Accepted, Burst, Kind};
+use crate::esm::Function;
+use crate::pipeline::{Pipeline, Processor, Stats};
+
+/// The chaos knobs. Rates are probabilities (0 to 1).
+#[derive(Debug, Clone, Copy)]
+pub struct Knobs {
+    /// Share of invocations killed at a random time (half within 300 ms of the start, half
+    /// anywhere up to the function timeout).
+    pub kill_rate: f64,
+    /// Chance, at each kill point a call passes (claim, item write, commit, complete), that the
+    /// invocation is killed there.
+    pub kill_point_rate: f64,
+    /// Share of received messages also handed to a second, concurrent invocation.
+    pub duplicate_rate: f64,
+    /// Share of the calls on each AWS path (guard, imports, S3, SQS) that fail.
+    pub fault_rate: f64,
+    /// Share of S3 reads whose stream is cut mid-object.
+    pub cut_rate: f64,
+    /// The items downstream's most concurrent requests (C).
+    pub capacity: usize,
+    /// The items downstream's most requests per second (R).
+    pub rate: f64,
+    /// Visibility timeout of each receive (overrides the queue's).
+    pub visibility_timeout: Duration,
+}
+
+/// Everything the injectors and the downstream observed.
+#[derive(Debug)]
+pub struct Chaos {
+    /// The knobs in effect.
+    pub knobs: Knobs,
+    kills: Mutex<BTreeMap<&'static str, u64>>,
+    faults: Mutex<BTreeMap<&'static str, u64>>,
+    parked: Mutex<BTreeMap<String, u64>>,
+    /// Successful `COMPLETED` commits per import id.
+    completions: Mutex<HashMap<String, u64>>,
+    /// Import ids whose `COMPLETED` commit was sent but its invocation killed before the
+    /// answer: the commit may have been applied unseen.
+    unseen_commits: Mutex<std::collections::HashSet<String>>,
+    /// Messages handed to a second invocation (counted by the mapping).
+    pub duplicated: Arc<AtomicU64>,
+    circuit_openings: AtomicU64,
+    /// The capacity-limited downstream.
+    pub downstream: Downstream,
+}
+
+impl Chaos {
+    /// The injectors for `knobs`.
+    pub fn new(knobs: Knobs) -> Self {
+        Self {
+            knobs,
+            kills: Mutex::default(),
+            faults: Mutex::default(),
+            parked: Mutex::default(),
+            completions: Mutex::default(),
+            unseen_commits: Mutex::default(),
+            duplicated: Arc::default(),
+            circuit_openings: AtomicU64::new(0),
+            downstream: Downstream::new(knobs.capacity, knobs.rate),
+        }
+    }
+
+    fn count(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
+        if let Ok(mut map) = map.lock() {
+            *map.entry(key).or_default() += 1;
+        }
+    }
+
+    /// Whether this call on `path` fails (and counts it).
+    fn fault(&self, path: &'static str) -> bool {
+        let hit = self.knobs.fault_rate > 0.0 && fastrand::f64() < self.knobs.fault_rate;
+        if hit {
+            Self::count(&self.faults, path);
+        }
+        hit
+    }
+
+    /// At a kill point: maybe kills the current invocation here (never returns then).
+    async fn kill_point(&self, point: &'static str) {
+        if self.knobs.kill_point_rate <= 0.0 || fastrand::f64() >= self.knobs.kill_point_rate {
+            return;
+        }
+        let Ok(switch) = KILL.try_with(Arc::clone) else {
+            return;
+        };
+        if !switch.fired.swap(true, Ordering::SeqCst) {
+            if let Ok(mut at) = switch.point.lock() {
+                *at = Some(point);
+            }
+            switch.notify.notify_one();
+        }
+        std::future::pending::<()>().await;
+    }
+
+    fn snapshot(map: &Mutex<BTreeMap<&'static str, u64>>) -> BTreeMap<String, u64> {
+        map.lock()
+            .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
+            .unwrap_or_default()
+    }
+}
+
+fn injected(what: &str) -> BoxError {
+    format!("injected fault (chaos): {what}").into()
+}
+
+// ------------------------------------------------------------------------------------ kills
+
+tokio::task_local! {
+    static KILL: Arc<KillSwitch>;
+}
+
+#[derive(Default)]
+struct KillSwitch {
+    notify: tokio::sync::Notify,
+    fired: AtomicBool,
+    point: Mutex<Option<&'static str>>,
+}
+
+/// The processor as the mapping's function, killed now and then.
+pub struct ChaosFunction {
+    inner: Processor<ChaosHandler, ChaosQueue>,
+    chaos: Arc<Chaos>,
+    function_timeout: Duration,
+}
+
+impl Function for ChaosFunction {
+    async fn invoke(&self, event: SqsEvent, deadline: SystemTime) -> Result<Value, String> {
+        let switch = Arc::new(KillSwitch::default());
+        let knobs = self.chaos.knobs;
+        let timer = (knobs.kill_rate > 0.0 && fastrand::f64() < knobs.kill_rate).then(|| {
+            let window = if fastrand::bool() {
+                Duration::from_millis(300)
+            } else {
+                self.function_timeout
+            };
+            window.mul_f64(fastrand::f64())
+        });
+        let work = KILL.scope(Arc::clone(&switch), self.inner.invoke(event, deadline));
+        let random_kill = async {
+            match timer {
+                Some(after) => tokio::time::sleep(after).await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            response = work => response,
+            () = switch.notify.notified() => {
+                let point = switch.point.lock().ok().and_then(|p| *p).unwrap_or("unknown");
+                Chaos::count(&self.chaos.kills, point);
+                Err(format!("killed (chaos) at {point}"))
+            }
+            () = random_kill => {
+                Chaos::count(&self.chaos.kills, "random time");
+                Err("killed (chaos) at a random time".into())
+            }
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------- the seams
+
+/// The guard's store, with faults and kill points.
+pub struct ChaosStore<S> {
+    inner: S,
+    chaos: Arc<Chaos>,
+}
+
+impl<S: IdempotencyStore> IdempotencyStore for ChaosStore<S> {
+    async fn try_claim(&self, request: &ClaimRequest) -> Result<Decision, GuardError> {
+        self.chaos.kill_point("before the claim").await;
+        if self.chaos.fault("guard.try_claim") {
+            if fastrand::bool() {
+                // Response lost: the claim may be written, the worker does not know.
+                let _ = self.inner.try_claim(request).await;
+            }
+            return Err(GuardError::Unavailable(injected("guard table")));
+        }
+        self.inner.try_claim(request).await
+    }
+
+    async fn complete(
+        &self,
+        claim: &Claim,
+        result: &str,
+        expires_at: SystemTime,
+    ) -> Result<(), GuardError> {
+        self.chaos
+            .kill_point("after the commit, before complete")
+            .await;
+        if self.chaos.fault("guard.complete") {
+            if fastrand::bool() {
+                let _ = self.inner.complete(claim, result, expires_at).await;
+            }
+            return Err(GuardError::Unavailable(injected("guard table")));
+        }
+        self.inner.complete(claim, result, expires_at).await
+    }
+
+    async fn release(&self, claim: &Claim) -> Result<(), GuardError> {
+        if self.chaos.fault("guard.release") {
+            return Err(GuardError::Unavailable(injected("guard table")));
+        }
+        self.inner.release(claim).await
+    }
+}
+
+/// The imports table (the processor's side), with faults, kill points and a count of commits
+/// that completed an import.
+pub struct ChaosResults<R> {
+    inner: R,
+    chaos: Arc<Chaos>,
+}
+
+impl<R: ImportResults> ImportResults for ChaosResults<R> {
+    async fn record_chunk(
+        &self,
+        import_id: ImportId,
+        chunk: u32,
+        end: ChunkEnd<'_>,
+        at: SystemTime,
+    ) -> Result<Transition, StoreError> {
+        self.chaos
+            .kill_point("after the writes, before the commit")
+            .await;
+        let lost = self.chaos.fault("imports.record_chunk");
+        if lost && fastrand::bool() {
+            return Err(StoreError::Unavailable(injected("imports table")));
+        }
+        let completing = matches!(end, ChunkEnd::Completed { .. });
+        let mut in_flight = completing.then(|| UnseenCommit {
+            import_id: import_id.to_string(),
+            chaos: &self.chaos,
+            answered: false,
+        });
+        let result = self.inner.record_chunk(import_id, chunk, end, at).await;
+        if let Some(commit) = &mut in_flight {
+            commit.answered = true;
+        }
+        if matches!(result, Ok(Transition::Applied))
+            && matches!(end, ChunkEnd::Completed { .. })
+            && let Ok(mut completions) = self.chaos.completions.lock()
+        {
+            *completions.entry(import_id.to_string()).or_default() += 1;
+        }
+        if lost {
+            // Response lost: the commit may have been applied.
+            return Err(StoreError::Unavailable(injected("imports table")));
+        }
+        result
+    }
+
+    async fn progress(&self, import_id: ImportId) -> Result<Option<Transition>, StoreError> {
+        if self.chaos.fault("imports.progress") {
+            return Err(StoreError::Unavailable(injected("imports table")));
+        }
+        self.inner.progress(import_id).await
+    }
+
+    async fn mark_failed(
+        &self,
+        import_id: ImportId,
+        reason: &str,
+        at: SystemTime,
+    ) -> Result<Transition, StoreError> {
+        if self.chaos.fault("imports.mark_failed") {
+            return Err(StoreError::Unavailable(injected("imports table")));
+        }
+        self.inner.mark_failed(import_id, reason, at).await
+    }
+}
+
+/// Notes an import's `COMPLETED` commit as possibly applied unseen when dropped, that is when
+/// the invocation is killed while the commit is in flight.
+struct UnseenCommit<'a> {
+    import_id: String,
+    chaos: &'a Chaos,
+    answered: bool,
+}
+
+impl Drop for UnseenCommit<'_> {
+    fn drop(&mut self) {
+        if self.answered {
+            return;
+        }
+        if let Ok(mut unseen) = self.chaos.unseen_commits.lock() {
+            unseen.insert(std::mem::take(&mut self.import_id));
+        }
+    }
+}
+
+/// S3, with failed opens and streams cut mid-object.
+pub struct ChaosSource<O> {
+    inner: O,
+    chaos: Arc<Chaos>,
+}
+
+impl<O: ObjectSource> ObjectSource for ChaosSource<O> {
+    async fn open(
+        &self,
+        key: &ObjectKey,
+        from: Option<ReadFrom<'_>>,
+    ) -> Result<Opened, SourceError> {
+        if self.chaos.fault("s3.get_object") {
+            return Err(SourceError::Unavailable(injected("S3 GetObject")));
+        }
+        let mut opened = self.inner.open(key, from).await?;
+        let cut_rate = self.chaos.knobs.cut_rate;
+        if cut_rate > 0.0 && fastrand::f64() < cut_rate {
+            // Half the cuts early (small files are a few hundred bytes), half anywhere in the
+            // first 512 KiB. A cut past the object's end never fires.
+            let limit = if fastrand::bool() { 512 } else { 512 * 1024 };
+            opened.body = Box::new(CutBody {
+                inner: opened.body,
+                remaining: fastrand::u64(0..limit),
+                chaos: Arc::clone(&self.chaos),
+            });
+        }
+        Ok(opened)
+    }
+}
+
+/// A body that fails with a reset connection after `remaining` bytes.
+struct CutBody {
+    inner: import_processor::ObjectBody,
+    remaining: u64,
+    chaos: Arc<Chaos>,
+}
+
+impl CutBody {
+    fn cut(&self) -> io::Error {
+        Chaos::count(&self.chaos.faults, "s3.stream_cut");
+        io::Error::new(
+            io::ErrorKind::ConnectionReset,
+            "injected fault (chaos): the S3 stream was cut mid-object",
+        )
+    }
+}
+
+impl AsyncRead for CutBody {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let max = usize::try_from(this.remaining)
+            .unwrap_or(usize::MAX)
+            .min(buf.remaining());
+        if max == 0 && buf.remaining() > 0 {
+            // Tell the end of the object from the cut: only data beyond it is cut.
+            let mut probe = [0u8; 1];
+            let mut probe_buf = ReadBuf::new(&mut probe);
+            return match Pin::new(&mut this.inner).poll_read(cx, &mut probe_buf) {
+                Poll::Ready(Ok(())) if probe_buf.filled().is_empty() => Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => Poll::Ready(Err(this.cut())),
+                other => other,
+            };
+        }
+        let mut tmp = vec![0u8; max];
+        let mut sub = ReadBuf::new(&mut tmp);
+        match Pin::new(&mut this.inner).poll_read(cx, &mut sub) {
+            Poll::Ready(Ok(())) => {
+                let n = sub.filled().len();
+                buf.put_slice(&tmp[..n]);
+                this.remaining -= n as u64;
+                Poll::Ready(Ok(()))
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncBufRead for CutBody {
+    fn poll_fill_buf(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<&[u8]>> {
+        let this = self.get_mut();
+        let remaining = this.remaining;
+        if remaining == 0 {
+            let chaos = Arc::clone(&this.chaos);
+            return match Pin::new(&mut this.inner).poll_fill_buf(cx) {
+                Poll::Ready(Ok([])) => Poll::Ready(Ok(&[])),
+                Poll::Ready(Ok(_)) => {
+                    Chaos::count(&chaos.faults, "s3.stream_cut");
+                    Poll::Ready(Err(io::Error::new(
+                        io::ErrorKind::ConnectionReset,
+                        "injected fault (chaos): the S3 stream was cut mid-object",
+                    )))
+                }
+                other => other,
+            };
+        }
+        match Pin::new(&mut this.inner).poll_fill_buf(cx) {
+            Poll::Ready(Ok(bytes)) => {
+                let n = usize::try_from(remaining)
+                    .unwrap_or(usize::MAX)
+                    .min(bytes.len());
+                Poll::Ready(Ok(&bytes[..n]))
+            }
+            other => other,
+        }
+    }
+
+    fn consume(self: Pin<&mut Self>, amt: usize) {
+        let this = self.get_mut();
+        this.remaining = this.remaining.saturating_sub(amt as u64);
+        Pin::new(&mut this.inner).consume(amt);
+    }
+}
+
+/// The continuation send, with faults.
+pub struct ChaosJobs<Q> {
+    inner: Q,
+    chaos: Arc<Chaos>,
+}
+
+impl<Q: JobQueue> JobQueue for ChaosJobs<Q> {
+    async fn send(&self, job: &ImportJob, trace_context: Option<&str>) -> Result<(), BoxError> {
+        if self.chaos.fault("sqs.send_continuation") {
+            return Err(injected("SQS SendMessage (continuation)"));
+        }
+        self.inner.send(job, trace_context).await
+    }
+}
+
+/// `ChangeMessageVisibility` and the DLQ send, with faults; counts parked messages by class.
+pub struct ChaosQueue {
+    inner: SqsQueueActions,
+    chaos: Arc<Chaos>,
+}
+
+impl QueueActions for ChaosQueue {
+    async fn change_visibility(
+        &self,
+        message: &SqsMessage,
+        delay: Duration,
+    ) -> Result<(), BoxError> {
+        if self.chaos.fault("sqs.change_visibility") {
+            return Err(injected("SQS ChangeMessageVisibility"));
+        }
+        self.inner.change_visibility(message, delay).await
+    }
+
+    async fn park(&self, message: &SqsMessage, why: ParkReason<'_>) -> Result<(), BoxError> {
+        if self.chaos.fault("sqs.park") {
+            return Err(injected("SQS SendMessage (DLQ)"));
+        }
+        self.inner.park(message, why).await?;
+        if let Ok(mut parked) = self.chaos.parked.lock() {
+            *parked.entry(why.code.to_owned()).or_default() += 1;
+        }
+        Ok(())
+    }
+}
+
+// --------------------------------------------------------------- the capacity-limited downstream
+
+/// A downstream that admits at most `capacity` concurrent requests and `rate` requests/s.
+#[derive(Debug)]
+pub struct Downstream {
+    capacity: usize,
+    rate: f64,
+    burst: f64,
+    in_flight: AtomicUsize,
+    peak: AtomicUsize,
+    bucket: Mutex<(f64, Instant)>,
+    started: Instant,
+    /// Per second since start: (successful requests, throttled requests).
+    seconds: Mutex<Vec<(u64, u64)>>,
+    throttled_concurrency: AtomicU64,
+    throttled_rate: AtomicU64,
+    failed: AtomicU64,
+    latency_micros: AtomicU64,
+    /// Successful writes per import id and SKU.
+    rows: Mutex<HashMap<String, HashMap<String, u32>>>,
+}
+
+impl Downstream {
+    fn new(capacity: usize, rate: f64) -> Self {
+        let burst = (rate * 0.1).max(1.0);
+        Self {
+            capacity: capacity.max(1),
+            rate,
+            burst,
+            in_flight: AtomicUsize::new(0),
+            peak: AtomicUsize::new(0),
+            bucket: Mutex::new((burst, Instant::now())),
+            started: Instant::now(),
+            seconds: Mutex::default(),
+            throttled_concurrency: AtomicU64::new(0),
+            throttled_rate: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+            latency_micros: AtomicU64::new(0),
+            rows: Mutex::default(),
+        }
+    }
+
+    fn take_token(&self) -> bool {
+        let Ok(mut bucket) = self.bucket.lock() else {
+            return false;
+        };
+        let now = Instant::now();
+        let (tokens, last) = *bucket;
+        let tokens = (tokens + now.duration_since(last).as_secs_f64() * self.rate).min(self.burst);
+        if tokens >= 1.0 {
+            *bucket = (tokens - 1.0, now);
+            true
+        } else {
+            *bucket = (tokens, now);
+            false
+        }
+    }
+
+    fn tally(&self, ok: bool) {
+        let second = self.started.elapsed().as_secs() as usize;
+        if let Ok(mut seconds) = self.seconds.lock() {
+            if seconds.len() <= second {
+                seconds.resize(second + 1, (0, 0));
+            }
+            if ok {
+                seconds[second].0 += 1;
+            } else {
+                seconds[second].1 += 1;
+            }
+        }
+    }
+
+    fn throttle(&self, counter: &AtomicU64, why: &str) -> WriteError {
+        counter.fetch_add(1, Ordering::Relaxed);
+        self.tally(false);
+        WriteError::Unavailable(
+            format!("throttled (chaos downstream): {why}; ProvisionedThroughputExceeded").into(),
+        )
+    }
+}
+
+/// Releases a concurrency slot when the request ends, also when its future is dropped.
+struct InFlight<'a>(&'a AtomicUsize);
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// The items writer behind the capacity-limited downstream.
+pub struct CapacityWriter<W> {
+    inner: W,
+    chaos: Arc<Chaos>,
+}
+
+impl<W: ItemWriter> ItemWriter for CapacityWriter<W> {
+    async fn write(&self, import_id: ImportId, rows: &[Row]) -> Result<(), WriteError> {
+        self.chaos.kill_point("at an item write").await;
+        let down = &self.chaos.downstream;
+        let admitted = down
+            .in_flight
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < down.capacity).then_some(n + 1)
+            });
+        let now = match admitted {
+            Ok(before) => before + 1,
+            Err(_) => {
+                return Err(
+                    down.throttle(&down.throttled_concurrency, "too many concurrent requests")
+                );
+            }
+        };
+        let slot = InFlight(&down.in_flight);
+        if !down.take_token() {
+            drop(slot);
+            return Err(down.throttle(&down.throttled_rate, "request rate exceeded"));
+        }
+        down.peak.fetch_max(now, Ordering::SeqCst);
+        let started = Instant::now();
+        let result = self.inner.write(import_id, rows).await;
+        drop(slot);
+        match &result {
+            Ok(()) => {
+                down.latency_micros.fetch_add(
+                    u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+                    Ordering::Relaxed,
+                );
+                down.tally(true);
+                if let Ok(mut written) = down.rows.lock() {
+                    let per_sku = written.entry(import_id.to_string()).or_default();
+                    for row in rows {
+                        *per_sku.entry(row.sku.clone()).or_default() += 1;
+                    }
+                }
+            }
+            Err(_) => {
+                down.failed.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        result
+    }
+}
+
+/// What the downstream measured.
+#[derive(Debug, Clone)]
+struct Goodput {
+    peak: usize,
+    successes: u64,
+    throttled_concurrency: u64,
+    throttled_rate: u64,
+    mean_latency_ms: f64,
+    /// min(R, C / mean latency).
+    bound: f64,
+    /// Successful requests/s over the seconds the downstream throttled (saturated).
+    saturated: Option<f64>,
+    saturated_seconds: usize,
+    /// Successful requests/s over the middle 80% of the writing period.
+    steady: f64,
+}
+
+impl Downstream {
+    fn goodput(&self) -> Goodput {
+        let seconds = self.seconds.lock().map(|s| s.clone()).unwrap_or_default();
+        let successes: u64 = seconds.iter().map(|s| s.0).sum();
+        let first = seconds.iter().position(|s| s.0 > 0);
+        let last = seconds.iter().rposition(|s| s.0 > 0);
+        let (mut steady, mut saturated, mut saturated_seconds) = (0.0, None, 0);
+        if let (Some(first), Some(last)) = (first, last) {
+            let span = last - first + 1;
+            let (from, to) = (first + span / 10, last + 1 - span / 10);
+            let window = &seconds[from..to.max(from + 1).min(seconds.len())];
+            steady = window.iter().map(|s| s.0).sum::<u64>() as f64 / window.len() as f64;
+            // The first and last second are partial: leave them out.
+            let inner = if span > 2 {
+                &seconds[first + 1..last]
+            } else {
+                &seconds[first..=last]
+            };
+            let busy: Vec<u64> = inner.iter().filter(|s| s.1 > 0).map(|s| s.0).collect();
+            saturated_seconds = busy.len();
+            if !busy.is_empty() {
+                saturated = Some(busy.iter().sum::<u64>() as f64 / busy.len() as f64);
+            }
+        }
+        let mean_latency_ms = if successes > 0 {
+            self.latency_micros.load(Ordering::Relaxed) as f64 / successes as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let by_concurrency = if mean_latency_ms > 0.0 {
+            self.capacity as f64 / (mean_latency_ms / 1000.0)
+        } else {
+            f64::INFINITY
+        };
+        Goodput {
+            peak: self.peak.load(Ordering::SeqCst),
+            successes,
+            throttled_concurrency: self.throttled_concurrency.load(Ordering::Relaxed),
+            throttled_rate: self.throttled_rate.load(Ordering::Relaxed),
+            mean_latency_ms,
+            bound: self.rate.min(by_concurrency),
+            saturated,
+            saturated_seconds,
+            steady,
+        }
+    }
+}
+
+// ------------------------------------------------------------------------------ wiring
+
+/// The record handler with every seam wrapped.
+pub type ChaosHandler = ImportHandler<
+    ChaosStore<DynamoDbStore>,
+    ChaosSource<S3ObjectSource>,
+    CapacityWriter<DynamoDbItems>,
+    ChaosResults<DynamoDbImports>,
+    ChaosJobs<SqsJobQueue>,
+>;
+
+/// Builds the processor as `import_processor::build` does (same clients and settings; keep in
+/// step with `functions/import-processor/src/wiring.rs`), each seam behind its injector.
+pub fn function(
+    config: &ProcessorConfig,
+    sdk: &SdkConfig,
+    chaos: &Arc<Chaos>,
+    stats: &Arc<Stats>,
+    function_timeout: Duration,
+) -> ChaosFunction {
+    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+    let items_client = aws_sdk_dynamodb::Client::from_conf(
+        aws_sdk_dynamodb::config::Builder::from(sdk)
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build(),
+    );
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(shared::aws::endpoint_overridden())
+            .build(),
+    );
+    let chaos = Arc::clone(chaos);
+    let guard = IdempotencyGuard::new(
+        ChaosStore {
+            inner: DynamoDbStore::new(dynamodb.clone(), &config.guard.table_name),
+            chaos: Arc::clone(&chaos),
+        },
+        GuardSettings::from(&config.guard),
+    );
+    let handler = ImportHandler::new(
+        guard,
+        ChaosSource {
+            inner: S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
+            chaos: Arc::clone(&chaos),
+        },
+        CapacityWriter {
+            inner: DynamoDbItems::new(items_client, &config.items_table),
+            chaos: Arc::clone(&chaos),
+        },
+        ChaosResults {
+            inner: DynamoDbImports::new(dynamodb, &config.imports_table),
+            chaos: Arc::clone(&chaos),
+        },
+        ChaosJobs {
+            inner: SqsJobQueue::on_first_send(sdk, &config.job_queue_url),
+            chaos: Arc::clone(&chaos),
+        },
+        Dependency::new("items-table", config.items_table_protection),
+        &config.upload_prefix,
+    )
+    .with_writes_in_flight(config.item_writes_in_flight);
+    let queue = ChaosQueue {
+        inner: SqsQueueActions::on_first_failure(sdk, &config.dead_letter_queue_url),
+        chaos: Arc::clone(&chaos),
+    };
+    let processor = Arc::new(BatchProcessor::new(handler, queue, config.batch));
+    watch_circuit(Arc::downgrade(&processor), Arc::clone(&chaos));
+    ChaosFunction {
+        inner: Processor::new(processor, Arc::clone(stats)),
+        chaos,
+        function_timeout,
+    }
+}
+
+/// Counts the items table's circuit openings, sampling every 5 ms while the processor lives.
+fn watch_circuit(processor: Weak<BatchProcessor<ChaosHandler, ChaosQueue>>, chaos: Arc<Chaos>) {
+    tokio::spawn(async move {
+        let mut was_open = false;
+        loop {
+            let Some(processor) = processor.upgrade() else {
+                return;
+            };
+            let open = processor.handler().items_table().is_circuit_open();
+            drop(processor);
+            if open && !was_open {
+                chaos.circuit_openings.fetch_add(1, Ordering::Relaxed);
+            }
+            was_open = open;
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    });
+}
+
+// ------------------------------------------------------------------------------- the soak
+
+/// Runs the soak on a started chaos pipeline; `Ok` when every correctness check passed.
+/// Writes the outcome as JSON to `report`.
+pub async fn run(
+    pipeline: &Pipeline,
+    chaos: &Chaos,
+    burst: Burst,
+    report: &Path,
+) -> anyhow::Result<()> {
+    let bucket = pipeline
+        .resources
+        .reference("UploadBucket")
+        .context("the upload bucket")?;
+    let requests = demo::plan(&burst);
+    println!("generating and uploading sample files...");
+    let samples = demo::upload_files(pipeline, bucket, &requests, burst).await?;
+    let k = chaos.knobs;
+    println!(
+        "chaos soak: {} requests, maximum concurrency {}, function timeout {} s, visibility \
+         timeout {} s; kills {}/invocation + {}/kill point; duplicates {}; AWS faults {}; \
+         S3 cuts {}; downstream C={} R={}/s",
+        burst.imports,
+        burst.maximum_concurrency,
+        pipeline.function_timeout.as_secs_f64(),
+        k.visibility_timeout.as_secs(),
+        k.kill_rate,
+        k.kill_point_rate,
+        k.duplicate_rate,
+        k.fault_rate,
+        k.cut_rate,
+        k.capacity,
+        k.rate
+    );
+    let started = std::time::Instant::now();
+    let (accepted, replays) = demo::fire(pipeline, &requests, &samples, burst).await?;
+    println!(
+        "{} requests: {} imports accepted, {} replays",
+        burst.imports,
+        accepted.len(),
+        replays
+    );
+    // A soak that does not drain in time is still checked and reported: what is unfinished
+    // at the timeout is a finding too.
+    let watched = demo::watch(
+        pipeline,
+        accepted.len() as u64,
+        burst.drain_timeout,
+        started,
+    )
+    .await;
+    let (drained_in, drained) = match watched {
+        Ok(drained_in) => (drained_in, true),
+        Err(e) => {
+            eprintln!("{e:#}");
+            (started.elapsed(), false)
+        }
+    };
+    let (problems, summary) = check(
+        pipeline,
+        chaos,
+        &accepted,
+        replays,
+        (drained_in, drained),
+        burst,
+    )
+    .await?;
+    if let Some(dir) = report.parent() {
+        std::fs::create_dir_all(dir)?;
+    }
+    std::fs::write(report, serde_json::to_string_pretty(&summary)?)
+        .with_context(|| format!("writing {}", report.display()))?;
+    println!("written: {}", report.display());
+    if problems.is_empty() {
+        println!("chaos check passed");
+        Ok(())
+    } else {
+        for problem in problems.iter().take(30) {
+            eprintln!("check failed: {problem}");
+        }
+        bail!("{} problems", problems.len())
+    }
+}
+
+/// Checks every import and the downstream's measurements; returns the problems and the report.
+async fn check(
+    pipeline: &Pipeline,
+    chaos: &Chaos,
+    accepted: &[Accepted],
+    replays: usize,
+    (drained_in, drained): (Duration, bool),
+    burst: Burst,
+) -> anyhow::Result<(Vec<String>, Value)> {
+    let http = reqwest::Client::new();
+    let mut problems = Vec::new();
+    let (mut completed, mut failed_poison, mut lost, mut wrongly_failed) = (0u64, 0u64, 0u64, 0u64);
+    let (mut rows_expected, mut chunks, mut continued) = (0u64, 0u64, 0u64);
+    let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    let rows = chaos
+        .downstream
+        .rows
+        .lock()
+        .map(|r| r.clone())
+        .unwrap_or_default();
+    let unseen = chaos
+        .unseen_commits
+        .lock()
+        .map(|u| u.clone())
+        .unwrap_or_default();
+    let mut completed_unseen = 0u64;
+    let completions = chaos
+        .completions
+        .lock()
+        .map(|c| c.clone())
+        .unwrap_or_default();
+    let mut rows_written_checked = 0u64;
+    for import in accepted {
+        let view: Value = http
+            .get(format!("{}/imports/{}", pipeline.base_url, import.id))
+            .send()
+            .await?
+            .json()
+            .await?;
+        let (id, sample) = (import.id.as_str(), &import.sample);
+        let status = view["status"].as_str().unwrap_or("none").to_owned();
+        *statuses.entry(status.clone()).or_default() += 1;
+        match (status.as_str(), sample.kind) {
+            ("COMPLETED", Kind::Small | Kind::Large) => {
+                completed += 1;
+                rows_expected += sample.valid;
+                let c = view["chunks"].as_u64().unwrap_or(0);
+                chunks += c;
+                continued += u64::from(c > 1);
+                let (written, rejected) =
+                    (view["rowsWritten"].as_u64(), view["rowsRejected"].as_u64());
+                if written != Some(sample.valid) || rejected != Some(sample.invalid) {
+                    problems.push(format!(
+                        "import {id} of {} recorded {written:?} written, {rejected:?} rejected; the file has {} valid, {} invalid",
+                        sample.key, sample.valid, sample.invalid
+                    ));
+                }
+                let distinct = rows.get(id).map_or(0, |r| r.len() as u64);
+                rows_written_checked += distinct;
+                if distinct != sample.valid {
+                    problems.push(format!(
+                        "import {id} of {}: the downstream got {distinct} distinct rows, the file has {} valid",
+                        sample.key, sample.valid
+                    ));
+                }
+                let commits = completions.get(id).copied().unwrap_or(0);
+                if commits == 0 && unseen.contains(id) {
+                    // Killed with its commit in flight: applied, never answered.
+                    completed_unseen += 1;
+                } else if commits != 1 {
+                    problems.push(format!(
+                        "import {id} was committed COMPLETED {commits} times (want exactly 1)"
+                    ));
+                }
+            }
+            ("FAILED", Kind::Poison) if view["error"].is_string() => failed_poison += 1,
+            ("FAILED", _) => {
+                wrongly_failed += 1;
+                problems.push(format!(
+                    "import {id} ({:?} file {}) FAILED: {}",
+                    sample.kind, sample.key, view["error"]
+                ));
+            }
+            (status, kind) => {
+                lost += 1;
+                let what = if drained {
+                    "lost"
+                } else {
+                    "unfinished at the timeout"
+                };
+                problems.push(format!(
+                    "import {id} ({kind:?} file {}) ended {status}: {what}",
+                    sample.key
+                ));
+            }
+        }
+    }
+    let completed_twice = completions.values().filter(|n| **n > 1).count() as u64;
+    let ids: std::collections::HashSet<&str> = accepted
+        .iter()
+        .filter(|a| a.sample.kind != Kind::Poison)
+        .map(|a| a.id.as_str())
+        .collect();
+    let strays: u64 = rows
+        .iter()
+        .filter(|(id, _)| !ids.contains(id.as_str()))
+        .map(|(_, r)| r.len() as u64)
+        .sum();
+    if strays > 0 {
+        problems.push(format!(
+            "the downstream got {strays} rows of imports that are not completed file imports"
+        ));
+    }
+    let parked_ids = demo::parked_import_ids(pipeline).await?;
+    let mut poison_not_parked = 0u64;
+    for import in accepted.iter().filter(|a| a.sample.kind == Kind::Poison) {
+        if !parked_ids.contains(&import.id) {
+            poison_not_parked += 1;
+            problems.push(format!("poison import {} is not in the DLQ", import.id));
+        }
+    }
+    let g = chaos.downstream.goodput();
+    if g.peak > chaos.knobs.capacity {
+        problems.push(format!(
+            "the downstream's peak concurrency {} is over C={}",
+            g.peak, chaos.knobs.capacity
+        ));
+    }
+    let row_writes: u64 = rows
+        .values()
+        .flat_map(|r| r.values())
+        .map(|n| u64::from(*n))
+        .sum();
+    let distinct_rows: u64 = rows.values().map(|r| r.len() as u64).sum();
+    let fraction = g.saturated.map(|s| s / g.bound);
+    let stats = &pipeline.stats;
+    let (invocations, failed_invocations) = stats.invocations();
+    let kills = Chaos::snapshot(&chaos.kills);
+    let faults = Chaos::snapshot(&chaos.faults);
+    let parked = chaos.parked.lock().map(|p| p.clone()).unwrap_or_default();
+    let seconds = drained_in.as_secs_f64();
+    let summary = json!({
+        "requests": burst.imports,
+        "maximum_concurrency": burst.maximum_concurrency,
+        "function_timeout_seconds": pipeline.function_timeout.as_secs_f64(),
+        "visibility_timeout_seconds": chaos.knobs.visibility_timeout.as_secs(),
+        "knobs": {
+            "kill_rate": chaos.knobs.kill_rate,
+            "kill_point_rate": chaos.knobs.kill_point_rate,
+            "duplicate_rate": chaos.knobs.duplicate_rate,
+            "fault_rate": chaos.knobs.fault_rate,
+            "cut_rate": chaos.knobs.cut_rate,
+            "capacity": chaos.knobs.capacity,
+            "rate": chaos.knobs.rate,
+        },
+        "accepted": accepted.len(),
+        "replays": replays,
+        "statuses": statuses,
+        "completed": completed,
+        "failed_poison": failed_poison,
+        "failed_not_poison": wrongly_failed,
+        "drained": drained,
+        "lost": if drained { lost } else { 0 },
+        "unfinished_at_timeout": if drained { 0 } else { lost },
+        "completed_twice": completed_twice,
+        "completed_by_a_killed_commit": completed_unseen,
+        "poison_not_in_dlq": poison_not_parked,
+        "rows_expected": rows_expected,
+        "distinct_rows_written": distinct_rows,
+        "row_writes": row_writes,
+        "rows_of_completed_imports_checked": rows_written_checked,
+        "stray_rows": strays,
+        "chunks": chunks,
+        "continued_imports": continued,
+        "downstream": {
+            "capacity": chaos.knobs.capacity,
+            "rate": chaos.knobs.rate,
+            "peak_concurrency": g.peak,
+            "successful_requests": g.successes,
+            "throttled_concurrency": g.throttled_concurrency,
+            "throttled_rate": g.throttled_rate,
+            "mean_latency_ms": g.mean_latency_ms,
+            "bound_requests_per_second": g.bound,
+            "goodput_saturated_requests_per_second": g.saturated,
+            "saturated_seconds": g.saturated_seconds,
+            "goodput_fraction": fraction,
+            "steady_requests_per_second": g.steady,
+        },
+        "drain_seconds": seconds,
+        "invocations": invocations,
+        "failed_invocations": failed_invocations,
+        "timed_out_invocations": stats.timed_out_invocations(),
+        "records": RecordStatus::ALL.iter().map(|s| (format!("{s:?}"), stats.count(*s))).collect::<BTreeMap<_, _>>(),
+        "retries": stats.count(RecordStatus::Retried) + stats.count(RecordStatus::Panicked),
+        "parked_by_class": parked,
+        "circuit_openings": chaos.circuit_openings.load(Ordering::Relaxed),
+        "kills": kills,
+        "duplicate_deliveries": chaos.duplicated.load(Ordering::Relaxed),
+        "faults": faults,
+        "problems": problems.len(),
+        "check_passed": problems.is_empty(),
+    });
+    let mut table = Table::new();
+    table
+        .load_style(UTF8_FULL)
+        .set_content_arrangement(ContentArrangement::Dynamic)
+        .set_width(110)
+        .set_header(["", "measured"]);
+    let pct = |x: Option<f64>| {
+        x.map_or("n/a (never saturated)".into(), |x| {
+            format!("{:.0}%", x * 100.0)
+        })
+    };
+    let lines: Vec<(&str, String)> = vec![
+        (
+            "imports accepted (replays)",
+            format!("{} ({replays})", accepted.len()),
+        ),
+        (
+            "COMPLETED + FAILED poison",
+            format!(
+                "{completed} + {failed_poison} = {}",
+                completed + failed_poison
+            ),
+        ),
+        (
+            if drained {
+                "lost / FAILED not poison"
+            } else {
+                "UNFINISHED at the timeout / FAILED not poison"
+            },
+            format!("{lost} / {wrongly_failed}"),
+        ),
+        (
+            "completed twice (completed by a commit killed in flight)",
+            format!("{completed_twice} ({completed_unseen})"),
+        ),
+        (
+            "rows: expected / distinct at downstream / writes",
+            format!("{rows_expected} / {distinct_rows} / {row_writes}"),
+        ),
+        (
+            "stray rows; poison not in DLQ",
+            format!("{strays}; {poison_not_parked}"),
+        ),
+        (
+            "chunks (imports continued)",
+            format!("{chunks} ({continued})"),
+        ),
+        (
+            "downstream peak concurrency (C)",
+            format!("{} ({})", g.peak, chaos.knobs.capacity),
+        ),
+        (
+            "throttled: concurrency / rate",
+            format!("{} / {}", g.throttled_concurrency, g.throttled_rate),
+        ),
+        ("mean write latency", format!("{:.1} ms", g.mean_latency_ms)),
+        ("bound min(R, C/latency)", format!("{:.0} req/s", g.bound)),
+        (
+            "goodput while saturated",
+            format!(
+                "{} req/s over {} s = {}",
+                g.saturated.map_or("-".into(), |s| format!("{s:.0}")),
+                g.saturated_seconds,
+                pct(fraction)
+            ),
+        ),
+        (
+            "goodput, middle 80% of writing",
+            format!("{:.0} req/s", g.steady),
+        ),
+        (
+            "drain time",
+            if drained {
+                format!("{seconds:.1} s")
+            } else {
+                format!("not drained in {seconds:.1} s")
+            },
+        ),
+        (
+            "invocations (whole-batch failures; timed out)",
+            format!(
+                "{invocations} ({failed_invocations}; {})",
+                stats.timed_out_invocations()
+            ),
+        ),
+        (
+            "records retried",
+            (stats.count(RecordStatus::Retried) + stats.count(RecordStatus::Panicked)).to_string(),
+        ),
+        (
+            "duplicates acknowledged",
+            stats.count(RecordStatus::Duplicate).to_string(),
+        ),
+        ("parked by class", format!("{parked:?}")),
+        (
+            "circuit openings (items table)",
+            chaos.circuit_openings.load(Ordering::Relaxed).to_string(),
+        ),
+        ("kills", format!("{kills:?}")),
+        (
+            "duplicate deliveries",
+            chaos.duplicated.load(Ordering::Relaxed).to_string(),
+        ),
+        ("faults injected", format!("{faults:?}")),
+    ];
+    for (name, value) in lines {
+        table.add_row([name.to_owned(), value]);
+    }
+    println!("{table}");
+    Ok((problems, summary))
+}
+
+#[cfg(test)]
+mod tests {
+    use tokio::io::AsyncReadExt;
+
+    use super::*;
+
+    fn knobs(capacity: usize, rate: f64) -> Knobs {
+        Knobs {
+            kill_rate: 0.0,
+            kill_point_rate: 0.0,
+            duplicate_rate: 0.0,
+            fault_rate: 0.0,
+            cut_rate: 0.0,
+            capacity,
+            rate,
+            visibility_timeout: Duration::from_secs(10),
+        }
+    }
+
+    /// A downstream that takes 50 ms per request and always succeeds.
+    struct Slow;
+
+    impl ItemWriter for Slow {
+        async fn write(&self, _: ImportId, _: &[Row]) -> Result<(), WriteError> {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            Ok(())
+        }
+    }
+
+    fn row(sku: &str) -> Row {
+        Row {
+            sku: sku.into(),
+            name: "n".into(),
+            quantity: 1,
+            price_cents: 1,
+        }
+    }
+
+    #[tokio::test]
+    async fn the_downstream_admits_at_most_c_concurrent_requests_and_throttles_the_rest() {
+        let chaos = Arc::new(Chaos::new(knobs(3, 1000.0)));
+        let writer = CapacityWriter {
+            inner: Slow,
+            chaos: Arc::clone(&chaos),
+        };
+        let id = ImportId::generate();
+        let rows: Vec<Vec<Row>> = (0..10).map(|i| vec![row(&format!("s{i}"))]).collect();
+        let results =
+            futures_util::future::join_all(rows.iter().map(|r| writer.write(id, r))).await;
+        let ok = results.iter().filter(|r| r.is_ok()).count();
+        assert_eq!(ok, 3);
+        assert!(
+            results
+                .iter()
+                .filter_map(|r| r.as_ref().err())
+                .all(|e| matches!(e, WriteError::Unavailable(_)))
+        );
+        let goodput = chaos.downstream.goodput();
+        assert_eq!(goodput.peak, 3);
+        assert_eq!(goodput.throttled_concurrency, 7);
+        assert_eq!(
+            chaos.downstream.rows.lock().unwrap()[&id.to_string()].len(),
+            3
+        );
+    }
+
+    #[tokio::test]
+    async fn the_downstream_throttles_beyond_its_request_rate() {
+        // R = 10/s: a burst of one token, then one more every 100 ms.
+        let chaos = Arc::new(Chaos::new(knobs(100, 10.0)));
+        let writer = CapacityWriter {
+            inner: Slow,
+            chaos: Arc::clone(&chaos),
+        };
+        let id = ImportId::generate();
+        let rows = [row("a")];
+        let (first, second) = (writer.write(id, &rows).await, writer.write(id, &rows).await);
+        assert!(first.is_ok() && second.is_err());
+        assert_eq!(chaos.downstream.goodput().throttled_rate, 1);
+    }
+
+    async fn read_all(body: CutBody) -> (Vec<u8>, io::Result<usize>) {
+        let mut body = body;
+        let mut bytes = Vec::new();
+        let result = body.read_to_end(&mut bytes).await;
+        (bytes, result)
+    }
+
+    #[tokio::test]
+    async fn a_cut_stream_fails_after_its_bytes_and_a_cut_past_the_end_never_fires() {
+        let chaos = Arc::new(Chaos::new(knobs(1, 1.0)));
+        let body = |remaining| CutBody {
+            inner: Box::new(tokio::io::BufReader::new(&[7u8; 1000][..])),
+            remaining,
+            chaos: Arc::clone(&chaos),
+        };
+        let (bytes, result) = read_all(body(100)).await;
+        assert_eq!(bytes.len(), 100);
+        assert_eq!(result.unwrap_err().kind(), io::ErrorKind::ConnectionReset);
+        let (bytes, result) = read_all(body(5000)).await;
+        assert_eq!((bytes.len(), result.unwrap()), (1000, 1000));
+        let (bytes, result) = read_all(body(1000)).await;
+        assert_eq!((bytes.len(), result.unwrap()), (1000, 1000));
+    }
+}
