@@ -880,7 +880,9 @@ pub async fn run(
         println!("chaos check passed");
         Ok(())
     } else {
-        for problem in problems.iter().take(30) {
+        let (unfinished, others): (Vec<&String>, Vec<&String>) =
+            problems.iter().partition(|p| p.contains("unfinished"));
+        for problem in others.iter().chain(&unfinished).take(30) {
             eprintln!("check failed: {problem}");
         }
         bail!("{} problems", problems.len())
@@ -901,6 +903,19 @@ async fn check(
     let (mut completed, mut failed_poison, mut lost, mut wrongly_failed) = (0u64, 0u64, 0u64, 0u64);
     let (mut rows_expected, mut chunks, mut continued) = (0u64, 0u64, 0u64);
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
+    // Every import's record first, then what the injectors saw: when the soak did not drain,
+    // imports still complete meanwhile, and a record read before its writes and commit were
+    // counted would look like an import completed unseen.
+    let mut views = Vec::with_capacity(accepted.len());
+    for import in accepted {
+        let view: Value = http
+            .get(format!("{}/imports/{}", pipeline.base_url, import.id))
+            .send()
+            .await?
+            .json()
+            .await?;
+        views.push(view);
+    }
     let rows = chaos
         .downstream
         .rows
@@ -919,13 +934,7 @@ async fn check(
         .map(|c| c.clone())
         .unwrap_or_default();
     let mut rows_written_checked = 0u64;
-    for import in accepted {
-        let view: Value = http
-            .get(format!("{}/imports/{}", pipeline.base_url, import.id))
-            .send()
-            .await?
-            .json()
-            .await?;
+    for (import, view) in accepted.iter().zip(&views) {
         let (id, sample) = (import.id.as_str(), &import.sample);
         let status = view["status"].as_str().unwrap_or("none").to_owned();
         *statuses.entry(status.clone()).or_default() += 1;
@@ -1087,6 +1096,13 @@ async fn check(
         "duplicate_deliveries": chaos.duplicated.load(Ordering::Relaxed),
         "faults": faults,
         "problems": problems.len(),
+        // Unfinished imports last: the others say more.
+        "problem_list": problems
+            .iter()
+            .filter(|p| !p.contains("unfinished"))
+            .chain(problems.iter().filter(|p| p.contains("unfinished")))
+            .take(200)
+            .collect::<Vec<_>>(),
         "check_passed": problems.is_empty(),
     });
     let mut table = Table::new();
