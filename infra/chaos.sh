@@ -34,7 +34,7 @@ cols = [
     ("lost", lambda r: r["lost"] + r["failed_not_poison"]),
     ("unfinished", lambda r: r.get("unfinished_at_timeout", 0)),
     ("twice", lambda r: r["completed_twice"]),
-    ("rows ok", lambda r: r["distinct_rows_written"] == r["rows_expected"] and r["stray_rows"] == 0),
+    ("rows ok", lambda r: r["rows_of_completed_imports_checked"] == r["rows_expected"] and r["stray_rows"] == 0),
     ("peak/C", lambda r: f'{r["downstream"]["peak_concurrency"]}/{r["downstream"]["capacity"]}'),
     ("goodput", lambda r: "n/a" if r["downstream"]["goodput_fraction"] is None else f'{r["downstream"]["goodput_fraction"]:.0%}'),
     ("drain s", lambda r: f'{r["drain_seconds"]:.0f}'),
