@@ -30,7 +30,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use serde_json::json;
-use shared::batch::{Ack, Invocation, RecordError, RecordHandler, RecordResult};
+use shared::batch::{Ack, Invocation, RecordError, RecordHandler, RecordResult, receive_count};
 use shared::idempotency::{Claim, Decision, GuardError, IdempotencyGuard, IdempotencyStore};
 use shared::imports::{
     Checkpoint, ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION,
@@ -580,14 +580,6 @@ fn finish_by(invocation: &Invocation) -> tokio::time::Instant {
 /// conditional, the next job is collapsed by its own claim), and the redelivery settles it.
 fn out_of_time() -> RecordError {
     RecordError::retryable("the invocation ended before the chunk's progress was settled")
-}
-
-fn receive_count(message: &SqsMessage) -> u32 {
-    message
-        .attributes
-        .get("ApproximateReceiveCount")
-        .and_then(|count| count.parse().ok())
-        .unwrap_or(1)
 }
 
 fn source_error(error: SourceError) -> RecordError {

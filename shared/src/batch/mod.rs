@@ -439,7 +439,8 @@ fn units(event: &SqsEvent, entries: Vec<Entry>, fifo: bool) -> Vec<Unit> {
     order.into_iter().map(Unit::Group).collect()
 }
 
-fn receive_count(message: &SqsMessage) -> u32 {
+/// How many times SQS has delivered `message` (`ApproximateReceiveCount`; 1 when absent).
+pub fn receive_count(message: &SqsMessage) -> u32 {
     message
         .attributes
         .get("ApproximateReceiveCount")
