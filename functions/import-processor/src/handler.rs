@@ -11,16 +11,18 @@
 //! 2. rows are written from the checkpoint's offset on (item writes are idempotent puts, so a
 //!    row written twice is the same row);
 //! 3. the chunk's end is recorded on the import record with a write conditional on the
-//!    record's chunk count being this chunk: that write is the chunk's commit point. A second
-//!    delivery of a committed chunk finds the count moved on, and gets the stored checkpoint
-//!    back from the failed write (no read);
+//!    record's chunk count being this chunk: that write is the chunk's commit point. A
+//!    redelivery or a continuation reads the record before writing (one `GetItem`) and skips a
+//!    committed chunk; any other second delivery learns it from the failed write, which
+//!    returns the stored checkpoint;
 //! 4. the next chunk's job is sent from the committed checkpoint (the same job whichever
 //!    delivery sends it, so its own guard collapses copies);
 //! 5. the claim is completed, so a later copy of the chunk is a duplicate at the claim.
 //!
 //! A worker killed anywhere before 3 leaves nothing recorded: its chunk comes back and is
-//! redone from the same offset. Killed between 3 and 5, the redelivered chunk redoes its
-//! writes, finds the chunk committed at 3, and sends the next chunk's job again.
+//! redone from the same offset. Killed between 3 and 5, the redelivered chunk finds the chunk
+//! committed and sends the next chunk's job again. Steps 3 to 5 give up a quarter of the
+//! deadline margin before the deadline, so an invocation never times out as a whole.
 
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
