@@ -22,8 +22,8 @@ echo "endpoints: SQS ${AWS_ENDPOINT_URL_SQS:-$AWS_ENDPOINT_URL}, S3 ${AWS_ENDPOI
 # The tests that use SQS or S3. The guard's and the template's tests use only DynamoDB (on the
 # emulator in both tiers) or no endpoint, and already ran in the emulator tier.
 printf '\n==> SQS- and S3-dependent integration tests against LocalStack\n'
-cargo test -p integration-tests --test batch_sqs --test esm --test ops --test processor \
-    --test producer_api --test provision
+cargo test -p integration-tests --test it -- batch_sqs:: esm:: ops:: processor:: producer_api:: \
+    provision::
 
 printf '\n==> demo against LocalStack\n'
 cargo run --quiet -p local-runner -- demo --imports "$imports" --rows 10 --timeout 300

@@ -91,7 +91,7 @@ cargo run --quiet -p import-bench --bin import-bench -- cold-start --runs "${BEN
     "import-processor@jitter-entropy=$jitter/import-processor/bootstrap"
 
 step "per-record overhead: criterion, then Powertools for AWS Lambda (Python)"
-cargo bench -p import-shared --bench batch_overhead
+cargo bench -p queue-worker --bench batch_overhead
 infra/bench/powertools/run.sh --json "$out/powertools.json"
 
 step "request budget and memory of the processor (emulator)"

@@ -31,14 +31,14 @@ use harness::{
     create_items_table, s3_client, sdk_config,
 };
 use import_processor::{BATCH_SIZE, DynamoDbItems, ImportHandler, Row, S3ObjectSource};
-use serde_json::json;
-use shared::batch::{BatchProcessor, BatchSettings, SqsQueueActions};
-use shared::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use shared::imports::{
+use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     JobQueue, ObjectKey, SqsJobQueue,
 };
-use shared::protection::{Dependency, DependencySettings};
+use queue_worker::batch::{BatchProcessor, BatchSettings, SqsQueueActions};
+use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
+use queue_worker::protection::{Dependency, DependencySettings};
+use serde_json::json;
 use tokio::task::JoinSet;
 
 /// Rows of the imported file (all valid, every SKU once).

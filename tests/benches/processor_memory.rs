@@ -15,13 +15,13 @@ use harness::{
     s3_client, sdk_config,
 };
 use import_processor::{DynamoDbItems, ImportHandler, S3ObjectSource};
-use shared::batch::{BatchProcessor, BatchSettings, SqsQueueActions};
-use shared::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use shared::imports::{
+use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, JobQueue,
     ObjectKey, SqsJobQueue,
 };
-use shared::protection::{Dependency, DependencySettings};
+use queue_worker::batch::{BatchProcessor, BatchSettings, SqsQueueActions};
+use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
+use queue_worker::protection::{Dependency, DependencySettings};
 
 const FILES: usize = 10;
 const FILE_BYTES: usize = 1024 * 1024;

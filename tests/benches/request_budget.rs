@@ -22,14 +22,16 @@ use harness::{
     create_items_table, s3_client, sdk_config,
 };
 use import_processor::{DynamoDbItems, ImportHandler, S3ObjectSource};
-use serde_json::{Value, json};
-use shared::batch::{BackoffPolicy, BatchProcessor, BatchSettings, RecordStatus, SqsQueueActions};
-use shared::idempotency::{Decision, DynamoDbStore, GuardSettings, IdempotencyGuard};
-use shared::imports::{
+use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, JobQueue,
     ObjectKey, SqsJobQueue,
 };
-use shared::protection::{Dependency, DependencySettings};
+use queue_worker::batch::{
+    BackoffPolicy, BatchProcessor, BatchSettings, RecordStatus, SqsQueueActions,
+};
+use queue_worker::idempotency::{Decision, DynamoDbStore, GuardSettings, IdempotencyGuard};
+use queue_worker::protection::{Dependency, DependencySettings};
+use serde_json::{Value, json};
 
 /// Rows of the file a new record imports: one `BatchWriteItem`.
 const ROWS: usize = 10;

@@ -2,7 +2,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use shared::idempotency::Clock;
+use queue_worker::idempotency::Clock;
 
 /// A clock that moves only when told to, so tests cross lease and retention boundaries without
 /// sleeping. Clones share the same time.

@@ -8,7 +8,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use shared::idempotency::{
+use queue_worker::idempotency::{
     Claim, Decision, GuardError, GuardSettings, IdempotencyGuard, IdempotencyKey, IdempotencyStore,
 };
 
@@ -265,7 +265,7 @@ where
 {
     let (guard, clock) = guard(make_store).await;
     let key = key("deadline");
-    let deadline = shared::idempotency::Clock::now(&clock) + Duration::from_secs(20);
+    let deadline = queue_worker::idempotency::Clock::now(&clock) + Duration::from_secs(20);
     let Decision::Proceed(claim) = guard
         .claim(&key, b"job", Some(deadline))
         .await

@@ -29,8 +29,8 @@ use aws_config::{BehaviorVersion, SdkConfig};
 use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
-use shared::idempotency::attributes;
-use shared::imports::import_attributes;
+use imports::import_attributes;
+use queue_worker::idempotency::attributes;
 
 /// Loads the SDK configuration for the emulator, or panics with instructions when no local
 /// endpoint is configured.

@@ -16,9 +16,9 @@ pub fn variables_read_by(binary: &str) -> Option<BTreeSet<&'static str>> {
         "import-producer" => vec![import_producer::ProducerConfig::VARIABLES],
         "import-processor" => vec![
             import_processor::ProcessorConfig::VARIABLES,
-            shared::config::GuardConfig::VARIABLES,
-            shared::batch::BatchSettings::VARIABLES,
-            shared::protection::DependencySettings::VARIABLES,
+            queue_worker::config::GuardConfig::VARIABLES,
+            queue_worker::batch::BatchSettings::VARIABLES,
+            queue_worker::protection::DependencySettings::VARIABLES,
         ],
         _ => return None,
     };

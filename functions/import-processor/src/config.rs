@@ -1,8 +1,8 @@
 use std::num::NonZeroUsize;
 
-use shared::batch::BatchSettings;
-use shared::config::{ConfigError, Env, GuardConfig};
-use shared::protection::DependencySettings;
+use queue_worker::batch::BatchSettings;
+use queue_worker::config::{ConfigError, Env, GuardConfig};
+use queue_worker::protection::DependencySettings;
 
 /// Settings of the processor, read once at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -31,15 +31,17 @@ use std::time::SystemTime;
 use aws_lambda_events::event::sqs::SqsMessage;
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use serde_json::json;
-use shared::batch::{Ack, Invocation, RecordError, RecordHandler, RecordResult, receive_count};
-use shared::idempotency::{Claim, Decision, GuardError, IdempotencyGuard, IdempotencyStore};
-use shared::imports::{
+use imports::{
     Checkpoint, ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION,
     JobQueue, ObjectKey, Transition, job_attributes,
 };
-use shared::protection::{Dependency, DependencyError};
-use shared::telemetry::error_chain;
+use queue_worker::batch::{
+    Ack, Invocation, RecordError, RecordHandler, RecordResult, receive_count,
+};
+use queue_worker::idempotency::{Claim, Decision, GuardError, IdempotencyGuard, IdempotencyStore};
+use queue_worker::protection::{Dependency, DependencyError};
+use queue_worker::telemetry::error_chain;
+use serde_json::json;
 use tokio::time::timeout_at;
 
 use crate::items::{BATCH_SIZE, ItemWriter, WriteError};
@@ -417,7 +419,7 @@ where
         job: &ImportJob,
         claim: Claim,
         end: Option<ChunkEnd<'_>>,
-        transition: Result<Transition, shared::imports::StoreError>,
+        transition: Result<Transition, imports::StoreError>,
         invocation: &Invocation,
     ) -> RecordResult {
         let chunk = job.chunk();

@@ -4,9 +4,9 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
-use shared::idempotency::BoxError;
-use shared::imports::ImportId;
-use shared::protection::Transient;
+use imports::ImportId;
+use queue_worker::idempotency::BoxError;
+use queue_worker::protection::Transient;
 
 use crate::rows::Row;
 

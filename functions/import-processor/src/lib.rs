@@ -26,7 +26,7 @@ use std::time::SystemTime;
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
-use shared::batch::{BatchProcessor, QueueActions, RecordHandler};
+use queue_worker::batch::{BatchProcessor, QueueActions, RecordHandler};
 
 pub use config::ProcessorConfig;
 pub use handler::{Counts, DEFAULT_WRITES_IN_FLIGHT, ImportHandler};
@@ -39,7 +39,7 @@ pub use source::{ObjectBody, ObjectSource, Opened, ReadFrom, S3ObjectSource, Sou
 pub use wiring::{Handler, ProductionHandler, ProductionProcessor, build, build_with_writer};
 
 /// Handles one invocation: processes the batch and prints its metrics line. A
-/// [`BatchError`](shared::batch::BatchError) fails the invocation.
+/// [`BatchError`](queue_worker::batch::BatchError) fails the invocation.
 pub async fn handle_batch<H: RecordHandler, Q: QueueActions>(
     processor: &BatchProcessor<H, Q>,
     event: LambdaEvent<SqsEvent>,

@@ -7,8 +7,8 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_lambda_events::event::sqs::SqsEvent;
+use queue_worker::batch::{BatchSummary, RecordStatus};
 use serde_json::{Value, json};
-use shared::batch::{BatchSummary, RecordStatus};
 
 /// The metric namespace. `[To customize]`
 pub const NAMESPACE: &str = "ImportPipeline";

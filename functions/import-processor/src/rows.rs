@@ -19,7 +19,7 @@ use csv_async::{AsyncReaderBuilder, ErrorKind, StringRecord};
 use serde_json::Value;
 use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
 
-use shared::imports::ImportFormat;
+use imports::ImportFormat;
 
 /// The columns (CSV) or fields (NDJSON) of a row.
 pub const COLUMNS: [&str; 4] = ["sku", "name", "quantity", "price"];
@@ -401,7 +401,7 @@ pub struct Rejections {
 }
 
 impl Rejections {
-    const EXAMPLES: usize = shared::imports::Checkpoint::MAX_EXAMPLES;
+    const EXAMPLES: usize = imports::Checkpoint::MAX_EXAMPLES;
 
     /// The rejections an earlier chunk counted: `count` rows, with `examples`.
     pub fn carried(count: u64, examples: &[String]) -> Self {

@@ -2,8 +2,8 @@
 
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectError;
-use shared::idempotency::BoxError;
-use shared::imports::ObjectKey;
+use imports::ObjectKey;
+use queue_worker::idempotency::BoxError;
 use tokio::io::AsyncBufRead;
 
 /// An uploaded object's bytes, streamed.

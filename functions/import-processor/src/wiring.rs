@@ -3,10 +3,10 @@
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
-use shared::batch::{BatchProcessor, SqsQueueActions};
-use shared::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use shared::imports::{DynamoDbImports, SqsJobQueue};
-use shared::protection::Dependency;
+use imports::{DynamoDbImports, SqsJobQueue};
+use queue_worker::batch::{BatchProcessor, SqsQueueActions};
+use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
+use queue_worker::protection::Dependency;
 
 use crate::{DynamoDbItems, ImportHandler, ItemWriter, ProcessorConfig, S3ObjectSource};
 
@@ -46,7 +46,7 @@ pub fn build_with_writer<W: ItemWriter>(
     );
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(shared::aws::endpoint_overridden())
+            .force_path_style(queue_worker::aws::endpoint_overridden())
             .build(),
     );
     let guard = IdempotencyGuard::new(

@@ -1,4 +1,4 @@
-use shared::config::{ConfigError, Env};
+use queue_worker::config::{ConfigError, Env};
 
 /// Settings of the producer, read once at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]

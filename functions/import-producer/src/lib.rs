@@ -26,7 +26,7 @@ pub use problem::{PROBLEM_TYPE_PREFIX, Problem};
 pub use request::NewImport;
 pub use routes::{Api, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, router};
 
-use shared::imports::{DynamoDbImports, SqsJobQueue};
+use imports::{DynamoDbImports, SqsJobQueue};
 
 /// The production API: the imports table and the job queue from `config`, on clients built
 /// from `sdk`. Shared by `main.rs` and the local runner.
@@ -34,7 +34,7 @@ pub fn production_api(
     config: ProducerConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Api<DynamoDbImports, SqsJobQueue> {
-    let clients = shared::aws::AwsClients::new(sdk);
+    let clients = queue_worker::aws::AwsClients::new(sdk);
     Api {
         store: DynamoDbImports::new(clients.dynamodb, config.imports_table),
         queue: SqsJobQueue::new(clients.sqs, config.job_queue_url),

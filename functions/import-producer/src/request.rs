@@ -1,9 +1,9 @@
 //! Parsing `POST /imports` bodies into a validated request, field by field, so each error names
 //! the field at fault.
 
+use imports::{ImportFormat, ObjectKey};
+use queue_worker::idempotency::PayloadHash;
 use serde_json::{Map, Value};
-use shared::idempotency::PayloadHash;
-use shared::imports::{ImportFormat, ObjectKey};
 
 use crate::problem::Problem;
 

@@ -10,13 +10,13 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use lambda_http::request::RequestContext;
-use serde_json::json;
-use shared::idempotency::IdempotencyKey;
-use shared::imports::{
+use imports::{
     CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore, JobQueue,
 };
-use shared::telemetry::error_chain;
+use lambda_http::request::RequestContext;
+use queue_worker::idempotency::IdempotencyKey;
+use queue_worker::telemetry::error_chain;
+use serde_json::json;
 
 use crate::problem::Problem;
 use crate::request::NewImport;

@@ -9,12 +9,12 @@ use std::time::SystemTime;
 use axum::body::{Body, to_bytes};
 use axum::http::{Response, StatusCode};
 use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
-use serde_json::{Value, json};
-use shared::idempotency::BoxError;
-use shared::imports::{
+use imports::{
     CreateOutcome, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     JobQueue, StoreError,
 };
+use queue_worker::idempotency::BoxError;
+use serde_json::{Value, json};
 use tower::ServiceExt;
 
 #[derive(Default)]

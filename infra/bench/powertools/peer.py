@@ -1,5 +1,5 @@
 """Per-record overhead of Powertools for AWS Lambda (Python) batch processing: the peer of the Rust
-bench in shared/benches/batch_overhead.rs, on the same workload.
+bench in shared/queue-worker/benches/batch_overhead.rs, on the same workload.
 
 Cases, each on SQS events of 10 and 100 records:
 

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Per-record overhead of Powertools for AWS Lambda (Python) batch processing, the peer of
-# `cargo bench -p import-shared --bench batch_overhead`. Creates the pinned venv if needed, then
+# `cargo bench -p queue-worker --bench batch_overhead`. Creates the pinned venv if needed, then
 # runs peer.py with this script's arguments:
 #
 #   infra/bench/powertools/run.sh [--seconds 2] [--warmup 0.5] [--batch 10 100] [--json PATH]

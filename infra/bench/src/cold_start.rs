@@ -28,13 +28,13 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_s3::types::ObjectCannedAcl;
-use serde::Serialize;
-use serde_json::{Value, json};
-use shared::idempotency::attributes;
-use shared::imports::{
+use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     ObjectKey, import_attributes,
 };
+use queue_worker::idempotency::attributes;
+use serde::Serialize;
+use serde_json::{Value, json};
 use tokio::process::Command;
 
 use crate::init_time::{LAMBDA_ENVIRONMENT, percentile};

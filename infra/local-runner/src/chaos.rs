@@ -34,17 +34,19 @@ use import_processor::{
     DynamoDbItems, ImportHandler, ItemWriter, ObjectSource, Opened, ProcessorConfig, ReadFrom, Row,
     S3ObjectSource, SourceError, WriteError,
 };
-use serde_json::{Value, json};
-use shared::batch::{BatchProcessor, ParkReason, QueueActions, RecordStatus, SqsQueueActions};
-use shared::idempotency::{
-    BoxError, Claim, ClaimRequest, Decision, DynamoDbStore, GuardError, GuardSettings,
-    IdempotencyGuard, IdempotencyStore,
-};
-use shared::imports::{
+use imports::{
     ChunkEnd, DynamoDbImports, ImportId, ImportJob, ImportResults, JobQueue, ObjectKey,
     SqsJobQueue, StoreError, Transition,
 };
-use shared::protection::Dependency;
+use queue_worker::batch::{
+    BatchProcessor, ParkReason, QueueActions, RecordStatus, SqsQueueActions,
+};
+use queue_worker::idempotency::{
+    BoxError, Claim, ClaimRequest, Decision, DynamoDbStore, GuardError, GuardSettings,
+    IdempotencyGuard, IdempotencyStore,
+};
+use queue_worker::protection::Dependency;
+use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
 use crate::demo::{self, Accepted, Burst, Kind};
@@ -738,7 +740,7 @@ pub fn function(
     );
     let s3 = aws_sdk_s3::Client::from_conf(
         aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(shared::aws::endpoint_overridden())
+            .force_path_style(queue_worker::aws::endpoint_overridden())
             .build(),
     );
     let chaos = Arc::clone(chaos);

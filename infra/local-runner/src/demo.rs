@@ -20,8 +20,8 @@ use anyhow::{Context as _, bail, ensure};
 use aws_sdk_s3::primitives::ByteStream;
 use comfy_table::{Table, presets::UTF8_FULL};
 use indicatif::{ProgressBar, ProgressStyle};
+use queue_worker::batch::RecordStatus;
 use serde_json::{Value, json};
-use shared::batch::RecordStatus;
 use tokio::sync::Semaphore;
 
 use crate::pipeline::Pipeline;

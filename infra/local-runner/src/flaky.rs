@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use import_processor::{ItemWriter, Row, WriteError};
-use shared::imports::ImportId;
+use imports::ImportId;
 
 /// Wraps a writer and fails each write with probability `failure_rate` (0 passes every write
 /// through).

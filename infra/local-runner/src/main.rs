@@ -121,7 +121,7 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "info"
     };
-    shared::telemetry::init_with_default_level(level);
+    queue_worker::telemetry::init_with_default_level(level);
     let template = Template::load(&cli.template)?;
     let mut options = Options {
         port: 0,

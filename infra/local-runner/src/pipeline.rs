@@ -10,10 +10,12 @@ use anyhow::Context as _;
 use aws_lambda_events::event::sqs::SqsEvent;
 use import_processor::ProcessorConfig;
 use import_producer::{ProducerConfig, production_api, router};
+use imports::ImportJob;
+use queue_worker::Env;
+use queue_worker::batch::{
+    BatchProcessor, BatchSummary, QueueActions, RecordHandler, RecordStatus,
+};
 use serde_json::Value;
-use shared::Env;
-use shared::batch::{BatchProcessor, BatchSummary, QueueActions, RecordHandler, RecordStatus};
-use shared::imports::ImportJob;
 use tokio::sync::{mpsc, oneshot};
 
 use crate::esm::{EventSourceMapping, Function, InvocationReport, MappingChaos};
@@ -185,7 +187,7 @@ impl Pipeline {
         );
         let port = options.port;
         // The functions' own SDK configuration, so the pipeline runs exactly what Lambda runs.
-        let sdk = shared::aws::load_sdk_config(&shared::Env::from_process()).await?;
+        let sdk = queue_worker::aws::load_sdk_config(&queue_worker::Env::from_process()).await?;
         let unset = services_without_local_endpoint();
         anyhow::ensure!(
             unset.is_empty(),

@@ -12,8 +12,8 @@ use aws_sdk_sqs::types::{
     ChangeMessageVisibilityBatchRequestEntry, DeleteMessageBatchRequestEntry, Message,
     MessageSystemAttributeName,
 };
+use queue_worker::batch::dlq_attributes;
 use serde::Serialize;
-use shared::batch::dlq_attributes;
 
 use crate::OpsError;
 

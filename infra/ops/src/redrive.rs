@@ -14,8 +14,8 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use queue_worker::batch::dlq_attributes;
 use serde::Serialize;
-use shared::batch::dlq_attributes;
 
 use crate::dlq::{self, SQS_BATCH};
 use crate::{OpsError, Queues};

@@ -8,7 +8,7 @@ use aws_sdk_sqs::types::{
 };
 
 use super::{ImportJob, JOB_SCHEMA_VERSION, job_attributes};
-use crate::idempotency::BoxError;
+use queue_worker::idempotency::BoxError;
 
 /// Where jobs are put: by the producer, and by the processor for an import's next chunk.
 pub trait JobQueue: Send + Sync {

@@ -1,4 +1,4 @@
-//! The SDK client `shared::aws::https_client` builds trusts exactly its trust store: a server whose
+//! The SDK client `queue_worker::aws::https_client` builds trusts exactly its trust store: a server whose
 //! certificate does not chain to Amazon Trust Services is refused before any request is sent,
 //! and the same server is reached once `AWS_CA_BUNDLE` names its certificate.
 
@@ -10,8 +10,8 @@ use aws_config::BehaviorVersion;
 use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::config::{Credentials, Region};
 use aws_sdk_dynamodb::error::{DisplayErrorContext, SdkError};
-use shared::Env;
-use shared::aws::{CA_BUNDLE_VARIABLE, https_client};
+use queue_worker::Env;
+use queue_worker::aws::{CA_BUNDLE_VARIABLE, https_client};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_rustls::TlsAcceptor;

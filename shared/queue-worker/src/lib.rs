@@ -10,17 +10,14 @@
 //!   come from the standard `AWS_ENDPOINT_URL*` variables, so the same binary talks to AWS or to a
 //!   local emulator without code changes.
 //! - [`telemetry`]: tracing set-up (JSON in Lambda, readable text on a terminal).
-//! - [`imports`]: the example domain (`[To customize]`): import ids, object keys, the job
-//!   message and the import record with their stores.
 //! - [`idempotency`]: the guard that makes a handler's side effects happen once even when the
 //!   queue delivers a job more than once, with a DynamoDB store and an in-memory store.
 
 pub mod aws;
 pub mod batch;
 pub mod config;
-mod dynamo;
+pub mod dynamo;
 pub mod idempotency;
-pub mod imports;
 pub mod protection;
 pub mod telemetry;
 

@@ -6,7 +6,7 @@ use sha2::{Digest, Sha256};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
-use crate::idempotency::IdempotencyKey;
+use queue_worker::idempotency::IdempotencyKey;
 
 /// The id of an import: a UUID. Server-generated ids are UUIDv7, so they sort by creation time;
 /// ids derived from a client's `Idempotency-Key` are stable for that client and key.

@@ -17,13 +17,15 @@ use harness::{
     create_imports_table, create_items_table, s3_client, sdk_config,
 };
 use import_processor::{DynamoDbItems, ImportHandler, ItemWriter, Row, S3ObjectSource, WriteError};
-use shared::batch::{BatchOutcome, BatchProcessor, BatchSettings, SqsQueueActions, dlq_attributes};
-use shared::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use shared::imports::{
+use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     JobQueue, ObjectKey, SqsJobQueue,
 };
-use shared::protection::{Dependency, DependencySettings};
+use queue_worker::batch::{
+    BatchOutcome, BatchProcessor, BatchSettings, SqsQueueActions, dlq_attributes,
+};
+use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
+use queue_worker::protection::{Dependency, DependencySettings};
 
 /// The stand-in for a flaky downstream: fails the first `failures` calls, and every call whose
 /// rows include a SKU starting with `FAIL-`, as transient errors.
@@ -451,7 +453,7 @@ async fn the_same_job_delivered_twice_is_imported_once() {
     assert_eq!(
         outcome
             .summary
-            .count(shared::batch::RecordStatus::Duplicate),
+            .count(queue_worker::batch::RecordStatus::Duplicate),
         1
     );
     assert!(
@@ -478,7 +480,9 @@ async fn a_redelivery_whose_idempotency_record_was_lost_is_counted_as_a_duplicat
 
     let first = p.run(&p.processor(0).await, &p.receive(1).await).await;
     assert_eq!(
-        first.summary.count(shared::batch::RecordStatus::Processed),
+        first
+            .summary
+            .count(queue_worker::batch::RecordStatus::Processed),
         1
     );
     // A second execution environment on an empty guard table: as if the first one's record
@@ -488,8 +492,12 @@ async fn a_redelivery_whose_idempotency_record_was_lost_is_counted_as_a_duplicat
     assert!(failed_ids(&second).is_empty());
     assert_eq!(
         (
-            second.summary.count(shared::batch::RecordStatus::Processed),
-            second.summary.count(shared::batch::RecordStatus::Duplicate)
+            second
+                .summary
+                .count(queue_worker::batch::RecordStatus::Processed),
+            second
+                .summary
+                .count(queue_worker::batch::RecordStatus::Duplicate)
         ),
         (0, 1),
         "the import was completed by the first delivery, not this one"
@@ -523,7 +531,7 @@ async fn the_same_job_delivered_twice_concurrently_is_imported_once() {
         p.run_until(&two, &b, deadline)
     );
 
-    use shared::batch::RecordStatus::{Duplicate, Processed, Retried};
+    use queue_worker::batch::RecordStatus::{Duplicate, Processed, Retried};
     let count = |status| first.summary.count(status) + second.summary.count(status);
     assert_eq!(
         count(Processed),
@@ -773,7 +781,7 @@ async fn a_mixed_batch_of_ten_reports_exactly_the_right_failures() {
 
     assert_eq!(failed_ids(&outcome), expected_failures);
     let count = |status| outcome.summary.count(status);
-    use shared::batch::RecordStatus::*;
+    use queue_worker::batch::RecordStatus::*;
     assert_eq!(
         (
             count(Processed),
@@ -848,7 +856,7 @@ async fn a_small_job_started_with_little_time_left_completes_and_is_never_failed
     assert_eq!(
         outcome
             .summary
-            .count(shared::batch::RecordStatus::Processed),
+            .count(queue_worker::batch::RecordStatus::Processed),
         1
     );
     let import = p.import(id).await;
@@ -1006,7 +1014,7 @@ async fn the_same_chunk_delivered_twice_at_once_counts_once() {
         p.run_until(&one, &continuation, invocation()),
         p.run_until(&two, &copy, invocation())
     );
-    use shared::batch::RecordStatus::Processed;
+    use queue_worker::batch::RecordStatus::Processed;
     assert_eq!(
         a.summary.count(Processed) + b.summary.count(Processed),
         1,
@@ -1040,7 +1048,7 @@ async fn a_worker_dying_after_its_chunk_was_recorded_leaves_the_next_chunk_queue
         .delete_item()
         .table_name(&guard_table)
         .key(
-            shared::idempotency::attributes::KEY,
+            queue_worker::idempotency::attributes::KEY,
             AttributeValue::S(id.to_string()),
         )
         .send()
@@ -1071,7 +1079,7 @@ async fn a_redelivered_chunk_that_was_recorded_is_not_redone_and_queues_the_next
         .delete_item()
         .table_name(&guard_table)
         .key(
-            shared::idempotency::attributes::KEY,
+            queue_worker::idempotency::attributes::KEY,
             AttributeValue::S(id.to_string()),
         )
         .send()
@@ -1100,7 +1108,7 @@ async fn a_redelivered_chunk_that_was_recorded_is_not_redone_and_queues_the_next
     assert_eq!(
         outcome
             .summary
-            .count(shared::batch::RecordStatus::Duplicate),
+            .count(queue_worker::batch::RecordStatus::Duplicate),
         1
     );
     assert_eq!(p.item_requests.snapshot(), counts(&[]), "no write redone");
@@ -1199,7 +1207,7 @@ async fn the_same_job_reserialised_is_a_duplicate_not_a_payload_mismatch() {
     assert_eq!(
         outcome
             .summary
-            .count(shared::batch::RecordStatus::Duplicate),
+            .count(queue_worker::batch::RecordStatus::Duplicate),
         1
     );
     assert_eq!(p.import(id).await.rows_written, Some(5));
@@ -1226,7 +1234,9 @@ async fn a_job_of_an_unsupported_schema_version_is_parked_and_fails_its_import()
     let processor = p.processor(0).await;
     let outcome = p.run(&processor, &p.receive(1).await).await;
     assert_eq!(
-        outcome.summary.count(shared::batch::RecordStatus::Parked),
+        outcome
+            .summary
+            .count(queue_worker::batch::RecordStatus::Parked),
         1
     );
     let import = p.import(id).await;

@@ -7,7 +7,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use aws_sdk_dynamodb::types::AttributeValue;
 use harness::guard_suite::SETTINGS;
 use harness::{ManualClock, RequestCounter, create_idempotency_table, sdk_config};
-use shared::idempotency::{
+use queue_worker::idempotency::{
     Clock, Decision, DynamoDbStore, GuardError, IdempotencyGuard, IdempotencyKey, attributes,
 };
 
@@ -137,7 +137,7 @@ async fn malformed_stored_record_is_a_permanent_error() {
 
 #[tokio::test]
 async fn a_retried_claim_write_recognises_its_own_claim() {
-    use shared::idempotency::{ClaimRequest, FencingToken, IdempotencyStore, PayloadHash};
+    use queue_worker::idempotency::{ClaimRequest, FencingToken, IdempotencyStore, PayloadHash};
     let store = store().await;
     let now = SystemTime::now();
     let request = ClaimRequest {

@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 
 use harness::{RequestCounter, TestQueue, create_imports_table, sdk_config, serve};
 use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
+use imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore, SqsJobQueue};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use shared::imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore, SqsJobQueue};
 
 const MAX_BODY_BYTES: usize = 4096;
 

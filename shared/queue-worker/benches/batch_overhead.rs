@@ -1,16 +1,16 @@
 //! Per-record overhead of the batch processor, alone and with the idempotency guard (in-memory
-//! store), around a handler that does no work. Run with `cargo bench -p import-shared`.
+//! store), around a handler that does no work. Run with `cargo bench -p queue-worker`.
 
 use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use shared::batch::{
+use queue_worker::batch::{
     Ack, BatchProcessor, BatchSettings, Invocation, ParkReason, QueueActions, RecordError,
     RecordHandler, RecordResult,
 };
-use shared::idempotency::{
+use queue_worker::idempotency::{
     BoxError, Decision, GuardSettings, IdempotencyGuard, IdempotencyKey, InMemoryStore,
 };
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 use super::{ImportFormat, ImportId, ObjectKey};
-use crate::idempotency::IdempotencyKey;
+use queue_worker::idempotency::IdempotencyKey;
 
 /// Version of the job body's schema. Bump it when the body changes incompatibly; the processor
 /// parks jobs of a version it does not know instead of guessing.

@@ -107,7 +107,7 @@ async fn function_environments_resolve_to_the_local_resources_and_cover_the_conf
         .function_env(&template, "ProcessorFunction")
         .unwrap();
     let config =
-        import_processor::ProcessorConfig::from_env(&shared::Env::from_pairs(env)).unwrap();
+        import_processor::ProcessorConfig::from_env(&queue_worker::Env::from_pairs(env)).unwrap();
     assert_eq!(
         Some(config.dead_letter_queue_url.as_str()),
         provisioned.reference("DeadLetterQueue")

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant, SystemTime};
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use harness::{TestQueue, acknowledge, sdk_config};
-use shared::batch::{
+use queue_worker::batch::{
     BackoffPolicy, BatchProcessor, BatchSettings, Invocation, RecordError, RecordHandler,
     RecordResult, RecordStatus, SqsQueueActions, dlq_attributes,
 };

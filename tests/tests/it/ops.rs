@@ -10,7 +10,7 @@ use harness::{TestQueue, sdk_config, unique_name};
 use import_ops::redrive::{self, LoopOptions};
 use import_ops::stats::queue_stats;
 use import_ops::{OpsError, Queues, Target, dlq};
-use shared::batch::{ParkReason, QueueActions, SqsQueueActions, dlq_attributes};
+use queue_worker::batch::{ParkReason, QueueActions, SqsQueueActions, dlq_attributes};
 
 /// A job queue whose dead-letter queue is `dlq` (redrive after 5 receives), as the template
 /// makes them.

@@ -1,6 +1,6 @@
 //! The guard's behaviour suite against the in-memory store.
 
-use shared::idempotency::InMemoryStore;
+use queue_worker::idempotency::InMemoryStore;
 
 async fn store() -> InMemoryStore {
     InMemoryStore::default()
