@@ -136,3 +136,40 @@ pub async fn serve(router: axum::Router) -> String {
     });
     format!("http://{address}")
 }
+
+/// The resources a test's processor works on.
+pub struct ProcessorResources<'a> {
+    /// The idempotency table.
+    pub guard_table: &'a str,
+    /// The imports table.
+    pub imports_table: &'a str,
+    /// The items table.
+    pub items_table: &'a str,
+    /// The upload bucket.
+    pub bucket: &'a str,
+    /// The job queue's URL.
+    pub queue_url: &'a str,
+    /// The dead-letter queue's URL.
+    pub dlq_url: &'a str,
+}
+
+/// The processor's configuration for a test's own resources, read as Lambda reads it
+/// (`ProcessorConfig::from_env`), so every setting not in `overrides` is the code's default.
+/// Objects must be under `uploads/`.
+pub fn processor_config(
+    resources: &ProcessorResources<'_>,
+    overrides: &[(&str, &str)],
+) -> import_processor::ProcessorConfig {
+    let mut vars = vec![
+        ("IDEMPOTENCY_TABLE", resources.guard_table),
+        ("IMPORTS_TABLE", resources.imports_table),
+        ("ITEMS_TABLE", resources.items_table),
+        ("UPLOAD_BUCKET", resources.bucket),
+        ("UPLOAD_PREFIX", "uploads/"),
+        ("JOB_QUEUE_URL", resources.queue_url),
+        ("DEAD_LETTER_QUEUE_URL", resources.dlq_url),
+    ];
+    vars.extend_from_slice(overrides);
+    import_processor::ProcessorConfig::from_env(&queue_worker::Env::from_pairs(vars))
+        .expect("a valid test configuration")
+}

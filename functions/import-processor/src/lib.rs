@@ -4,17 +4,20 @@
 //! guard, streams the object from S3, validates its rows, writes the valid ones to the items
 //! table 25 per request with a few requests in flight (behind a circuit breaker), and records
 //! the import as `COMPLETED` with its counts, or `FAILED` with a reason. An import that
-//! outlasts its invocation checkpoints and continues in a new job (see `handler`). Batches go through the shared batch
-//! processor: partial batch failures, backoff, DLQ parking. One EMF metrics line is printed per
-//! invocation.
+//! outlasts its invocation checkpoints and continues in a new job (see `handler`). The worker is
+//! one typed function ([`ImportWorker`] implements `queue_worker::worker::Worker`); the library
+//! claims, parses, continues and reports the batch (partial batch failures, backoff, DLQ
+//! parking). One EMF metrics line is printed per invocation.
 //!
 //! **The event source mapping must enable `ReportBatchItemFailures`.**
 //!
-//! Layout: `handler` (one job), `rows` (file schema and readers, `[To customize]`), `source`
-//! (S3), `items` (the items table), `metrics` (EMF), `config`, and `wiring`, which builds the
-//! production processor for `main.rs` and the local runner alike.
+//! Layout: `handler` (one chunk of an import), `failure` (the permanent failure classes),
+//! `rows` (file schema and readers, `[To customize]`), `source` (S3), `items` (the items
+//! table), `metrics` (EMF), `config`, and `wiring`: [`Parts`], the one builder that `main.rs`,
+//! the local runner, the tests and the benches use.
 
 mod config;
+mod failure;
 mod handler;
 mod items;
 mod metrics;
@@ -29,14 +32,15 @@ use lambda_runtime::LambdaEvent;
 use queue_worker::batch::{BatchProcessor, QueueActions, RecordHandler};
 
 pub use config::ProcessorConfig;
-pub use handler::{Counts, DEFAULT_WRITES_IN_FLIGHT, ImportHandler};
+pub use failure::ImportFailure;
+pub use handler::{Counts, DEFAULT_WRITES_IN_FLIGHT, ImportWorker, settle};
 pub use items::{BATCH_SIZE, DynamoDbItems, ItemWriter, WriteError};
 pub use metrics::{NAMESPACE, emf, oldest_message_age};
 pub use rows::{
     COLUMNS, FileError, MAX_LINE_BYTES, Position, Rejection, Rejections, Row, RowReader, validate,
 };
 pub use source::{ObjectBody, ObjectSource, Opened, ReadFrom, S3ObjectSource, SourceError};
-pub use wiring::{Handler, ProductionHandler, ProductionProcessor, build, build_with_writer};
+pub use wiring::{Parts, Processor, ProductionParts, ProductionProcessor, build};
 
 /// Handles one invocation: processes the batch and prints its metrics line. A
 /// [`BatchError`](queue_worker::batch::BatchError) fails the invocation.

@@ -3,7 +3,7 @@
 use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::operation::get_object::GetObjectError;
 use imports::ObjectKey;
-use queue_worker::idempotency::BoxError;
+use queue_worker::BoxError;
 use tokio::io::AsyncBufRead;
 
 /// An uploaded object's bytes, streamed.

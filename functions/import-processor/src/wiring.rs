@@ -1,68 +1,133 @@
-//! Building the production processor from its configuration: shared by `main.rs` and the local
-//! runner, so both run exactly the same code.
+//! [`Parts`]: the one way the processor is built, by `main.rs`, the local runner, the tests and
+//! the benches, so all of them run the same code.
+//!
+//! [`Parts::new`] makes the production seams from the configuration; a caller that needs another
+//! seam (a fault injector, a counting client, an in-memory fake) puts it in that field, by
+//! destructuring (a seam's type may change), and calls [`Parts::build`]:
+//!
+//! ```ignore
+//! let Parts { guard, source, writer, imports, jobs, queue, config } = Parts::new(&config, &sdk);
+//! let writer = Flaky::new(writer);
+//! let processor = Parts { guard, source, writer, imports, jobs, queue, config }.build();
+//! ```
 
 use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
-use imports::{DynamoDbImports, SqsJobQueue};
+use imports::DynamoDbImports;
 use queue_worker::batch::{BatchProcessor, SqsQueueActions};
 use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
+use queue_worker::job::SqsJobQueue;
 use queue_worker::protection::Dependency;
+use queue_worker::worker::Idempotent;
 
-use crate::{DynamoDbItems, ImportHandler, ItemWriter, ProcessorConfig, S3ObjectSource};
+use crate::{DynamoDbItems, ImportWorker, ProcessorConfig, S3ObjectSource};
 
-/// The record handler, with the production stores and a choice of item writer.
-pub type Handler<W> = ImportHandler<DynamoDbStore, S3ObjectSource, W, DynamoDbImports, SqsJobQueue>;
-
-/// The production record handler.
-pub type ProductionHandler = Handler<DynamoDbItems>;
-
-/// The production batch processor.
-pub type ProductionProcessor = BatchProcessor<ProductionHandler, SqsQueueActions>;
-
-/// Builds the processor: clients once, the items table's client without SDK retries (the
-/// processor retries it inside its circuit breaker), S3 path-style when an endpoint is
-/// overridden (emulators), and the SQS clients only when a record first fails or an import
-/// first needs another chunk (a healthy environment of small imports never needs them).
-///
-/// No request is made here. A warm-up call in init would only move the first connection's
-/// handshake from the first batch to the cold start: nobody waits on a queue worker's first
-/// record, while every cold start is billed and delays the first poll.
-pub fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProcessor {
-    build_with_writer(config, sdk, |items| items)
+/// The processor's seams and settings, ready to [`build`](Self::build).
+#[derive(Debug)]
+pub struct Parts<S, O, W, R, Q, A> {
+    /// The idempotency guard's store.
+    pub guard: S,
+    /// Where uploaded objects are read.
+    pub source: O,
+    /// Where rows are written.
+    pub writer: W,
+    /// The import records.
+    pub imports: R,
+    /// Where continuations are sent (the job queue).
+    pub jobs: Q,
+    /// Backoff and parking (the job queue and its dead-letter queue).
+    pub queue: A,
+    /// The settings.
+    pub config: ProcessorConfig,
 }
 
-/// [`build`], with the items table's writer wrapped by `wrap`: the local runner uses this to put
-/// a fault injector between the processor and its downstream.
-pub fn build_with_writer<W: ItemWriter>(
-    config: &ProcessorConfig,
-    sdk: &SdkConfig,
-    wrap: impl FnOnce(DynamoDbItems) -> W,
-) -> BatchProcessor<Handler<W>, SqsQueueActions> {
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let items_client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(sdk)
-            .retry_config(RetryConfig::disabled())
-            .build(),
-    );
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(queue_worker::aws::endpoint_overridden())
-            .build(),
-    );
-    let guard = IdempotencyGuard::new(
-        DynamoDbStore::new(dynamodb.clone(), &config.guard.table_name),
-        GuardSettings::from(&config.guard),
-    );
-    let handler = ImportHandler::new(
-        guard,
-        S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
-        wrap(DynamoDbItems::new(items_client, &config.items_table)),
-        DynamoDbImports::new(dynamodb, &config.imports_table),
-        SqsJobQueue::on_first_send(sdk, &config.job_queue_url),
-        Dependency::new("items-table", config.items_table_protection),
-        &config.upload_prefix,
-    )
-    .with_writes_in_flight(config.item_writes_in_flight);
-    let queue = SqsQueueActions::on_first_failure(sdk, &config.dead_letter_queue_url);
-    BatchProcessor::new(handler, queue, config.batch)
+/// The production seams.
+pub type ProductionParts = Parts<
+    DynamoDbStore,
+    S3ObjectSource,
+    DynamoDbItems,
+    DynamoDbImports,
+    SqsJobQueue,
+    SqsQueueActions,
+>;
+
+/// The processor built from a set of seams.
+pub type Processor<S, O, W, R, Q, A> = BatchProcessor<Idempotent<ImportWorker<O, W, R>, S, Q>, A>;
+
+/// The production processor.
+pub type ProductionProcessor = Processor<
+    DynamoDbStore,
+    S3ObjectSource,
+    DynamoDbItems,
+    DynamoDbImports,
+    SqsJobQueue,
+    SqsQueueActions,
+>;
+
+/// Builds the production processor: [`Parts::new`] then [`Parts::build`].
+pub fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProcessor {
+    Parts::new(config, sdk).build()
+}
+
+impl ProductionParts {
+    /// The production seams: clients built once, the items table's client without SDK
+    /// retries (the processor retries it inside its circuit breaker), S3 path-style when an
+    /// endpoint is overridden (emulators), and the SQS clients only when a record first fails
+    /// or an import first needs another chunk (a healthy environment of small imports never
+    /// needs them).
+    ///
+    /// No request is made here. A warm-up call in init would only move the first connection's
+    /// handshake from the first batch to the cold start: nobody waits on a queue worker's first
+    /// record, while every cold start is billed and delays the first poll.
+    pub fn new(config: &ProcessorConfig, sdk: &SdkConfig) -> Self {
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
+        let items_client = aws_sdk_dynamodb::Client::from_conf(
+            aws_sdk_dynamodb::config::Builder::from(sdk)
+                .retry_config(RetryConfig::disabled())
+                .build(),
+        );
+        let s3 = aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(sdk)
+                .force_path_style(queue_worker::aws::endpoint_overridden())
+                .build(),
+        );
+        Self {
+            guard: DynamoDbStore::new(dynamodb.clone(), &config.guard.table_name),
+            source: S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
+            writer: DynamoDbItems::new(items_client, &config.items_table),
+            imports: DynamoDbImports::new(dynamodb, &config.imports_table),
+            jobs: SqsJobQueue::on_first_send(sdk, &config.job_queue_url),
+            queue: SqsQueueActions::on_first_failure(sdk, &config.dead_letter_queue_url),
+            config: config.clone(),
+        }
+    }
+}
+
+impl<S, O, W, R, Q, A> Parts<S, O, W, R, Q, A>
+where
+    S: queue_worker::idempotency::IdempotencyStore,
+    O: crate::ObjectSource,
+    W: crate::ItemWriter,
+    R: imports::ImportResults,
+    Q: queue_worker::job::JobQueue<imports::ImportJob>,
+    A: queue_worker::batch::QueueActions,
+{
+    /// The batch processor running the import worker behind the idempotency guard.
+    pub fn build(self) -> Processor<S, O, W, R, Q, A> {
+        let config = self.config;
+        let worker = ImportWorker::new(
+            self.source,
+            self.writer,
+            self.imports,
+            Dependency::new("items-table", config.items_table_protection),
+            &config.upload_prefix,
+        )
+        .with_writes_in_flight(config.item_writes_in_flight);
+        let guard = IdempotencyGuard::new(self.guard, GuardSettings::from(&config.guard));
+        BatchProcessor::new(
+            Idempotent::new(worker, guard, self.jobs),
+            self.queue,
+            config.batch,
+        )
+    }
 }

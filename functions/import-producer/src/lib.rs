@@ -26,7 +26,8 @@ pub use problem::{PROBLEM_TYPE_PREFIX, Problem};
 pub use request::NewImport;
 pub use routes::{Api, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, router};
 
-use imports::{DynamoDbImports, SqsJobQueue};
+use imports::DynamoDbImports;
+use queue_worker::job::SqsJobQueue;
 
 /// The production API: the imports table and the job queue from `config`, on clients built
 /// from `sdk`. Shared by `main.rs` and the local runner.
@@ -34,10 +35,9 @@ pub fn production_api(
     config: ProducerConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Api<DynamoDbImports, SqsJobQueue> {
-    let clients = queue_worker::aws::AwsClients::new(sdk);
     Api {
-        store: DynamoDbImports::new(clients.dynamodb, config.imports_table),
-        queue: SqsJobQueue::new(clients.sqs, config.job_queue_url),
+        store: DynamoDbImports::new(aws_sdk_dynamodb::Client::new(sdk), config.imports_table),
+        queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), config.job_queue_url),
         upload_prefix: config.upload_prefix,
         max_body_bytes: config.max_body_bytes,
     }

@@ -10,11 +10,10 @@ use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use imports::{
-    CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore, JobQueue,
-};
+use imports::{CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore};
 use lambda_http::request::RequestContext;
 use queue_worker::idempotency::IdempotencyKey;
+use queue_worker::job::JobQueue;
 use queue_worker::telemetry::error_chain;
 use serde_json::json;
 
@@ -43,7 +42,7 @@ pub struct Api<S, Q> {
 pub fn router<S, Q>(api: Arc<Api<S, Q>>) -> Router
 where
     S: ImportStore + 'static,
-    Q: JobQueue + 'static,
+    Q: JobQueue<ImportJob> + 'static,
 {
     Router::new()
         .route(
@@ -62,7 +61,7 @@ where
         .with_state(api)
 }
 
-async fn create_import<S: ImportStore, Q: JobQueue>(
+async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
     State(api): State<Arc<Api<S, Q>>>,
     request: Request,
 ) -> Result<Response, Problem> {
@@ -92,7 +91,7 @@ async fn create_import<S: ImportStore, Q: JobQueue>(
 /// Records the import and queues its job, or replays what an earlier request with the same key
 /// did.
 #[tracing::instrument(skip_all, fields(import_id = %record.import_id))]
-async fn accept<S: ImportStore, Q: JobQueue>(
+async fn accept<S: ImportStore, Q: JobQueue<ImportJob>>(
     api: &Api<S, Q>,
     record: &ImportRecord,
     has_key: bool,
@@ -143,7 +142,7 @@ async fn accept<S: ImportStore, Q: JobQueue>(
 
 /// Sends the import's job and records that it was sent. Only a failed send is an error: if the
 /// mark fails, a retry sends the job once more, which the idempotent consumer absorbs.
-async fn send_job<S: ImportStore, Q: JobQueue>(
+async fn send_job<S: ImportStore, Q: JobQueue<ImportJob>>(
     api: &Api<S, Q>,
     record: &ImportRecord,
     trace: Option<&str>,
@@ -165,7 +164,7 @@ async fn send_job<S: ImportStore, Q: JobQueue>(
     Ok(())
 }
 
-async fn get_import<S: ImportStore, Q: JobQueue>(
+async fn get_import<S: ImportStore, Q: JobQueue<ImportJob>>(
     State(api): State<Arc<Api<S, Q>>>,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {

@@ -11,9 +11,10 @@ use axum::http::{Response, StatusCode};
 use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
 use imports::{
     CreateOutcome, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
-    JobQueue, StoreError,
+    StoreError,
 };
-use queue_worker::idempotency::BoxError;
+use queue_worker::BoxError;
+use queue_worker::job::JobQueue;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
@@ -91,7 +92,7 @@ impl MemoryQueue {
     }
 }
 
-impl JobQueue for MemoryQueue {
+impl JobQueue<ImportJob> for MemoryQueue {
     async fn send(&self, job: &ImportJob, trace: Option<&str>) -> Result<(), BoxError> {
         if self.down.load(Ordering::SeqCst) {
             return Err("queue down".into());

@@ -31,21 +31,22 @@ use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL};
 use import_processor::{
-    DynamoDbItems, ImportHandler, ItemWriter, ObjectSource, Opened, ProcessorConfig, ReadFrom, Row,
-    S3ObjectSource, SourceError, WriteError,
+    DynamoDbItems, ImportWorker, ItemWriter, ObjectSource, Opened, Parts, ProcessorConfig,
+    ReadFrom, Row, S3ObjectSource, SourceError, WriteError,
 };
 use imports::{
-    ChunkEnd, DynamoDbImports, ImportId, ImportJob, ImportResults, JobQueue, ObjectKey,
-    SqsJobQueue, StoreError, Transition,
+    ChunkEnd, DynamoDbImports, ImportId, ImportJob, ImportResults, ObjectKey, StoreError,
+    Transition,
 };
+use queue_worker::BoxError;
 use queue_worker::batch::{
     BatchProcessor, ParkReason, QueueActions, RecordStatus, SqsQueueActions,
 };
 use queue_worker::idempotency::{
-    BoxError, Claim, ClaimRequest, Decision, DynamoDbStore, GuardError, GuardSettings,
-    IdempotencyGuard, IdempotencyStore,
+    Claim, ClaimRequest, Decision, DynamoDbStore, GuardError, IdempotencyStore,
 };
-use queue_worker::protection::Dependency;
+use queue_worker::job::{JobQueue, SqsJobQueue};
+use queue_worker::worker::Idempotent;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
@@ -464,7 +465,7 @@ pub struct ChaosJobs<Q> {
     chaos: Arc<Chaos>,
 }
 
-impl<Q: JobQueue> JobQueue for ChaosJobs<Q> {
+impl<Q: JobQueue<ImportJob>> JobQueue<ImportJob> for ChaosJobs<Q> {
     async fn send(&self, job: &ImportJob, trace_context: Option<&str>) -> Result<(), BoxError> {
         if self.chaos.fault("sqs.send_continuation") {
             return Err(injected("SQS SendMessage (continuation)"));
@@ -715,16 +716,20 @@ impl Downstream {
 // ------------------------------------------------------------------------------ wiring
 
 /// The record handler with every seam wrapped.
-pub type ChaosHandler = ImportHandler<
+pub type ChaosHandler = Idempotent<
+    ImportWorker<
+        ChaosSource<S3ObjectSource>,
+        CapacityWriter<DynamoDbItems>,
+        ChaosResults<DynamoDbImports>,
+    >,
     ChaosStore<DynamoDbStore>,
-    ChaosSource<S3ObjectSource>,
-    CapacityWriter<DynamoDbItems>,
-    ChaosResults<DynamoDbImports>,
     ChaosJobs<SqsJobQueue>,
 >;
 
-/// Builds the processor as `import_processor::build` does (same clients and settings; keep in
-/// step with `functions/import-processor/src/wiring.rs`), each seam behind its injector.
+/// The processor with every seam wrapped.
+pub type ChaosProcessor = BatchProcessor<ChaosHandler, ChaosQueue>;
+
+/// Builds the production processor (`import_processor::Parts`), each seam behind its injector.
 pub fn function(
     config: &ProcessorConfig,
     sdk: &SdkConfig,
@@ -732,52 +737,45 @@ pub fn function(
     stats: &Arc<Stats>,
     function_timeout: Duration,
 ) -> ChaosFunction {
-    let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
-    let items_client = aws_sdk_dynamodb::Client::from_conf(
-        aws_sdk_dynamodb::config::Builder::from(sdk)
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-            .build(),
-    );
-    let s3 = aws_sdk_s3::Client::from_conf(
-        aws_sdk_s3::config::Builder::from(sdk)
-            .force_path_style(queue_worker::aws::endpoint_overridden())
-            .build(),
-    );
     let chaos = Arc::clone(chaos);
-    let guard = IdempotencyGuard::new(
-        ChaosStore {
-            inner: DynamoDbStore::new(dynamodb.clone(), &config.guard.table_name),
-            chaos: Arc::clone(&chaos),
-        },
-        GuardSettings::from(&config.guard),
-    );
-    let handler = ImportHandler::new(
+    let Parts {
         guard,
-        ChaosSource {
-            inner: S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
+        source,
+        writer,
+        imports,
+        jobs,
+        queue,
+        config,
+    } = Parts::new(config, sdk);
+    let processor = Parts {
+        guard: ChaosStore {
+            inner: guard,
             chaos: Arc::clone(&chaos),
         },
-        CapacityWriter {
-            inner: DynamoDbItems::new(items_client, &config.items_table),
+        source: ChaosSource {
+            inner: source,
             chaos: Arc::clone(&chaos),
         },
-        ChaosResults {
-            inner: DynamoDbImports::new(dynamodb, &config.imports_table),
+        writer: CapacityWriter {
+            inner: writer,
             chaos: Arc::clone(&chaos),
         },
-        ChaosJobs {
-            inner: SqsJobQueue::on_first_send(sdk, &config.job_queue_url),
+        imports: ChaosResults {
+            inner: imports,
             chaos: Arc::clone(&chaos),
         },
-        Dependency::new("items-table", config.items_table_protection),
-        &config.upload_prefix,
-    )
-    .with_writes_in_flight(config.item_writes_in_flight);
-    let queue = ChaosQueue {
-        inner: SqsQueueActions::on_first_failure(sdk, &config.dead_letter_queue_url),
-        chaos: Arc::clone(&chaos),
-    };
-    let processor = Arc::new(BatchProcessor::new(handler, queue, config.batch));
+        jobs: ChaosJobs {
+            inner: jobs,
+            chaos: Arc::clone(&chaos),
+        },
+        queue: ChaosQueue {
+            inner: queue,
+            chaos: Arc::clone(&chaos),
+        },
+        config,
+    }
+    .build();
+    let processor = Arc::new(processor);
     watch_circuit(Arc::downgrade(&processor), Arc::clone(&chaos));
     ChaosFunction {
         inner: Processor::new(processor, Arc::clone(stats)),
@@ -787,14 +785,14 @@ pub fn function(
 }
 
 /// Counts the items table's circuit openings, sampling every 5 ms while the processor lives.
-fn watch_circuit(processor: Weak<BatchProcessor<ChaosHandler, ChaosQueue>>, chaos: Arc<Chaos>) {
+fn watch_circuit(processor: Weak<ChaosProcessor>, chaos: Arc<Chaos>) {
     tokio::spawn(async move {
         let mut was_open = false;
         loop {
             let Some(processor) = processor.upgrade() else {
                 return;
             };
-            let open = processor.handler().items_table().is_circuit_open();
+            let open = processor.handler().worker().items_table().is_circuit_open();
             drop(processor);
             if open && !was_open {
                 chaos.circuit_openings.fetch_add(1, Ordering::Relaxed);

@@ -8,7 +8,7 @@ use std::time::{Duration, SystemTime};
 
 use anyhow::Context as _;
 use aws_lambda_events::event::sqs::SqsEvent;
-use import_processor::ProcessorConfig;
+use import_processor::{Parts, ProcessorConfig};
 use import_producer::{ProducerConfig, production_api, router};
 use imports::ImportJob;
 use queue_worker::Env;
@@ -262,14 +262,27 @@ impl Pipeline {
                 options.downstream_failure_rate,
                 Arc::clone(&stats.faults_injected),
             );
-            let function = Processor::new(
-                Arc::new(import_processor::build_with_writer(
-                    &config,
-                    &sdk,
-                    |items| FlakyWriter::new(items, rate, injected),
-                )),
-                Arc::clone(&stats),
-            );
+            let Parts {
+                guard,
+                source,
+                writer,
+                imports,
+                jobs,
+                queue,
+                config,
+            } = Parts::new(&config, &sdk);
+            let writer = FlakyWriter::new(writer, rate, injected);
+            let processor = Parts {
+                guard,
+                source,
+                writer,
+                imports,
+                jobs,
+                queue,
+                config,
+            }
+            .build();
+            let function = Processor::new(Arc::new(processor), Arc::clone(&stats));
             let mapping = EventSourceMapping::new(
                 clients.sqs.clone(),
                 queue_url,

@@ -13,6 +13,7 @@ use aws_sdk_sqs::types::{
     MessageSystemAttributeName,
 };
 use queue_worker::batch::dlq_attributes;
+use queue_worker::job;
 use serde::Serialize;
 
 use crate::OpsError;
@@ -29,8 +30,8 @@ pub(crate) const SQS_BATCH: i32 = 10;
 pub struct ParkedMessage {
     /// The message id in the dead-letter queue.
     pub message_id: String,
-    /// The import the job belongs to (its `import_id` attribute, or the body's `importId`).
-    pub import_id: Option<String>,
+    /// The job's id (its `job_id` attribute, set by the library's job queue).
+    pub job_id: Option<String>,
     /// The failure's class: the processor's code, or [`EXHAUSTED_RETRIES`].
     pub error_class: String,
     /// The failure's reason, for people.
@@ -57,11 +58,7 @@ impl ParkedMessage {
                 .and_then(|a| a.get(&name))
                 .and_then(|v| v.parse::<u64>().ok())
         };
-        let import_id = attribute("import_id").or_else(|| {
-            let body: serde_json::Value =
-                serde_json::from_str(message.body().unwrap_or_default()).ok()?;
-            body["importId"].as_str().map(str::to_owned)
-        });
+        let job_id = attribute(job::attributes::JOB_ID);
         let now_ms = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .unwrap_or_default()
@@ -70,7 +67,7 @@ impl ParkedMessage {
         let parked_with_reason = attribute(dlq_attributes::ERROR_CLASS).is_some();
         Self {
             message_id: message.message_id().unwrap_or_default().to_owned(),
-            import_id,
+            job_id,
             error_class: attribute(dlq_attributes::ERROR_CLASS)
                 .unwrap_or_else(|| EXHAUSTED_RETRIES.to_owned()),
             reason: attribute(dlq_attributes::REASON).unwrap_or_else(|| {

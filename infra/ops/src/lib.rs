@@ -1,5 +1,5 @@
-//! Operating the import pipeline: the dead-letter queue (list, redrive, purge) and the health of
-//! both queues. The `import-ops` binary is the command-line face of this library; tests drive
+//! Operating a queue worker's pipeline: the dead-letter queue (list, redrive, purge) and the health of
+//! both queues. The `queue-ops` binary is the command-line face of this library; tests drive
 //! the library directly.
 //!
 //! Resources are found from the stack's outputs on AWS ([`locate::Target::Stack`]), by the local

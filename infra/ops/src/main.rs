@@ -1,4 +1,4 @@
-//! `import-ops`: operate the pipeline's queues. See `import-ops --help` and the README's runbook.
+//! `queue-ops`: operate the pipeline's queues. See `queue-ops --help` and the README's runbook.
 
 use std::io::{BufRead as _, IsTerminal as _, Write as _};
 use std::process::ExitCode;
@@ -7,9 +7,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_FULL};
-use import_ops::redrive::{self, LoopOptions};
-use import_ops::stats::{QueueStats, queue_stats};
-use import_ops::{OpsError, Queues, Target, dlq};
+use queue_ops::redrive::{self, LoopOptions};
+use queue_ops::stats::{QueueStats, queue_stats};
+use queue_ops::{OpsError, Queues, Target, dlq};
 
 #[derive(Parser)]
 #[command(about = "Inspect and redrive the dead-letter queue, and check the queues' health")]
@@ -245,7 +245,7 @@ async fn list(clients: &Clients, queues: &Queues, max: usize, json: bool) -> any
     let mut table = Table::new();
     table.load_style(UTF8_FULL).set_header([
         "message id",
-        "import id",
+        "job id",
         "class",
         "reason",
         "receives",
@@ -254,7 +254,7 @@ async fn list(clients: &Clients, queues: &Queues, max: usize, json: bool) -> any
     for m in &messages {
         table.add_row([
             m.message_id.clone(),
-            m.import_id.clone().unwrap_or_else(|| "-".into()),
+            m.job_id.clone().unwrap_or_else(|| "-".into()),
             m.error_class.clone(),
             m.reason.clone(),
             m.receive_count.to_string(),

@@ -4,21 +4,11 @@ use serde::{Deserialize, Serialize};
 
 use super::{ImportFormat, ImportId, ObjectKey};
 use queue_worker::idempotency::IdempotencyKey;
+use queue_worker::job::Job;
 
 /// Version of the job body's schema. Bump it when the body changes incompatibly; the processor
 /// parks jobs of a version it does not know instead of guessing.
 pub const JOB_SCHEMA_VERSION: u32 = 1;
-
-/// Message attributes the producer sets on every job, so consumers and operators can route and
-/// inspect a job without parsing its body.
-pub mod job_attributes {
-    /// The import id.
-    pub const IMPORT_ID: &str = "import_id";
-    /// The body's schema version.
-    pub const SCHEMA_VERSION: &str = "schema_version";
-    /// The trace context of the request that created the job (X-Ray header format), if any.
-    pub const TRACE_CONTEXT: &str = "trace_context";
-}
 
 /// A queued import: which object to import, in which format, and from where.
 ///
@@ -98,22 +88,24 @@ impl ImportJob {
     pub fn chunk(&self) -> u32 {
         self.resume.as_ref().map_or(0, |r| r.chunk)
     }
+}
+
+impl Job for ImportJob {
+    const SCHEMA_VERSION: u32 = JOB_SCHEMA_VERSION;
+
+    /// The import id.
+    fn id(&self) -> String {
+        self.import_id.to_string()
+    }
 
     /// The key that makes processing this chunk happen once: the import id for chunk 0,
     /// `{import id}#{chunk}` for a continuation.
-    pub fn idempotency_key(&self) -> IdempotencyKey {
+    fn idempotency_key(&self) -> IdempotencyKey {
         match self.chunk() {
             0 => self.import_id.idempotency_key(),
             chunk => IdempotencyKey::parse(format!("{}#{chunk}", self.import_id))
                 .expect("a UUID and a number make a valid idempotency key"),
         }
-    }
-
-    /// The JSON body of the job's message. Serialising a parsed job gives the same text
-    /// whatever the spacing and key order of the body it was parsed from, so it also serves as
-    /// the job's canonical form (its payload fingerprint).
-    pub fn to_body(&self) -> String {
-        serde_json::to_string(self).expect("a job always serialises")
     }
 }
 

@@ -5,16 +5,14 @@
 //! work and changes [`ImportFormat`] and the job's fields; the guard, the batch processor and the
 //! protection helpers do not change.
 //!
-//! Layout: value types in `types`, the job message in `job`, the import record and its
-//! DynamoDB store in `record`, the SQS job queue in `queue`.
+//! Layout: value types in `types`, the job message in `job` (a [`queue_worker::job::Job`], sent
+//! with the library's job queue), the import record and its DynamoDB store in `record`.
 
 mod job;
-mod queue;
 mod record;
 mod types;
 
-pub use job::{Checkpoint, ImportJob, JOB_SCHEMA_VERSION, job_attributes};
-pub use queue::{JobQueue, SqsJobQueue};
+pub use job::{Checkpoint, ImportJob, JOB_SCHEMA_VERSION};
 pub use record::{
     ChunkEnd, CreateOutcome, DynamoDbImports, ImportRecord, ImportResults, ImportStatus,
     ImportStore, StoreError, Transition, import_attributes,

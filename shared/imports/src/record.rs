@@ -9,8 +9,8 @@ use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Checkpoint, ImportFormat, ImportId, ObjectKey};
+use queue_worker::BoxError;
 use queue_worker::dynamo::{Item, from_millis, millis, n, s};
-use queue_worker::idempotency::BoxError;
 
 /// Where an import is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -138,30 +138,6 @@ pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
     Ok(loader.load().await)
 }
 
-/// The service clients the pipeline uses, built from one [`SdkConfig`].
-#[derive(Debug, Clone)]
-pub struct AwsClients {
-    /// DynamoDB: idempotency records, import records, imported items.
-    pub dynamodb: aws_sdk_dynamodb::Client,
-    /// SQS: the job queue and its dead-letter queue.
-    pub sqs: aws_sdk_sqs::Client,
-}
-
-impl AwsClients {
-    /// Builds every client from one configuration.
-    pub fn new(config: &SdkConfig) -> Self {
-        Self {
-            dynamodb: aws_sdk_dynamodb::Client::new(config),
-            sqs: aws_sdk_sqs::Client::new(config),
-        }
-    }
-
-    /// Loads the configuration from the environment and builds the clients.
-    pub async fn from_env(env: &Env) -> Result<Self, ConfigError> {
-        Ok(Self::new(&load_sdk_config(env).await?))
-    }
-}
-
 /// Whether an endpoint override (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3`) is set: a local
 /// emulator. S3 clients then need path-style addressing, because `bucket.127.0.0.1` does not
 /// resolve.

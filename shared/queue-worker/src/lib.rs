@@ -1,24 +1,40 @@
-//! Reusable building blocks for queue-triggered Lambda workers.
+//! A library for queue-triggered AWS Lambda workers: a producer accepts work now, a worker does
+//! it later, exactly once in effect, however SQS delivers it.
 //!
-//! Both functions of the import pipeline (`import-producer` and `import-processor`) depend on this
-//! crate; it holds everything that is not specific to one of them, so a fork can lift it whole.
+//! It names no domain. A worker is one typed function ([`worker::Worker`]); the library parses
+//! its job, claims it, runs it, and reports the batch:
 //!
-//! Layout:
+//! - [`worker`]: [`worker::Idempotent`] runs a [`worker::Worker`] behind the idempotency guard
+//!   as a [`batch::RecordHandler`], and carries its continuations.
+//! - [`job`]: the [`job::Job`] trait for a typed message body, and the queue jobs are sent to.
+//! - [`batch`]: the batch processor: per-record outcomes, partial batch responses, backoff,
+//!   parking in the dead-letter queue, the invocation's deadline.
+//! - [`idempotency`]: the fenced guard that makes side effects happen once, with a DynamoDB
+//!   store and an in-memory store.
+//! - [`protection`]: a downstream dependency's timeout, retries and circuit breaker.
 //! - [`config`]: typed configuration read once from the environment, with errors that name the
 //!   variable at fault.
-//! - [`aws`]: AWS SDK configuration and clients, built once per execution environment. Endpoints
-//!   come from the standard `AWS_ENDPOINT_URL*` variables, so the same binary talks to AWS or to a
-//!   local emulator without code changes.
+//! - [`aws`]: the SDK configuration, loaded once per execution environment. Endpoints come from
+//!   the standard `AWS_ENDPOINT_URL*` variables, so the same binary talks to AWS or to a local
+//!   emulator without code changes.
 //! - [`telemetry`]: tracing set-up (JSON in Lambda, readable text on a terminal).
-//! - [`idempotency`]: the guard that makes a handler's side effects happen once even when the
-//!   queue delivers a job more than once, with a DynamoDB store and an in-memory store.
+//! - [`dynamo`]: checked access to DynamoDB items, for stores written by hand.
+//!
+//! The long form (semantics, settings, what each part guarantees) is in `shared/README.md`.
 
 pub mod aws;
 pub mod batch;
 pub mod config;
 pub mod dynamo;
 pub mod idempotency;
+pub mod job;
 pub mod protection;
 pub mod telemetry;
+pub mod worker;
 
 pub use config::{ConfigError, Env};
+
+/// The error a seam (a store, a queue, a source) returns for an unavailable dependency: boxed,
+/// so each implementation carries its own SDK's error as the source, and callers classify by
+/// the seam's own error type, not by this.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;

@@ -1,7 +1,7 @@
 //! Tracing set-up.
 //!
 //! In Lambda, logs are JSON (one object per line, span fields flattened in), which CloudWatch
-//! Logs Insights can query by field: `message_id`, `import_id`. On a terminal they are compact
+//! Logs Insights can query by field: `message_id`, `job_id`. On a terminal they are compact
 //! text. The level comes from `RUST_LOG`, else from the `AWS_LAMBDA_LOG_LEVEL` that Lambda sets
 //! from the function's logging configuration, else `info`.
 //!
@@ -126,7 +126,7 @@ mod tests {
             ],
             "info",
         );
-        assert_eq!(most_verbose(&filter, "import_processor"), Some(Level::WARN));
+        assert_eq!(most_verbose(&filter, "my_worker"), Some(Level::WARN));
         assert_eq!(
             most_verbose(&filter, "aws_smithy_runtime::client"),
             Some(Level::DEBUG)
@@ -140,7 +140,7 @@ mod tests {
             vars.extend(rust_log.map(|value| ("RUST_LOG", value)));
             let filter = filter_with(&vars, "info");
             assert_eq!(
-                most_verbose(&filter, "import_producer"),
+                most_verbose(&filter, "my_producer"),
                 Some(Level::DEBUG),
                 "RUST_LOG={rust_log:?}"
             );
@@ -150,20 +150,14 @@ mod tests {
     #[test]
     fn lambdas_fatal_is_error() {
         let filter = filter_with(&[("AWS_LAMBDA_LOG_LEVEL", "FATAL")], "info");
-        assert_eq!(
-            most_verbose(&filter, "import_processor"),
-            Some(Level::ERROR)
-        );
+        assert_eq!(most_verbose(&filter, "my_worker"), Some(Level::ERROR));
     }
 
     #[test]
     fn the_default_level_applies_last() {
         let filter = filter_with(&[], "warn");
-        assert_eq!(most_verbose(&filter, "import_processor"), Some(Level::WARN));
+        assert_eq!(most_verbose(&filter, "my_worker"), Some(Level::WARN));
         let filter = filter_with(&[("AWS_LAMBDA_LOG_LEVEL", "loud")], "error");
-        assert_eq!(
-            most_verbose(&filter, "import_processor"),
-            Some(Level::ERROR)
-        );
+        assert_eq!(most_verbose(&filter, "my_worker"), Some(Level::ERROR));
     }
 }

@@ -7,10 +7,11 @@ use std::time::Duration;
 
 use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
 use harness::{TestQueue, sdk_config, unique_name};
-use import_ops::redrive::{self, LoopOptions};
-use import_ops::stats::queue_stats;
-use import_ops::{OpsError, Queues, Target, dlq};
+use queue_ops::redrive::{self, LoopOptions};
+use queue_ops::stats::queue_stats;
+use queue_ops::{OpsError, Queues, Target, dlq};
 use queue_worker::batch::{ParkReason, QueueActions, SqsQueueActions, dlq_attributes};
+use queue_worker::job;
 
 /// A job queue whose dead-letter queue is `dlq` (redrive after 5 receives), as the template
 /// makes them.
@@ -48,18 +49,18 @@ async fn park(
         arn: queues.queue_arn.clone(),
     };
     let bodies: Vec<String> = (0..count)
-        .map(|i| format!(r#"{{"importId":"{}","n":{i}}}"#, unique_name(class)))
+        .map(|i| format!(r#"{{"id":"{}","n":{i}}}"#, unique_name(class)))
         .collect();
     for body in &bodies {
-        let import_id = body.split('"').nth(3).expect("import id").to_owned();
+        let job_id = body.split('"').nth(3).expect("job id").to_owned();
         sqs.send_message()
             .queue_url(&queues.queue_url)
             .message_body(body)
             .message_attributes(
-                "import_id",
+                job::attributes::JOB_ID,
                 MessageAttributeValue::builder()
                     .data_type("String")
-                    .string_value(import_id)
+                    .string_value(job_id)
                     .build()
                     .expect("attribute"),
             )
@@ -163,9 +164,11 @@ async fn dlq_list_shows_every_reason_and_consumes_nothing() {
         classes,
         HashMap::from([("malformed_job", 8), ("object_missing", 4)])
     );
-    assert!(listed.iter().all(|m| m.reason == "the test parked it"
-        && m.receive_count == 1
-        && m.import_id.is_some()));
+    assert!(
+        listed.iter().all(|m| m.reason == "the test parked it"
+            && m.receive_count == 1
+            && m.job_id.is_some())
+    );
     let after = queue_stats(&sqs, None, &queues.dlq_url)
         .await
         .expect("stats");
@@ -198,7 +201,7 @@ async fn move_loop_moves_every_message_back_once_without_the_dlq_attributes() {
         let (count, attributes) = moved.get(body).expect("every parked message is back");
         assert_eq!(*count, 1, "moved exactly once");
         assert!(
-            attributes.contains_key("import_id"),
+            attributes.contains_key(job::attributes::JOB_ID),
             "original attributes kept"
         );
         assert!(

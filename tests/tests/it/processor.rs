@@ -3,7 +3,6 @@
 //! and handled; objects live in a real bucket, rows land in a real table.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, SystemTime};
@@ -13,19 +12,19 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
 use harness::{
-    RequestCounter, TestQueue, acknowledge, create_bucket, create_idempotency_table,
-    create_imports_table, create_items_table, s3_client, sdk_config,
+    ProcessorResources, RequestCounter, TestQueue, acknowledge, create_bucket,
+    create_idempotency_table, create_imports_table, create_items_table, processor_config,
+    s3_client, sdk_config,
 };
-use import_processor::{DynamoDbItems, ImportHandler, ItemWriter, Row, S3ObjectSource, WriteError};
+use import_processor::{DynamoDbItems, ItemWriter, Parts, Row, S3ObjectSource, WriteError};
 use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
-    JobQueue, ObjectKey, SqsJobQueue,
+    ObjectKey,
 };
-use queue_worker::batch::{
-    BatchOutcome, BatchProcessor, BatchSettings, SqsQueueActions, dlq_attributes,
-};
-use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use queue_worker::protection::{Dependency, DependencySettings};
+use queue_worker::batch::{BatchOutcome, SqsQueueActions, dlq_attributes};
+use queue_worker::idempotency::DynamoDbStore;
+use queue_worker::job::{JobQueue, SqsJobQueue};
+use queue_worker::protection::DependencySettings;
 
 /// The stand-in for a flaky downstream: fails the first `failures` calls, and every call whose
 /// rows include a SKU starting with `FAIL-`, as transient errors.
@@ -54,12 +53,14 @@ impl<W: ItemWriter> ItemWriter for Flaky<W> {
     }
 }
 
-type Handler = ImportHandler<
+/// The production processor with a flaky writer and counted requests.
+type Processor = import_processor::Processor<
     DynamoDbStore,
     S3ObjectSource,
     Flaky<DynamoDbItems>,
     DynamoDbImports,
     SqsJobQueue,
+    SqsQueueActions,
 >;
 
 struct Pipeline {
@@ -120,7 +121,7 @@ impl Pipeline {
     }
 
     /// A processor (one execution environment) whose first `failures` writes fail.
-    async fn processor(&self, failures: u32) -> BatchProcessor<Handler, SqsQueueActions> {
+    async fn processor(&self, failures: u32) -> Processor {
         let config = sdk_config().await;
         let control = self.control_requests.dynamodb_client(&config);
         let guard_table = create_idempotency_table(&self.dynamodb, "guard").await;
@@ -132,43 +133,48 @@ impl Pipeline {
         failures: u32,
         guard_table: &str,
         control: aws_sdk_dynamodb::Client,
-    ) -> BatchProcessor<Handler, SqsQueueActions> {
-        let config = sdk_config().await;
-        let guard = IdempotencyGuard::new(
-            DynamoDbStore::new(control.clone(), guard_table),
-            GuardSettings {
-                retention: Duration::from_secs(3600),
-                lease_margin: Duration::from_secs(5),
-                max_lease: Duration::from_secs(60),
+    ) -> Processor {
+        let sdk = sdk_config().await;
+        let mut config = processor_config(
+            &ProcessorResources {
+                guard_table,
+                imports_table: self.imports.table_name(),
+                items_table: &self.items_table,
+                bucket: &self.bucket,
+                queue_url: &self.queue.url,
+                dlq_url: &self.dlq.url,
             },
+            &[
+                ("IDEMPOTENCY_RETENTION_SECONDS", "3600"),
+                ("IDEMPOTENCY_LEASE_MARGIN_SECONDS", "5"),
+                ("IDEMPOTENCY_MAX_LEASE_SECONDS", "60"),
+                ("BATCH_CONCURRENCY", "4"),
+                ("BATCH_DEADLINE_MARGIN_MS", "2000"),
+                ("RETRY_BACKOFF_BASE_SECONDS", "0"),
+                ("MAX_OBJECT_BYTES", "8388608"),
+            ],
         );
-        let writer = Flaky {
-            inner: DynamoDbItems::new(
-                self.item_requests.dynamodb_client(&config),
-                &self.items_table,
-            ),
-            failures: AtomicU32::new(failures),
-            calls: Arc::clone(&self.writer_calls),
-            delay: self.write_delay,
-        };
-        let handler = ImportHandler::new(
-            guard,
-            S3ObjectSource::new(self.s3.clone(), &self.bucket, 8 * 1024 * 1024),
-            writer,
-            DynamoDbImports::new(control, self.imports.table_name()),
-            SqsJobQueue::new(self.sqs.clone(), &self.queue.url),
-            Dependency::new("items-table", self.protection),
-            "uploads/",
-        );
-        BatchProcessor::new(
-            handler,
-            SqsQueueActions::new(self.sqs.clone(), &self.dlq.url),
-            BatchSettings {
-                concurrency: NonZeroUsize::new(4).unwrap(),
-                deadline_margin: Duration::from_secs(2),
-                backoff: None,
+        config.items_table_protection = self.protection;
+        let Parts { source, config, .. } = Parts::new(&config, &sdk);
+        Parts {
+            // The guard's and the import records' requests are counted.
+            guard: DynamoDbStore::new(control.clone(), guard_table),
+            imports: DynamoDbImports::new(control, self.imports.table_name()),
+            writer: Flaky {
+                inner: DynamoDbItems::new(
+                    self.item_requests.dynamodb_client(&sdk),
+                    &self.items_table,
+                ),
+                failures: AtomicU32::new(failures),
+                calls: Arc::clone(&self.writer_calls),
+                delay: self.write_delay,
             },
-        )
+            source,
+            jobs: SqsJobQueue::new(self.sqs.clone(), &self.queue.url),
+            queue: SqsQueueActions::new(self.sqs.clone(), &self.dlq.url),
+            config,
+        }
+        .build()
     }
 
     /// Uploads `contents` (unless `None`), records the import, and queues its job.
@@ -220,11 +226,7 @@ impl Pipeline {
     }
 
     /// Handles `event` as Lambda would, then deletes what the response acknowledged.
-    async fn run(
-        &self,
-        processor: &BatchProcessor<Handler, SqsQueueActions>,
-        event: &SqsEvent,
-    ) -> BatchOutcome {
+    async fn run(&self, processor: &Processor, event: &SqsEvent) -> BatchOutcome {
         self.run_until(
             processor,
             event,
@@ -236,7 +238,7 @@ impl Pipeline {
     /// [`run`](Self::run) in an invocation ending at `deadline`.
     async fn run_until(
         &self,
-        processor: &BatchProcessor<Handler, SqsQueueActions>,
+        processor: &Processor,
         event: &SqsEvent,
         deadline: SystemTime,
     ) -> BatchOutcome {
@@ -251,12 +253,7 @@ impl Pipeline {
 
     /// Delivers whatever the queue holds to `processor`, in invocations that each last
     /// `invocation`, until import `id` is `COMPLETED` or `FAILED`. Returns the invocations.
-    async fn drive(
-        &self,
-        processor: &BatchProcessor<Handler, SqsQueueActions>,
-        id: ImportId,
-        invocation: Duration,
-    ) -> usize {
+    async fn drive(&self, processor: &Processor, id: ImportId, invocation: Duration) -> usize {
         self.drive_until(processor, id, invocation, |import| {
             matches!(
                 import.status,
@@ -269,7 +266,7 @@ impl Pipeline {
     /// [`drive`](Self::drive) until `done` holds for the import.
     async fn drive_until(
         &self,
-        processor: &BatchProcessor<Handler, SqsQueueActions>,
+        processor: &Processor,
         id: ImportId,
         invocation: Duration,
         done: impl Fn(&ImportRecord) -> bool,
@@ -718,7 +715,7 @@ async fn with_the_circuit_open_records_fail_fast_without_calling_the_downstream(
     let outcome = p.run(&processor, &event).await;
 
     assert_eq!(outcome.summary.failed(), 3);
-    assert!(processor.handler().items_table().is_circuit_open());
+    assert!(processor.handler().worker().items_table().is_circuit_open());
     assert!(
         p.writer_calls.load(Ordering::SeqCst) < 3,
         "after the circuit opened, records failed without a call"
@@ -807,13 +804,7 @@ async fn chunked_import(name: &str, prefix: &str) -> (Pipeline, ImportId) {
 }
 
 /// Two execution environments sharing only AWS: one guard table, separate clients.
-async fn two_environments(
-    p: &Pipeline,
-) -> (
-    String,
-    BatchProcessor<Handler, SqsQueueActions>,
-    BatchProcessor<Handler, SqsQueueActions>,
-) {
+async fn two_environments(p: &Pipeline) -> (String, Processor, Processor) {
     let config = sdk_config().await;
     let guard_table = create_idempotency_table(&p.dynamodb, "guard").await;
     let one = p

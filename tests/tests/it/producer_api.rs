@@ -8,7 +8,8 @@ use std::collections::BTreeMap;
 
 use harness::{RequestCounter, TestQueue, create_imports_table, sdk_config, serve};
 use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
-use imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore, SqsJobQueue};
+use imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore};
+use queue_worker::job::SqsJobQueue;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 

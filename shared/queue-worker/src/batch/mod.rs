@@ -315,7 +315,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             "record",
             message_id = %entry.id,
             receive_count,
-            import_id = field::Empty,
+            job_id = field::Empty,
         );
         async {
             let outcome = AssertUnwindSafe(self.handler.handle(message, invocation))

@@ -10,7 +10,7 @@ use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::SqsMessage;
 use aws_sdk_sqs::types::MessageAttributeValue;
 
-use crate::idempotency::BoxError;
+use crate::BoxError;
 
 /// Message attributes a parked message carries in the dead-letter queue, besides the original
 /// message's own attributes.

@@ -5,7 +5,7 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 
-use crate::idempotency::BoxError;
+use crate::BoxError;
 
 /// A record the handler is done with: it will be acknowledged (deleted from the queue).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,12 +130,25 @@ impl Invocation {
     pub fn stop_instant(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.work_left()
     }
+
+    /// When the steps that record a record's outcome (a commit, a continuation, completing or
+    /// releasing a claim) give up, on the async runtime's clock: a quarter of the margin before
+    /// the deadline, which leaves the batch processor time to report and delay the record. An
+    /// invocation must never time out as a whole: that would send its whole batch back.
+    pub fn finish_instant(&self) -> tokio::time::Instant {
+        let margin = self
+            .deadline
+            .duration_since(self.stop_at)
+            .unwrap_or_default();
+        self.stop_instant() + margin.mul_f64(0.75)
+    }
 }
 
 /// Handles one SQS record. Implement this for the work a queue's messages carry.
 ///
-/// The handler runs inside a span with `message_id`; record the job's own id into it once parsed
-/// (`tracing::Span::current().record("import_id", id)`) so every log line carries both.
+/// The handler runs inside a span with `message_id` and an empty `job_id`; record the job's id
+/// into it once parsed (`tracing::Span::current().record("job_id", id)`) so every log line
+/// carries both. [`Idempotent`](crate::worker::Idempotent) does that for a [`Worker`](crate::worker::Worker).
 pub trait RecordHandler: Send + Sync {
     /// Handles `message`. Parse the body here: a malformed body is this record's failure, not
     /// the batch's.

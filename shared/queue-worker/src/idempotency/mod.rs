@@ -39,8 +39,7 @@ pub use dynamodb::{DynamoDbStore, attributes};
 pub use key::{FencingToken, IdempotencyKey, InvalidKey, PayloadHash};
 pub use memory::InMemoryStore;
 
-/// A store error, boxed so stores can carry their SDK's error type as the source.
-pub type BoxError = Box<dyn std::error::Error + Send + Sync + 'static>;
+use crate::BoxError;
 
 /// What a worker should do with a job after claiming its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +172,29 @@ pub trait IdempotencyStore: Send + Sync {
 
     /// Deletes the claim's record so the key can be claimed again at once.
     fn release(&self, claim: &Claim) -> impl Future<Output = Result<(), GuardError>> + Send;
+}
+
+/// A shared store: two guards (two workers in a test) on one store see each other's claims.
+impl<S: IdempotencyStore> IdempotencyStore for std::sync::Arc<S> {
+    fn try_claim(
+        &self,
+        request: &ClaimRequest,
+    ) -> impl Future<Output = Result<Decision, GuardError>> + Send {
+        S::try_claim(self, request)
+    }
+
+    fn complete(
+        &self,
+        claim: &Claim,
+        result: &str,
+        expires_at: SystemTime,
+    ) -> impl Future<Output = Result<(), GuardError>> + Send {
+        S::complete(self, claim, result, expires_at)
+    }
+
+    fn release(&self, claim: &Claim) -> impl Future<Output = Result<(), GuardError>> + Send {
+        S::release(self, claim)
+    }
 }
 
 /// A source of the current time. The guard reads time through it so tests can move time forward

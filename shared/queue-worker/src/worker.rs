@@ -1,0 +1,278 @@
+//! A worker is one typed function; [`Idempotent`] turns it into a [`RecordHandler`].
+//!
+//! What every queue worker must get right is here, once: the body is parsed into the worker's
+//! [`Job`] type (a malformed body is a permanent failure, [`MALFORMED_JOB`], parked with its
+//! reason), the job's id goes into the record's span as `job_id`, and the job is claimed with
+//! the idempotency guard under its own key. Every [`Decision`] then maps to one outcome:
+//!
+//! | decision | outcome |
+//! |---|---|
+//! | `Proceed` | the worker runs; `Ok` completes the claim (after sending the continuation, if any), `Err` releases it |
+//! | `AlreadyCompleted` | acknowledged as a duplicate; the worker does not run |
+//! | `InProgress` | retried no earlier than the holder's lease ends |
+//! | `PayloadMismatch` | parked as [`PAYLOAD_MISMATCH`] |
+//!
+//! A continuation ([`Done::then`]) is sent before the claim is completed, so a worker that dies
+//! in between leaves the claim to expire and the job to come back: its worker must be able to
+//! tell that its work is already done (see the example's chunk commit). The finishing steps
+//! (continuation, completion, release) give up at [`Invocation::finish_instant`], so an
+//! invocation never times out as a whole.
+
+use std::time::SystemTime;
+
+use aws_lambda_events::event::sqs::SqsMessage;
+use tokio::time::timeout_at;
+
+use crate::batch::{Ack, Invocation, RecordError, RecordHandler, RecordResult, receive_count};
+use crate::idempotency::{Claim, Decision, GuardError, IdempotencyGuard, IdempotencyStore};
+use crate::job::{Job, JobQueue, attributes};
+use crate::telemetry::error_chain;
+
+/// Failure class of a message whose body is not the worker's job.
+pub const MALFORMED_JOB: &str = "malformed_job";
+/// Failure class of a job whose key was already used for a different job.
+pub const PAYLOAD_MISMATCH: &str = "payload_mismatch";
+/// Failure class of a job whose idempotency record cannot be read.
+pub const IDEMPOTENCY_RECORD_MALFORMED: &str = "idempotency_record_malformed";
+/// The failure classes the framework itself reports, for tools and docs that list them.
+pub const FAILURE_CLASSES: [&str; 3] = [
+    MALFORMED_JOB,
+    PAYLOAD_MISMATCH,
+    IDEMPOTENCY_RECORD_MALFORMED,
+];
+
+/// Does one job. `[To customize]`: implement it with your domain's steps only.
+///
+/// `run` is called once this delivery owns the job's claim. Its side effects may still happen
+/// twice (a worker can die after them and before the claim is completed): make each one
+/// idempotent (a put, a conditional write) or detectable (a commit point the next run reads).
+pub trait Worker: Send + Sync {
+    /// The job this worker handles.
+    type Job: Job;
+
+    /// Does `job` within `run`'s invocation. A permanent error is parked with its class; a
+    /// retryable one comes back later. Stop starting new work at
+    /// [`Invocation::stop_instant`]: running out of time is never a permanent failure.
+    fn run(
+        &self,
+        job: &Self::Job,
+        run: &Run<'_>,
+    ) -> impl Future<Output = Result<Done<Self::Job>, RecordError>> + Send;
+}
+
+/// What a worker knows of the delivery it runs in.
+#[derive(Debug, Clone, Copy)]
+pub struct Run<'a> {
+    /// The invocation's deadline and stop time.
+    pub invocation: &'a Invocation,
+    /// How many times SQS has delivered this message (1 the first time).
+    pub receive_count: u32,
+}
+
+/// How a job ended: acknowledged, maybe with a continuation to queue.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[must_use]
+pub struct Done<J> {
+    ack: Ack,
+    next: Option<J>,
+}
+
+impl<J> Done<J> {
+    /// The work was done now.
+    pub fn processed() -> Self {
+        Self {
+            ack: Ack::Processed,
+            next: None,
+        }
+    }
+
+    /// The work had been done before (the worker found its own commit point).
+    pub fn duplicate() -> Self {
+        Self {
+            ack: Ack::Duplicate,
+            next: None,
+        }
+    }
+
+    /// Also queue `next`, the job that continues this one, before completing the claim.
+    pub fn then(self, next: J) -> Self {
+        Self {
+            next: Some(next),
+            ..self
+        }
+    }
+
+    /// How the message is acknowledged.
+    pub fn ack(&self) -> Ack {
+        self.ack
+    }
+
+    /// The continuation, if any.
+    pub fn next(&self) -> Option<&J> {
+        self.next.as_ref()
+    }
+}
+
+/// A [`Worker`] behind the idempotency guard, as a [`RecordHandler`] for the batch processor.
+pub struct Idempotent<W, S, Q> {
+    worker: W,
+    guard: IdempotencyGuard<S>,
+    continuations: Q,
+}
+
+impl<W, S, Q> Idempotent<W, S, Q>
+where
+    W: Worker,
+    S: IdempotencyStore,
+    Q: JobQueue<W::Job>,
+{
+    /// `worker`, claiming with `guard`, sending continuations to `continuations` (the queue the
+    /// jobs come from).
+    pub fn new(worker: W, guard: IdempotencyGuard<S>, continuations: Q) -> Self {
+        Self {
+            worker,
+            guard,
+            continuations,
+        }
+    }
+
+    /// The worker.
+    pub fn worker(&self) -> &W {
+        &self.worker
+    }
+
+    async fn proceed(
+        &self,
+        message: &SqsMessage,
+        job: &W::Job,
+        claim: Claim,
+        invocation: &Invocation,
+    ) -> RecordResult {
+        let run = Run {
+            invocation,
+            receive_count: receive_count(message),
+        };
+        let finish_by = invocation.finish_instant();
+        let done = match self.worker.run(job, &run).await {
+            Ok(done) => done,
+            Err(error) => {
+                self.release(&claim, finish_by).await;
+                return Err(error);
+            }
+        };
+        let mut result = serde_json::json!({ "ack": ack_name(done.ack) });
+        if let Some(next) = &done.next {
+            let trace = message
+                .message_attributes
+                .get(attributes::TRACE_CONTEXT)
+                .and_then(|a| a.string_value.as_deref());
+            // The work is recorded: the redelivery finds it done and sends the continuation.
+            match timeout_at(finish_by, self.continuations.send(next, trace)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    self.release(&claim, finish_by).await;
+                    return Err(
+                        RecordError::retryable("could not queue the job's continuation")
+                            .with_source(e),
+                    );
+                }
+                Err(_) => return Err(out_of_time()),
+            }
+            result["next"] = next.idempotency_key().as_str().into();
+        }
+        // The work is done and recorded: a failure here only means a later duplicate delivery
+        // runs the worker again, which finds its work done; the message is acknowledged.
+        match timeout_at(finish_by, self.guard.complete(&claim, &result.to_string())).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %error_chain(&e), "work done, but its claim was not completed");
+            }
+            Err(_) => tracing::warn!("work done, but no time was left to complete its claim"),
+        }
+        Ok(done.ack)
+    }
+
+    /// Releases `claim` so the next delivery can proceed at once; failing that (or out of
+    /// time), the claim expires with its lease.
+    async fn release(&self, claim: &Claim, finish_by: tokio::time::Instant) {
+        match timeout_at(finish_by, self.guard.release(claim)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => tracing::warn!(
+                error = %error_chain(&e),
+                "could not release the claim; it expires with its lease"
+            ),
+            Err(_) => {
+                tracing::warn!("no time left to release the claim; it expires with its lease")
+            }
+        }
+    }
+}
+
+impl<W, S, Q> RecordHandler for Idempotent<W, S, Q>
+where
+    W: Worker,
+    S: IdempotencyStore,
+    Q: JobQueue<W::Job>,
+{
+    async fn handle(&self, message: &SqsMessage, invocation: &Invocation) -> RecordResult {
+        let body = message
+            .body
+            .as_deref()
+            .ok_or_else(|| RecordError::permanent(MALFORMED_JOB, "the message has no body"))?;
+        let job: W::Job = serde_json::from_str(body).map_err(|e| {
+            RecordError::permanent(MALFORMED_JOB, format!("the body is not a valid job: {e}"))
+        })?;
+        tracing::Span::current().record("job_id", job.id());
+
+        let decision = self
+            .guard
+            .claim(
+                &job.idempotency_key(),
+                job.to_body().as_bytes(),
+                Some(invocation.deadline),
+            )
+            .await
+            .map_err(guard_error)?;
+        match decision {
+            Decision::Proceed(claim) => self.proceed(message, &job, claim, invocation).await,
+            Decision::AlreadyCompleted { .. } => Ok(Ack::Duplicate),
+            // The holder either finishes (then the retry is a duplicate) or dies (then its
+            // lease runs out): either way nothing can happen before the lease ends, so the
+            // message stays invisible at least that long instead of burning its receives.
+            Decision::InProgress { lease_expires_at } => Err(RecordError::retryable_after(
+                "the job is being processed by another worker",
+                lease_expires_at
+                    .duration_since(SystemTime::now())
+                    .unwrap_or_default(),
+            )),
+            Decision::PayloadMismatch => Err(RecordError::permanent(
+                PAYLOAD_MISMATCH,
+                "a different job was already processed under this idempotency key",
+            )),
+        }
+    }
+}
+
+fn ack_name(ack: Ack) -> &'static str {
+    match ack {
+        Ack::Processed => "processed",
+        Ack::Duplicate => "duplicate",
+    }
+}
+
+/// Finishing steps that ran out of time: whatever they did is safe (the worker's commit point
+/// tells the redelivery, the continuation is collapsed by its own claim).
+fn out_of_time() -> RecordError {
+    RecordError::retryable("the invocation ended before the job's outcome was settled")
+}
+
+fn guard_error(error: GuardError) -> RecordError {
+    if error.is_retryable() {
+        RecordError::retryable("the idempotency store is unavailable").with_source(error)
+    } else {
+        RecordError::permanent(IDEMPOTENCY_RECORD_MALFORMED, error.to_string()).with_source(error)
+    }
+}
+
+#[cfg(test)]
+mod tests;
