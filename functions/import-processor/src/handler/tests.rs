@@ -1,1 +1,597 @@
-//! placeholder
+//! The import worker's outcome table, in memory: objects, items and import records are fakes
+//! with the production semantics (the commit is conditional on the chunk count), time is
+//! tokio's paused clock. No emulator; these run in milliseconds.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use imports::{ImportFormat, ImportStatus};
+use queue_worker::Env;
+use queue_worker::batch::Ack;
+use queue_worker::protection::DependencySettings;
+use tokio::io::BufReader;
+
+use super::*;
+use crate::source::Opened;
+
+/// Objects by key, each with its ETag.
+#[derive(Default)]
+struct Objects(Mutex<HashMap<String, (Vec<u8>, String)>>);
+
+impl Objects {
+    fn put(&self, key: &str, contents: &str, etag: &str) {
+        self.0.lock().unwrap().insert(
+            key.to_owned(),
+            (contents.as_bytes().to_vec(), etag.to_owned()),
+        );
+    }
+}
+
+impl ObjectSource for Objects {
+    async fn open(
+        &self,
+        key: &ObjectKey,
+        from: Option<ReadFrom<'_>>,
+    ) -> Result<Opened, SourceError> {
+        let objects = self.0.lock().unwrap();
+        let Some((bytes, etag)) = objects.get(key.as_str()) else {
+            return Err(SourceError::NotFound {
+                key: key.as_str().to_owned(),
+            });
+        };
+        let offset = match from {
+            Some(from) if from.etag != etag => {
+                return Err(SourceError::Changed {
+                    key: key.as_str().to_owned(),
+                    etag: from.etag.to_owned(),
+                });
+            }
+            Some(from) => usize::try_from(from.offset).unwrap(),
+            None => 0,
+        };
+        Ok(Opened {
+            body: Box::new(BufReader::new(std::io::Cursor::new(
+                bytes[offset..].to_vec(),
+            ))),
+            etag: etag.clone(),
+        })
+    }
+}
+
+/// The items table: the last row per SKU, and how many requests it took. Each request takes
+/// `latency` of (paused) time; while `down`, every request fails as unavailable.
+#[derive(Default)]
+struct Items {
+    rows: Mutex<HashMap<String, Row>>,
+    requests: AtomicU32,
+    latency: Duration,
+    down: bool,
+}
+
+impl ItemWriter for Items {
+    async fn write(&self, _: ImportId, rows: &[Row]) -> Result<(), WriteError> {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        if self.down {
+            return Err(WriteError::Unavailable("the table is down".into()));
+        }
+        tokio::time::sleep(self.latency).await;
+        let mut stored = self.rows.lock().unwrap();
+        for row in rows {
+            stored.insert(row.sku.clone(), row.clone());
+        }
+        Ok(())
+    }
+}
+
+/// One import record, as the imports table holds it.
+#[derive(Debug, Clone)]
+struct Record {
+    status: ImportStatus,
+    chunks: u32,
+    checkpoint: Option<Checkpoint>,
+    rows_written: u64,
+    rows_rejected: u64,
+    reason: Option<String>,
+}
+
+/// The imports table, with the DynamoDB store's conditions.
+#[derive(Default)]
+struct Records(Mutex<HashMap<ImportId, Record>>);
+
+impl Records {
+    fn queued(&self, id: ImportId) {
+        self.0.lock().unwrap().insert(
+            id,
+            Record {
+                status: ImportStatus::Queued,
+                chunks: 0,
+                checkpoint: None,
+                rows_written: 0,
+                rows_rejected: 0,
+                reason: None,
+            },
+        );
+    }
+
+    fn get(&self, id: ImportId) -> Record {
+        self.0.lock().unwrap().get(&id).cloned().expect("a record")
+    }
+
+    fn stored(record: &Record) -> Transition {
+        match record.status {
+            ImportStatus::Completed => Transition::AlreadyCompleted,
+            status => Transition::Superseded {
+                status,
+                chunks: record.chunks,
+                checkpoint: record.checkpoint.clone().map(Box::new),
+            },
+        }
+    }
+}
+
+impl ImportResults for Records {
+    async fn record_chunk(
+        &self,
+        id: ImportId,
+        chunk: u32,
+        end: ChunkEnd<'_>,
+        _: SystemTime,
+    ) -> Result<Transition, StoreError> {
+        let mut records = self.0.lock().unwrap();
+        let Some(record) = records.get_mut(&id) else {
+            return Ok(Transition::UnknownImport);
+        };
+        let open = matches!(
+            record.status,
+            ImportStatus::Queued | ImportStatus::Processing
+        );
+        if !open || record.chunks != chunk {
+            return Ok(Self::stored(record));
+        }
+        match end {
+            ChunkEnd::Completed {
+                rows_written,
+                rows_rejected,
+                ..
+            } => {
+                record.status = ImportStatus::Completed;
+                record.chunks = chunk + 1;
+                record.checkpoint = None;
+                (record.rows_written, record.rows_rejected) = (rows_written, rows_rejected);
+            }
+            ChunkEnd::Continued { next } => {
+                record.status = ImportStatus::Processing;
+                record.chunks = next.chunk;
+                (record.rows_written, record.rows_rejected) =
+                    (next.rows_written, next.rows_rejected);
+                record.checkpoint = Some(next.clone());
+            }
+        }
+        Ok(Transition::Applied)
+    }
+
+    async fn progress(&self, id: ImportId) -> Result<Option<Transition>, StoreError> {
+        Ok(self.0.lock().unwrap().get(&id).map(Self::stored))
+    }
+
+    async fn mark_failed(
+        &self,
+        id: ImportId,
+        reason: &str,
+        _: SystemTime,
+    ) -> Result<Transition, StoreError> {
+        let mut records = self.0.lock().unwrap();
+        let Some(record) = records.get_mut(&id) else {
+            return Ok(Transition::UnknownImport);
+        };
+        if record.status == ImportStatus::Completed {
+            return Ok(Transition::AlreadyCompleted);
+        }
+        record.status = ImportStatus::Failed;
+        record.reason = Some(reason.to_owned());
+        Ok(Transition::Applied)
+    }
+}
+
+type Subject = ImportWorker<Objects, Items, Records>;
+
+fn worker(items: Items) -> Subject {
+    let defaults = DependencySettings::from_env(&Env::from_pairs::<&str, &str>([])).unwrap();
+    ImportWorker::new(
+        Objects::default(),
+        items,
+        Records::default(),
+        Dependency::new("items-table", defaults),
+        "uploads/",
+    )
+}
+
+/// `rows` valid rows (`sku-0`...), then the lines in `bad`.
+fn csv(rows: usize, bad: &[&str]) -> String {
+    let mut csv = String::from("sku,name,quantity,price\n");
+    for i in 0..rows {
+        csv.push_str(&format!("sku-{i},Item {i},{i},1.50\n"));
+    }
+    for line in bad {
+        csv.push_str(line);
+        csv.push('\n');
+    }
+    csv
+}
+
+/// A queued import of `contents` (or of a missing object) under `uploads/{name}`.
+fn submit(worker: &Subject, name: &str, contents: Option<&str>) -> ImportJob {
+    let key = ObjectKey::parse(&format!("uploads/{name}"), "uploads/").unwrap();
+    if let Some(contents) = contents {
+        worker.source.put(key.as_str(), contents, "\"v1\"");
+    }
+    let id = ImportId::generate();
+    worker.imports.queued(id);
+    ImportJob::new(id, &key, ImportFormat::Csv)
+}
+
+/// An invocation with `seconds` before its deadline and the default 3 s margin.
+fn invocation(seconds: u64) -> Invocation {
+    Invocation::new(
+        SystemTime::now() + Duration::from_secs(seconds),
+        Duration::from_secs(3),
+    )
+}
+
+async fn run(
+    worker: &Subject,
+    job: &ImportJob,
+    receive_count: u32,
+) -> Result<Done<ImportJob>, RecordError> {
+    let invocation = invocation(60);
+    worker
+        .run(
+            job,
+            &Run {
+                invocation: &invocation,
+                receive_count,
+            },
+        )
+        .await
+}
+
+fn class(result: &Result<Done<ImportJob>, RecordError>) -> Option<&'static str> {
+    match result {
+        Err(RecordError::Permanent { code, .. }) => Some(code),
+        _ => None,
+    }
+}
+
+#[tokio::test]
+async fn a_file_is_imported_and_its_import_completed_with_its_counts() {
+    let worker = worker(Items::default());
+    let job = submit(&worker, "a.csv", Some(&csv(60, &["bad,row"])));
+    let done = run(&worker, &job, 1).await.unwrap();
+    assert_eq!((done.ack(), done.next()), (Ack::Processed, None));
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(record.status, ImportStatus::Completed);
+    assert_eq!((record.rows_written, record.rows_rejected), (60, 1));
+    assert_eq!(worker.writer.rows.lock().unwrap().len(), 60);
+    assert_eq!(
+        worker.writer.requests.load(Ordering::SeqCst),
+        3,
+        "25 rows per request"
+    );
+}
+
+#[tokio::test]
+async fn a_bad_job_or_file_fails_its_import_with_the_reason_and_is_parked_with_its_class() {
+    let worker = worker(Items::default());
+    let mut old_schema = submit(&worker, "a.csv", Some(&csv(1, &[])));
+    old_schema.schema_version = 7;
+    let mut unsafe_key = submit(&worker, "b.csv", Some(&csv(1, &[])));
+    unsafe_key.object_key = "uploads/../secrets.csv".into();
+    let missing = submit(&worker, "c.csv", None);
+    let no_valid_rows = submit(&worker, "d.csv", Some(&csv(0, &["x,,y,z", "q,w,e,r"])));
+    let no_header = submit(&worker, "e.csv", Some("sku;name\n1;2\n"));
+    for (job, expected) in [
+        (&old_schema, ImportFailure::UnsupportedSchema),
+        (&unsafe_key, ImportFailure::UnsafeObjectKey),
+        (&missing, ImportFailure::ObjectMissing),
+        (&no_valid_rows, ImportFailure::InvalidFile),
+        (&no_header, ImportFailure::InvalidFile),
+    ] {
+        let result = run(&worker, job, 1).await;
+        assert_eq!(class(&result), Some(expected.as_str()), "{expected:?}");
+        let record = worker.imports.get(job.import_id);
+        assert_eq!(record.status, ImportStatus::Failed, "{expected:?}");
+        assert!(record.reason.is_some_and(|r| !r.is_empty()));
+    }
+    assert_eq!(worker.writer.requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_table_that_is_down_is_retried_without_failing_the_import() {
+    let worker = worker(Items {
+        down: true,
+        ..Items::default()
+    });
+    let job = submit(&worker, "a.csv", Some(&csv(10, &[])));
+    let result = run(&worker, &job, 1).await;
+    assert!(
+        matches!(result, Err(RecordError::Retryable { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Queued
+    );
+}
+
+#[tokio::test]
+async fn a_job_of_no_known_import_is_parked() {
+    let worker = worker(Items::default());
+    let job = submit(&worker, "a.csv", Some(&csv(3, &[])));
+    worker.imports.0.lock().unwrap().clear();
+    let result = run(&worker, &job, 1).await;
+    assert_eq!(class(&result), Some(ImportFailure::UnknownImport.as_str()));
+}
+
+#[tokio::test(start_paused = true)]
+async fn out_of_time_the_import_is_checkpointed_and_continued_until_it_completes_exactly() {
+    // Each request takes 1 s and an invocation has 5 s, 2 s of it for work: a chunk writes
+    // about 4 requests of 25 rows (2 in flight), so 400 rows take several chunks.
+    let worker = worker(Items {
+        latency: Duration::from_secs(1),
+        ..Items::default()
+    });
+    let bad = ["bad-1,,1,1.00", "bad-2,,1,1.00"];
+    let first = submit(&worker, "a.csv", Some(&csv(400, &bad)));
+    let mut job = first.clone();
+    let mut chunks = 0;
+    loop {
+        let invocation = invocation(5);
+        let run = Run {
+            invocation: &invocation,
+            receive_count: 1,
+        };
+        let done = worker.run(&job, &run).await.unwrap();
+        chunks += 1;
+        assert_eq!(done.ack(), Ack::Processed);
+        match done.next() {
+            Some(next) => {
+                assert_eq!(next.chunk(), job.chunk() + 1);
+                let record = worker.imports.get(first.import_id);
+                assert_eq!(record.status, ImportStatus::Processing);
+                assert_eq!(record.chunks, next.chunk());
+                job = next.clone();
+            }
+            None => break,
+        }
+        assert!(chunks < 50, "the import makes progress");
+    }
+    assert!(chunks >= 3, "took {chunks} chunks");
+    let record = worker.imports.get(first.import_id);
+    assert_eq!(record.status, ImportStatus::Completed);
+    assert_eq!((record.rows_written, record.rows_rejected), (400, 2));
+    assert_eq!(worker.writer.rows.lock().unwrap().len(), 400);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_chunk_with_no_time_to_make_progress_is_retried_not_failed() {
+    let worker = worker(Items {
+        latency: Duration::from_secs(10),
+        ..Items::default()
+    });
+    let job = submit(&worker, "a.csv", Some(&csv(10, &[])));
+    let invocation = invocation(5);
+    let result = worker
+        .run(
+            &job,
+            &Run {
+                invocation: &invocation,
+                receive_count: 1,
+            },
+        )
+        .await;
+    assert!(
+        matches!(result, Err(RecordError::Retryable { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Queued
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_redelivered_chunk_that_was_committed_writes_nothing_and_resends_its_continuation() {
+    let worker = worker(Items {
+        latency: Duration::from_secs(1),
+        ..Items::default()
+    });
+    let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
+    let invocation = invocation(5);
+    let run = Run {
+        invocation: &invocation,
+        receive_count: 1,
+    };
+    let first = worker.run(&job, &run).await.unwrap();
+    let sent = first.next().cloned().expect("a continuation");
+    let requests = worker.writer.requests.load(Ordering::SeqCst);
+
+    // The worker died before completing its claim: the message comes back.
+    let again = worker
+        .run(
+            &job,
+            &Run {
+                receive_count: 2,
+                ..run
+            },
+        )
+        .await
+        .unwrap();
+    assert_eq!(again.ack(), Ack::Duplicate);
+    assert_eq!(
+        again.next(),
+        Some(&sent),
+        "the same continuation, collapsed by its own key"
+    );
+    assert_eq!(
+        worker.writer.requests.load(Ordering::SeqCst),
+        requests,
+        "nothing rewritten"
+    );
+}
+
+#[tokio::test]
+async fn a_redelivery_of_a_completed_import_is_a_duplicate_and_writes_nothing() {
+    let worker = worker(Items::default());
+    let job = submit(&worker, "a.csv", Some(&csv(30, &[])));
+    assert_eq!(run(&worker, &job, 1).await.unwrap().ack(), Ack::Processed);
+    let requests = worker.writer.requests.load(Ordering::SeqCst);
+    let again = run(&worker, &job, 2).await.unwrap();
+    assert_eq!((again.ack(), again.next()), (Ack::Duplicate, None));
+    assert_eq!(worker.writer.requests.load(Ordering::SeqCst), requests);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_replaced_mid_import_fails_the_import_as_changed() {
+    let worker = worker(Items {
+        latency: Duration::from_secs(1),
+        ..Items::default()
+    });
+    let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
+    let invocation = invocation(5);
+    let run = Run {
+        invocation: &invocation,
+        receive_count: 1,
+    };
+    let next = worker
+        .run(&job, &run)
+        .await
+        .unwrap()
+        .next()
+        .cloned()
+        .unwrap();
+    worker.source.put(&job.object_key, &csv(300, &[]), "\"v2\"");
+    let result = worker.run(&next, &run).await;
+    assert_eq!(class(&result), Some(ImportFailure::ObjectChanged.as_str()));
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Failed
+    );
+}
+
+#[test]
+fn settle_maps_every_state_of_the_record_to_an_outcome() {
+    let key = ObjectKey::parse("uploads/a.csv", "uploads/").unwrap();
+    let job = ImportJob::new(ImportId::generate(), &key, ImportFormat::Csv);
+    let checkpoint = |chunk| Checkpoint {
+        chunk,
+        offset: 100,
+        line: 5,
+        etag: "\"v1\"".into(),
+        header: None,
+        rows_written: 4,
+        rows_rejected: 0,
+        rejected_examples: Vec::new(),
+    };
+    let second = job.continued(checkpoint(2));
+    let superseded = |status, chunks, checkpoint: Option<Checkpoint>| {
+        Ok(Transition::Superseded {
+            status,
+            chunks,
+            checkpoint: checkpoint.map(Box::new),
+        })
+    };
+    let completed = ChunkEnd::Completed {
+        rows_written: 4,
+        rows_rejected: 0,
+        summary: None,
+    };
+    let next = checkpoint(1);
+    let continued = ChunkEnd::Continued { next: &next };
+    let outcome = |result: Result<Done<ImportJob>, RecordError>| match result {
+        Ok(done) => format!(
+            "{:?} next={:?}",
+            done.ack(),
+            done.next().map(ImportJob::chunk)
+        ),
+        Err(RecordError::Permanent { code, .. }) => format!("parked {code}"),
+        Err(RecordError::Retryable { .. }) => "retried".into(),
+    };
+    let cases = [
+        (
+            settle(&job, Some(completed), Ok(Transition::Applied)),
+            "Processed next=None",
+        ),
+        (
+            settle(&job, Some(continued), Ok(Transition::Applied)),
+            "Processed next=Some(1)",
+        ),
+        (
+            settle(&job, None, Ok(Transition::Applied)),
+            "Duplicate next=None",
+        ),
+        (
+            settle(&job, Some(completed), Ok(Transition::AlreadyCompleted)),
+            "Duplicate next=None",
+        ),
+        (
+            settle(
+                &job,
+                None,
+                superseded(ImportStatus::Processing, 1, Some(checkpoint(1))),
+            ),
+            "Duplicate next=Some(1)",
+        ),
+        (
+            settle(
+                &job,
+                None,
+                superseded(ImportStatus::Processing, 3, Some(checkpoint(3))),
+            ),
+            "Duplicate next=None",
+        ),
+        (
+            settle(&job, None, superseded(ImportStatus::Failed, 0, None)),
+            "Duplicate next=None",
+        ),
+        (
+            settle(
+                &second,
+                None,
+                superseded(ImportStatus::Processing, 1, Some(checkpoint(1))),
+            ),
+            "parked unexpected_chunk",
+        ),
+        (
+            settle(&job, None, Ok(Transition::UnknownImport)),
+            "parked unknown_import",
+        ),
+        (
+            settle(
+                &job,
+                Some(completed),
+                Err(StoreError::Unavailable("the table is down".into())),
+            ),
+            "retried",
+        ),
+    ];
+    for (i, (result, expected)) in cases.into_iter().enumerate() {
+        assert_eq!(outcome(result), expected, "case {i}");
+    }
+}
+
+#[test]
+fn the_readme_lists_every_failure_class() {
+    let readme = include_str!("../../../../README.md");
+    let classes = ImportFailure::ALL
+        .iter()
+        .map(|class| class.as_str())
+        .chain(queue_worker::worker::FAILURE_CLASSES);
+    for class in classes {
+        assert!(
+            readme.contains(&format!("`{class}`")),
+            "README lacks `{class}`"
+        );
+    }
+}
