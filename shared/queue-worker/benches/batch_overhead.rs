@@ -6,12 +6,13 @@ use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
 use criterion::{BatchSize, BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use queue_worker::BoxError;
 use queue_worker::batch::{
     Ack, BatchProcessor, BatchSettings, Invocation, ParkReason, QueueActions, RecordError,
     RecordHandler, RecordResult,
 };
 use queue_worker::idempotency::{
-    BoxError, Decision, GuardSettings, IdempotencyGuard, IdempotencyKey, InMemoryStore,
+    Decision, GuardSettings, IdempotencyGuard, IdempotencyKey, InMemoryStore,
 };
 
 struct Noop;

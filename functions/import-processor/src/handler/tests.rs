@@ -9,12 +9,15 @@ use std::time::Duration;
 
 use imports::{ImportFormat, ImportStatus};
 use queue_worker::Env;
-use queue_worker::batch::Ack;
+use queue_worker::batch::{Ack, Invocation};
 use queue_worker::protection::DependencySettings;
 use tokio::io::BufReader;
 
 use super::*;
-use crate::source::Opened;
+use crate::items::WriteError;
+use crate::rows::Row;
+use crate::source::{Opened, ReadFrom, SourceError};
+use imports::Checkpoint;
 
 /// Objects by key, each with its ETag.
 #[derive(Default)]

@@ -1,0 +1,261 @@
+//! One chunk's rows: read from the checkpoint on, validated, and written a few requests in
+//! flight, until the object or the invocation's work time ends.
+
+use std::collections::HashMap;
+
+use futures_util::StreamExt;
+use futures_util::stream::FuturesOrdered;
+use imports::{Checkpoint, ImportId, ImportJob, ImportResults, ObjectKey};
+use queue_worker::batch::{Invocation, RecordError};
+use queue_worker::protection::DependencyError;
+use tokio::time::timeout_at;
+
+use super::{Counts, ImportWorker};
+use crate::failure::ImportFailure;
+use crate::items::{BATCH_SIZE, ItemWriter, WriteError};
+use crate::rows::{FileError, Position, Rejections, Row, RowReader};
+use crate::source::{ObjectSource, ReadFrom, SourceError};
+
+/// How one chunk's work ended.
+pub(super) enum ChunkOutcome {
+    /// The object is done.
+    Done(Counts),
+    /// Time ran out after some progress: continue from here.
+    Stopped(Checkpoint),
+    /// Time ran out before anything could be written or counted.
+    NoProgress,
+}
+
+/// Rows and rejections up to `end`, written as one request.
+struct Unit {
+    rows: Vec<Row>,
+    rejections: Rejections,
+    end: Position,
+}
+
+/// What a chunk has durably done: everything before `position`.
+struct Written {
+    position: Position,
+    written: u64,
+    rejections: Rejections,
+}
+
+impl<O, W, R> ImportWorker<O, W, R>
+where
+    O: ObjectSource,
+    W: ItemWriter,
+    R: ImportResults,
+{
+    /// Reads the object from the job's checkpoint on and writes its valid rows, up to
+    /// [`writes_in_flight`](Self::with_writes_in_flight) requests of [`BATCH_SIZE`] at once,
+    /// until the object ends or the invocation's work time does.
+    pub(super) async fn run_chunk(
+        &self,
+        job: &ImportJob,
+        key: &ObjectKey,
+        invocation: &Invocation,
+    ) -> Result<ChunkOutcome, RecordError> {
+        let stop = invocation.stop_instant();
+        let resume = job.resume.as_ref();
+        let from = resume.map(|r| ReadFrom {
+            offset: r.offset,
+            etag: &r.etag,
+        });
+        let Ok(opened) = timeout_at(stop, self.source.open(key, from)).await else {
+            return Ok(ChunkOutcome::NoProgress);
+        };
+        let opened = opened.map_err(source_error)?;
+        let mut rows = match resume {
+            None => match timeout_at(stop, RowReader::open(opened.body, job.format)).await {
+                Ok(reader) => reader.map_err(file_error)?,
+                Err(_) => return Ok(ChunkOutcome::NoProgress),
+            },
+            Some(r) => RowReader::resume(
+                opened.body,
+                job.format,
+                r.header.as_deref(),
+                Position {
+                    offset: r.offset,
+                    line: r.line,
+                },
+            )
+            .map_err(file_error)?,
+        };
+        let start = rows.position();
+        let mut done = Written {
+            position: start,
+            written: resume.map_or(0, |r| r.rows_written),
+            rejections: resume.map_or_else(Rejections::default, |r| {
+                Rejections::carried(r.rows_rejected, &r.rejected_examples)
+            }),
+        };
+
+        let mut in_flight = FuturesOrdered::new();
+        let mut skus_in_flight: HashMap<String, usize> = HashMap::new();
+        let mut pending = Unit::starting();
+        let mut finished = false;
+        'read: loop {
+            let before = rows.position();
+            let next = match timeout_at(stop, rows.next()).await {
+                Ok(next) => next.map_err(file_error)?,
+                Err(_) => break 'read,
+            };
+            let row = match next {
+                None => {
+                    pending.end = rows.position();
+                    finished = true;
+                    None
+                }
+                Some(Err(rejection)) => {
+                    pending.rejections.add(rejection);
+                    continue;
+                }
+                Some(Ok(row)) => Some(row),
+            };
+            // One request may not name a key twice, and two requests in flight must not
+            // either: a repeated SKU goes in a later request, after the earlier one is done, so
+            // the later row wins, as it would row by row.
+            let full = pending.rows.len() == BATCH_SIZE
+                || row
+                    .as_ref()
+                    .is_some_and(|row| pending.rows.iter().any(|p| p.sku == row.sku));
+            if finished || full {
+                if !finished {
+                    pending.end = before;
+                }
+                let unit = std::mem::replace(&mut pending, Unit::starting());
+                while in_flight.len() >= self.writes_in_flight.get()
+                    || unit
+                        .rows
+                        .iter()
+                        .any(|r| skus_in_flight.contains_key(&r.sku))
+                {
+                    match timeout_at(stop, in_flight.next()).await {
+                        Ok(Some(written)) => done.commit(written?, &mut skus_in_flight),
+                        Ok(None) => break,
+                        Err(_) => break 'read,
+                    }
+                }
+                for row in &unit.rows {
+                    *skus_in_flight.entry(row.sku.clone()).or_default() += 1;
+                }
+                in_flight.push_back(self.write_unit(job.import_id, unit));
+            }
+            match row {
+                Some(row) => pending.rows.push(row),
+                None => break 'read,
+            }
+        }
+        while finished {
+            match timeout_at(stop, in_flight.next()).await {
+                Ok(Some(written)) => done.commit(written?, &mut skus_in_flight),
+                Ok(None) => break,
+                Err(_) => finished = false,
+            }
+        }
+        // Writes still in flight are dropped: what they wrote is not counted, and the next
+        // chunk writes those rows again.
+        drop(in_flight);
+
+        if finished {
+            let rejected = done.rejections.count();
+            if done.written == 0 && rejected > 0 {
+                let summary = done.rejections.summary().unwrap_or_default();
+                return Err(ImportFailure::InvalidFile.error(format!("no valid rows: {summary}")));
+            }
+            return Ok(ChunkOutcome::Done(Counts {
+                written: done.written,
+                rejected,
+                summary: done.rejections.summary(),
+            }));
+        }
+        if done.position == start {
+            return Ok(ChunkOutcome::NoProgress);
+        }
+        Ok(ChunkOutcome::Stopped(Checkpoint {
+            chunk: job.chunk() + 1,
+            offset: done.position.offset,
+            line: done.position.line,
+            etag: resume.map_or(opened.etag, |r| r.etag.clone()),
+            header: rows.header().map(<[String]>::to_vec),
+            rows_written: done.written,
+            rows_rejected: done.rejections.count(),
+            rejected_examples: done.rejections.examples().to_vec(),
+        }))
+    }
+
+    /// Writes a unit's rows (if any); gives the unit back to be counted.
+    async fn write_unit(&self, import_id: ImportId, unit: Unit) -> Result<Unit, RecordError> {
+        if !unit.rows.is_empty() {
+            self.write(import_id, &unit.rows).await?;
+        }
+        Ok(unit)
+    }
+
+    async fn write(&self, import_id: ImportId, batch: &[Row]) -> Result<(), RecordError> {
+        self.items_table
+            .call(|| self.writer.write(import_id, batch))
+            .await
+            .map_err(|e| match &e {
+                DependencyError::Failed {
+                    source: WriteError::Rejected(_),
+                    ..
+                } => ImportFailure::RowsRejectedByTable
+                    .error(e.to_string())
+                    .with_source(e),
+                DependencyError::CircuitOpen { retry_after, .. } => {
+                    RecordError::retryable_after(e.to_string(), *retry_after)
+                }
+                _ => RecordError::retryable(e.to_string()).with_source(e),
+            })
+    }
+}
+
+impl Unit {
+    fn starting() -> Self {
+        Self {
+            rows: Vec::with_capacity(BATCH_SIZE),
+            rejections: Rejections::default(),
+            end: Position::default(),
+        }
+    }
+}
+
+impl Written {
+    /// Counts a written unit. Units finish in the order they were read, so everything before
+    /// its end is now written.
+    fn commit(&mut self, unit: Unit, skus_in_flight: &mut HashMap<String, usize>) {
+        for row in &unit.rows {
+            if let Some(count) = skus_in_flight.get_mut(&row.sku) {
+                *count -= 1;
+                if *count == 0 {
+                    skus_in_flight.remove(&row.sku);
+                }
+            }
+        }
+        self.written += unit.rows.len() as u64;
+        self.rejections.extend(unit.rejections);
+        self.position = unit.end;
+    }
+}
+
+fn source_error(error: SourceError) -> RecordError {
+    let class = match error {
+        SourceError::NotFound { .. } => ImportFailure::ObjectMissing,
+        SourceError::TooLarge { .. } => ImportFailure::ObjectTooLarge,
+        SourceError::Changed { .. } => ImportFailure::ObjectChanged,
+        SourceError::Unavailable(_) => {
+            return RecordError::retryable("the upload bucket is unavailable").with_source(error);
+        }
+    };
+    class.error(error.to_string())
+}
+
+fn file_error(error: FileError) -> RecordError {
+    match error {
+        FileError::Invalid(reason) => ImportFailure::InvalidFile.error(reason),
+        FileError::Read(_) => {
+            RecordError::retryable("reading the object failed").with_source(error)
+        }
+    }
+}
