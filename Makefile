@@ -27,6 +27,13 @@ run: ## Serve the API on 127.0.0.1:8080 and run the processor against the emulat
 test: ## Everything CI runs: format, lint, unit tests, emulator, integration tests
 	infra/test.sh
 
+.PHONY: check
+check: ## The fast inner loop, no emulator: format, clippy, unit tests, the library built and tested alone
+	cargo fmt --all --check
+	cargo clippy --workspace --all-targets -- -D warnings
+	cargo test --workspace --exclude integration-tests
+	cargo test -p queue-worker
+
 .PHONY: fmt
 fmt: ## Format the code
 	cargo fmt --all

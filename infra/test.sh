@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: every test tier, in order, failing fast.
-#   1. formatting and lints
-#   2. unit tests (no AWS endpoint)
+#   1. `make check`: formatting, lints, unit tests (no AWS endpoint), the library built and
+#      tested without the rest of the workspace
+#   2. the bench targets build
 #   3. the no-Docker emulator, started here unless already running, and stopped on exit
 #      (also when a test fails) only if this script started it
 #   4. integration tests against it (including the template's invariants), then the demo
@@ -15,14 +16,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 emulator=infra/emulator/emulator.sh
 step() { printf '\n==> %s\n' "$*"; }
 
-step "format"
-cargo fmt --all --check
-
-step "clippy"
-cargo clippy --workspace --all-targets -- -D warnings
-
-step "unit tests"
-cargo test --workspace --exclude integration-tests
+step "make check: format, clippy, unit tests, the library alone"
+make --no-print-directory check
 
 step "bench targets build (make bench runs them)"
 cargo build --workspace --benches --bins --profile dev

@@ -71,10 +71,8 @@ fn event(records: usize) -> SqsEvent {
         let mut message = SqsMessage::default();
         message.message_id = Some(format!("4c2b1d3e-0000-4000-8000-{i:012}"));
         message.receipt_handle = Some(format!("receipt-{i}"));
-        message.body = Some(format!(
-            r#"{{"importId":"imp-{i}","objectKey":"uploads/{i}.csv"}}"#
-        ));
-        message.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:import-jobs".into());
+        message.body = Some(format!(r#"{{"id":"job-{i}","input":"inputs/{i}"}}"#));
+        message.event_source_arn = Some("arn:aws:sqs:us-east-1:123456789012:work-jobs".into());
         message
             .attributes
             .insert("ApproximateReceiveCount".into(), "1".into());

@@ -343,7 +343,10 @@ mod tests {
 
     #[test]
     fn a_reason_is_kept_whole_when_it_fits() {
-        assert_eq!(fitting_reason("row 3: bad sku", 100), Ok("row 3: bad sku"));
+        assert_eq!(
+            fitting_reason("row 3: bad field", 100),
+            Ok("row 3: bad field")
+        );
     }
 
     #[test]

@@ -262,7 +262,7 @@ mod tests {
     };
 
     fn key() -> IdempotencyKey {
-        IdempotencyKey::parse("import-1").unwrap()
+        IdempotencyKey::parse("job-1").unwrap()
     }
 
     #[tokio::test]
@@ -302,7 +302,7 @@ mod tests {
         let conflict = mock!(Client::put_item).then_error(move || {
             PutItemError::ConditionalCheckFailedException(
                 ConditionalCheckFailedException::builder()
-                    .item(attr::KEY, s("import-1"))
+                    .item(attr::KEY, s("job-1"))
                     .item(attr::STATUS, s(Status::COMPLETED))
                     .item(attr::PAYLOAD_HASH, s(hash.as_str()))
                     .item(attr::FENCING_TOKEN, s("t-1"))

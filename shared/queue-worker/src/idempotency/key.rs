@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sha2::{Digest, Sha256};
 
-/// The identity of a unit of work, set by the producer (for imports: the import id).
+/// The identity of a unit of work, set by the producer (never the SQS message id).
 ///
 /// Valid keys are 1 to [`IdempotencyKey::MAX_LEN`] bytes of text without control characters,
 /// which keeps them safe as a DynamoDB partition key and in logs.

@@ -89,7 +89,7 @@ mod tests {
         let store = InMemoryStore::default();
         let now = SystemTime::now();
         let request = ClaimRequest {
-            key: IdempotencyKey::parse("import-1").unwrap(),
+            key: IdempotencyKey::parse("job-1").unwrap(),
             payload_hash: PayloadHash::of(b"job"),
             token: FencingToken::generate(),
             now,

@@ -11,7 +11,7 @@
 //! - [`Decision::InProgress`]: another worker holds a live lease; retry later.
 //! - [`Decision::PayloadMismatch`]: the key was used for a different payload; a permanent error.
 //!
-//! The key is producer-set (the import id), never the SQS message id: a resend of the same job
+//! The key is producer-set (the job's own id), never the SQS message id: a resend of the same job
 //! gets a new message id but must still be recognised.
 //!
 //! Correctness rests on three rules that every [`IdempotencyStore`] follows:
