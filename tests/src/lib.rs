@@ -15,6 +15,7 @@
 
 pub mod guard_suite;
 pub mod profiles;
+pub mod settings;
 pub mod template;
 
 mod clock;

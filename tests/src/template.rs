@@ -5,25 +5,8 @@
 //! Values given as `!Ref Parameter` are checked across the parameter's default, bounds and
 //! allowed values, so a deploy with other parameter values cannot break them either.
 
-use std::collections::BTreeSet;
-
-use local_runner::template::{get_att, literal_number as number, reference};
+use local_runner::template::{get_att, intrinsic, literal_number as number, reference};
 use serde_yaml_ng::Value;
-
-/// The environment variables a function's code reads, by the `Binary` it is built from.
-pub fn variables_read_by(binary: &str) -> Option<BTreeSet<&'static str>> {
-    let lists: Vec<&[&str]> = match binary {
-        "import-producer" => vec![import_producer::ProducerConfig::VARIABLES],
-        "import-processor" => vec![
-            import_processor::ProcessorConfig::VARIABLES,
-            queue_worker::config::GuardConfig::VARIABLES,
-            queue_worker::batch::BatchSettings::VARIABLES,
-            queue_worker::protection::DependencySettings::VARIABLES,
-        ],
-        _ => return None,
-    };
-    Some(lists.into_iter().flatten().copied().collect())
-}
 
 /// Reads `template.yaml` from the workspace root.
 pub fn load() -> Value {
@@ -60,7 +43,59 @@ pub fn violations(template: &Value) -> Vec<String> {
             _ => {}
         }
     }
+    check_mapping_keys(template, &mut found);
     found
+}
+
+/// A `!FindInMap` keyed by `!Ref Parameter` needs a String parameter whose allowed values are
+/// quoted and each a key of the map: LocalStack's CloudFormation passes a Number parameter on
+/// as an integer and the lookup fails, and an allowed value without an entry fails the deploy
+/// that picks it.
+fn check_mapping_keys(template: &Value, found: &mut Vec<String>) {
+    for args in find_in_maps(template) {
+        let [map, key, _] = args else {
+            continue;
+        };
+        let (Some(map), Some(param)) = (map.as_str(), reference(key)) else {
+            continue;
+        };
+        let parameter = &template["Parameters"][param];
+        if parameter["Type"].as_str() != Some("String") {
+            found.push(format!(
+                "{param}: keys the {map} mapping, so it must be Type: String"
+            ));
+        }
+        for allowed in parameter["AllowedValues"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+        {
+            match allowed.as_str() {
+                Some(text) if !template["Mappings"][map][text].is_null() => {}
+                Some(text) => found.push(format!(
+                    "{param}: allowed value {text:?} has no entry in the {map} mapping"
+                )),
+                None => found.push(format!(
+                    "{param}: allowed value {allowed:?} must be quoted (it keys the {map} mapping)"
+                )),
+            }
+        }
+    }
+}
+
+/// The arguments of every `!FindInMap` in `value`.
+fn find_in_maps(value: &Value) -> Vec<&[Value]> {
+    let mut lookups = Vec::new();
+    if let Some(args) = intrinsic(value, "FindInMap").and_then(Value::as_sequence) {
+        lookups.push(args.as_slice());
+    }
+    match value {
+        Value::Mapping(entries) => lookups.extend(entries.values().flat_map(find_in_maps)),
+        Value::Sequence(items) => lookups.extend(items.iter().flat_map(find_in_maps)),
+        Value::Tagged(tagged) => lookups.extend(find_in_maps(&tagged.value)),
+        _ => {}
+    }
+    lookups
 }
 
 /// A number given literally or as `!Ref Param`: its possible values (the parameter's default,
@@ -274,26 +309,12 @@ fn check_function(template: &Value, name: &str, function: &Value, found: &mut Ve
     let binary = function["Metadata"]["BuildProperties"]["Binary"]
         .as_str()
         .unwrap_or_default();
-    let Some(read) = variables_read_by(binary) else {
-        found.push(format!("{name}: builds unknown binary {binary:?}"));
-        return;
-    };
-    let set: BTreeSet<&str> = properties["Environment"]["Variables"]
-        .as_mapping()
-        .into_iter()
-        .flat_map(|m| m.keys())
-        .filter_map(Value::as_str)
-        .collect();
-    for missing in read.difference(&set) {
-        found.push(format!(
-            "{name}: the code reads {missing} but the template does not set it"
-        ));
-    }
-    for unused in set.difference(&read) {
-        found.push(format!(
-            "{name}: the template sets {unused} but the code never reads it"
-        ));
-    }
+    found.extend(crate::settings::environment_violations(
+        template,
+        name,
+        binary,
+        &properties["Environment"]["Variables"],
+    ));
 }
 
 fn statements(properties: &Value) -> Vec<&Value> {

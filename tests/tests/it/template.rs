@@ -36,9 +36,29 @@ fn a_visibility_timeout_below_six_processor_timeouts_is_caught() {
 #[test]
 fn a_processor_timeout_without_a_visibility_entry_is_caught() {
     let found = mutated(|t| {
-        t["Parameters"]["ProcessorTimeoutSeconds"]["AllowedValues"] = yaml("[30, 60, 45]")
+        t["Parameters"]["ProcessorTimeoutSeconds"]["AllowedValues"] = yaml(r#"["30", "60", "45"]"#)
     });
     assert_caught(&found, "6 x 45");
+    assert_caught(
+        &found,
+        "allowed value \"45\" has no entry in the QueueVisibility mapping",
+    );
+}
+
+#[test]
+fn a_mapping_keyed_by_a_number_parameter_is_caught() {
+    let found = mutated(|t| t["Parameters"]["ProcessorTimeoutSeconds"]["Type"] = yaml("Number"));
+    assert_caught(
+        &found,
+        "ProcessorTimeoutSeconds: keys the QueueVisibility mapping, so it must be Type: String",
+    );
+    let found = mutated(|t| {
+        t["Parameters"]["ProcessorTimeoutSeconds"]["AllowedValues"] = yaml("[30, 60, 120]")
+    });
+    assert_caught(
+        &found,
+        "must be quoted (it keys the QueueVisibility mapping)",
+    );
 }
 
 #[test]
@@ -135,14 +155,34 @@ fn a_data_plane_action_on_any_resource_is_caught() {
 }
 
 #[test]
-fn an_environment_variable_the_code_reads_but_the_template_omits_is_caught() {
+fn a_required_variable_the_template_omits_is_caught() {
     let found = mutated(|t| {
         t["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
             .as_mapping_mut()
             .unwrap()
             .remove("ITEMS_TABLE");
     });
-    assert_caught(&found, "reads ITEMS_TABLE but the template does not set it");
+    assert_caught(
+        &found,
+        "cannot start with the template's environment: environment variable ITEMS_TABLE is required",
+    );
+}
+
+#[test]
+fn a_default_repeated_in_the_template_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]["CIRCUIT_OPEN_SECONDS"] =
+            yaml("30");
+    });
+    assert_caught(&found, "sets CIRCUIT_OPEN_SECONDS to a literal");
+}
+
+#[test]
+fn a_value_the_code_rejects_is_caught() {
+    let found = mutated(|t| {
+        t["Parameters"]["ItemWritesInFlight"]["Default"] = yaml("0");
+    });
+    assert_caught(&found, "ITEM_WRITES_IN_FLIGHT");
 }
 
 #[test]

@@ -1,0 +1,104 @@
+//! One source of truth per setting: the code holds every default; a function's environment in
+//! `template.yaml` holds only what a deployment decides (resource names, values derived from
+//! the template's own parameters), names only variables the code reads, and is a configuration
+//! the code starts with.
+
+use std::collections::BTreeSet;
+
+use local_runner::template::reference;
+use queue_worker::Env;
+use serde_yaml_ng::Value;
+
+/// The environment variables a function's code reads, by the `Binary` it is built from.
+pub fn variables_read_by(binary: &str) -> Option<BTreeSet<&'static str>> {
+    let lists: Vec<&[&str]> = match binary {
+        "import-producer" => vec![import_producer::ProducerConfig::VARIABLES],
+        "import-processor" => vec![
+            import_processor::ProcessorConfig::VARIABLES,
+            queue_worker::config::GuardConfig::VARIABLES,
+            queue_worker::batch::BatchSettings::VARIABLES,
+            queue_worker::protection::DependencySettings::VARIABLES,
+        ],
+        _ => return None,
+    };
+    Some(lists.into_iter().flatten().copied().collect())
+}
+
+/// Reads the configuration of `binary` from `env` as its `main` does; the error as text.
+fn start(binary: &str, env: &Env) -> Result<(), String> {
+    match binary {
+        "import-producer" => import_producer::ProducerConfig::from_env(env)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        "import-processor" => import_processor::ProcessorConfig::from_env(env)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        _ => Err(format!("unknown binary {binary:?}")),
+    }
+}
+
+/// What a variable of the template is set to at deploy time, as far as the check needs: a
+/// literal's text, a parameter's default, or a stand-in for a resource's name or URL.
+fn deployed_value(template: &Value, value: &Value) -> Result<String, String> {
+    if let Some(name) = reference(value) {
+        let parameter = &template["Parameters"][name];
+        if parameter.is_mapping() {
+            return scalar(&parameter["Default"])
+                .ok_or_else(|| format!("parameter {name} has no default"));
+        }
+        return Ok(format!("resolved-{name}"));
+    }
+    match value {
+        Value::Tagged(_) | Value::Mapping(_) => Ok("resolved-by-cloudformation".into()),
+        other => scalar(other).ok_or_else(|| format!("{other:?} is not a scalar")),
+    }
+}
+
+fn scalar(value: &Value) -> Option<String> {
+    match value {
+        Value::String(text) => Some(text.clone()),
+        Value::Number(number) => Some(number.to_string()),
+        Value::Bool(flag) => Some(flag.to_string()),
+        _ => None,
+    }
+}
+
+/// Every way the environment of function `name` (built from `binary`) breaks the rule.
+pub fn environment_violations(
+    template: &Value,
+    name: &str,
+    binary: &str,
+    variables: &Value,
+) -> Vec<String> {
+    let mut found = Vec::new();
+    let Some(read) = variables_read_by(binary) else {
+        return vec![format!("{name}: builds unknown binary {binary:?}")];
+    };
+    let mut env = Vec::new();
+    for (key, value) in variables.as_mapping().into_iter().flatten() {
+        let Some(key) = key.as_str() else {
+            continue;
+        };
+        if !read.contains(key) {
+            found.push(format!(
+                "{name}: the template sets {key} but the code never reads it"
+            ));
+        }
+        if !matches!(value, Value::Tagged(_) | Value::Mapping(_)) {
+            found.push(format!(
+                "{name}: the template sets {key} to a literal; the code's default is the one \
+                 source of truth (delete it, or derive it from a parameter)"
+            ));
+        }
+        match deployed_value(template, value) {
+            Ok(value) => env.push((key.to_owned(), value)),
+            Err(reason) => found.push(format!("{name}: {key}: {reason}")),
+        }
+    }
+    if let Err(error) = start(binary, &Env::from_pairs(env)) {
+        found.push(format!(
+            "{name}: the code cannot start with the template's environment: {error}"
+        ));
+    }
+    found
+}
