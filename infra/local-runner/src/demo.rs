@@ -703,7 +703,7 @@ pub(crate) async fn parked_import_ids(pipeline: &Pipeline) -> anyhow::Result<Has
         for message in &messages {
             if let Some(id) = message
                 .message_attributes()
-                .and_then(|a| a.get("import_id"))
+                .and_then(|a| a.get(queue_worker::job::attributes::JOB_ID))
                 .and_then(|v| v.string_value())
             {
                 ids.insert(id.to_owned());

@@ -607,7 +607,7 @@ async fn poison_jobs_are_parked_with_their_reason_and_fail_their_import_only() {
                 .unwrap()
         };
         classes.insert(
-            attribute("import_id"),
+            attribute("job_id"),
             attribute(dlq_attributes::ERROR_CLASS),
         );
         assert!(!attribute(dlq_attributes::REASON).is_empty());
@@ -765,7 +765,7 @@ async fn a_mixed_batch_of_ten_reports_exactly_the_right_failures() {
             .filter(|r| {
                 let id = r
                     .message_attributes
-                    .get("import_id")
+                    .get("job_id")
                     .and_then(|a| a.string_value.clone());
                 id == Some(flaky_one.to_string()) || id == Some(flaky_two.to_string())
             })

@@ -114,7 +114,7 @@ async fn an_accepted_import_is_in_the_table_and_exactly_one_job_is_on_the_queue(
         })
     );
     let attribute = |name: &str| job.message_attributes[name].string_value.clone().unwrap();
-    assert_eq!(attribute("import_id"), id.to_string());
+    assert_eq!(attribute("job_id"), id.to_string());
     assert_eq!(attribute("schema_version"), "1");
     assert_eq!(
         attribute("trace_context"),
