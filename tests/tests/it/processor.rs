@@ -606,10 +606,7 @@ async fn poison_jobs_are_parked_with_their_reason_and_fail_their_import_only() {
                 .clone()
                 .unwrap()
         };
-        classes.insert(
-            attribute("job_id"),
-            attribute(dlq_attributes::ERROR_CLASS),
-        );
+        classes.insert(attribute("job_id"), attribute(dlq_attributes::ERROR_CLASS));
         assert!(!attribute(dlq_attributes::REASON).is_empty());
     }
     assert_eq!(classes[&missing.to_string()], "object_missing");
