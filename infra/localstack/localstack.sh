@@ -14,6 +14,9 @@
 #           no-Docker emulator (moto), which `up` starts too unless it is already running.
 #           `env` then points AWS_ENDPOINT_URL_SQS and _S3 at LocalStack and
 #           AWS_ENDPOINT_URL_DYNAMODB at the emulator.
+#           For `sam deploy` (deploy.sh) it also serves CloudFormation, Lambda, IAM, KMS, Logs,
+#           CloudWatch and DynamoDB: the init hook init/start.d/no-docker.py makes functions
+#           deployable without Docker (not invocable) and forwards DynamoDB to the emulator.
 # Settings (environment): LOCALSTACK_MODE, LOCALSTACK_PORT (default 4566), LOCALSTACK_PYTHON,
 # LOCALSTACK_VENV, EMULATOR_PORT (host mode's DynamoDB).
 set -euo pipefail
@@ -36,6 +39,11 @@ url="http://127.0.0.1:$port"
 log() { printf 'localstack: %s\n' "$*" >&2; }
 
 answers() { curl -sf -o /dev/null --max-time 2 "$url/_localstack/health"; }
+
+# Answers, and its init hooks (init/start.d) have run.
+answers_initialised() {
+    answers && curl -sf --max-time 2 "$url/_localstack/init/start" | grep -q '"completed": *true'
+}
 
 mode() {
     case "${LOCALSTACK_MODE:-auto}" in
@@ -69,7 +77,7 @@ find_python() {
 }
 
 host_up() {
-    local python
+    local python root_dir="$state/localstack-$port"
     if ! "$emulator" status >/dev/null 2>&1; then
         "$emulator" up
         touch "$started_emulator"
@@ -77,20 +85,29 @@ host_up() {
     if ! running_pid "$pidfile" >/dev/null; then
         python="$(find_python)"
         ensure_venv "$venv" "$root/infra/localstack/requirements.txt" "$python" localstack-supervisor localstack
+        mkdir -p "$root_dir/etc/localstack/init/start.d"
+        cp "$root/infra/localstack/init/start.d/"*.py "$root_dir/etc/localstack/init/start.d/"
     fi
     # Hypercorn honours the listen address (the default server binds every interface); the
     # path strategy gives queue URLs on 127.0.0.1 instead of a name that needs DNS; state and
-    # caches go under .run instead of /var/lib/localstack.
-    start_server localstack "$pidfile" "$logfile" answers env \
-        SERVICES=sqs,s3 \
+    # caches go under .run instead of /var/lib/localstack. API Gateway v2 is not in the
+    # community edition: CloudFormation deploys it as a placeholder (said explicitly here).
+    start_server localstack "$pidfile" "$logfile" answers_initialised env \
+        SERVICES=sqs,s3,cloudformation,lambda,iam,sts,logs,cloudwatch,dynamodb,kms \
+        DYNAMODB_LOCAL_PORT="${EMULATOR_PORT:-5055}" \
+        CFN_IGNORE_UNSUPPORTED_RESOURCE_TYPES=1 \
         GATEWAY_LISTEN="127.0.0.1:$port" \
         GATEWAY_SERVER=hypercorn \
         LOCALSTACK_HOST="127.0.0.1:$port" \
         SQS_ENDPOINT_STRATEGY=path \
         DNS_ADDRESS=0 \
         OVERRIDE_IN_DOCKER=0 \
-        FILESYSTEM_ROOT="$state/localstack-$port" \
+        FILESYSTEM_ROOT="$root_dir" \
         "$venv/bin/python" -m localstack.runtime.main
+    if curl -sf --max-time 2 "$url/_localstack/init/start" | grep -q '"state": *"ERROR"'; then
+        log "an init hook failed; see $logfile"
+        return 1
+    fi
 }
 
 host_down() {
