@@ -75,6 +75,14 @@ localstack-down: ## Stop what localstack-up started
 localstack-env: ## Print LocalStack's endpoint variables: eval "$(make -s localstack-env)"
 	@$(LOCALSTACK) env
 
+.PHONY: deploy-local
+deploy-local: ## sam build + sam deploy of template.yaml into LocalStack (started if needed; without Docker: resources only)
+	infra/localstack/deploy.sh up
+
+.PHONY: destroy-local
+destroy-local: ## sam delete of the deploy-local stack (LocalStack keeps running)
+	infra/localstack/deploy.sh down
+
 .PHONY: test-localstack
 test-localstack: ## Integration tests and the demo against LocalStack (started and stopped here)
 	infra/test-localstack.sh
