@@ -2,8 +2,8 @@
 //!
 //! The handler: the real processor (guard, S3 stream, validation, circuit breaker, import
 //! record) imports one job of a CSV file of [`ROWS`] rows into a fresh items table, with its
-//! item writes `K` requests in flight (`ImportHandler::with_writes_in_flight`). The deadline is
-//! far away, so the job finishes in one chunk.
+//! item writes `K` requests in flight (`ITEM_WRITES_IN_FLIGHT`). The deadline is far away, so
+//! the job finishes in one chunk.
 //!
 //! The ceiling: a plain SDK loop that writes the same rows, as the same items in the same
 //! 25-item `BatchWriteItem` requests, with `K` requests in flight, to a fresh items table; no
@@ -19,7 +19,6 @@
 //! --bench job_throughput`. Prints a markdown table and writes the figures as JSON to
 //! `BENCH_JSON`, or else to `target/bench/job_throughput.json`.
 
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_config::SdkConfig;
@@ -27,17 +26,15 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, Select, WriteRequest};
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    TestQueue, acknowledge, create_bucket, create_idempotency_table, create_imports_table,
-    create_items_table, s3_client, sdk_config,
+    ProcessorResources, TestQueue, acknowledge, create_bucket, create_idempotency_table,
+    create_imports_table, create_items_table, processor_config, s3_client, sdk_config,
 };
-use import_processor::{BATCH_SIZE, DynamoDbItems, ImportHandler, Row, S3ObjectSource};
+use import_processor::{BATCH_SIZE, DynamoDbItems, Parts, Row};
 use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
-    JobQueue, ObjectKey, SqsJobQueue,
+    ObjectKey,
 };
-use queue_worker::batch::{BatchProcessor, BatchSettings, SqsQueueActions};
-use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use queue_worker::protection::{Dependency, DependencySettings};
+use queue_worker::job::{JobQueue, SqsJobQueue};
 use serde_json::json;
 use tokio::task::JoinSet;
 
@@ -169,8 +166,8 @@ impl Bench {
             ))
             .await
             .unwrap();
-        let jobs = SqsJobQueue::new(self.sqs.clone(), &self.queue.url);
-        jobs.send(&ImportJob::new(id, &self.key, ImportFormat::Csv), None)
+        SqsJobQueue::new(self.sqs.clone(), &self.queue.url)
+            .send(&ImportJob::new(id, &self.key, ImportFormat::Csv), None)
             .await
             .unwrap();
         let event = self
@@ -179,41 +176,52 @@ impl Bench {
             .await;
         assert_eq!(event.records.len(), 1, "the job is received");
 
-        let handler = ImportHandler::new(
-            IdempotencyGuard::new(
-                DynamoDbStore::new(self.dynamodb.clone(), &self.guard_table),
-                GuardSettings {
-                    retention: Duration::from_secs(3600),
-                    lease_margin: Duration::from_secs(10),
-                    max_lease: Duration::from_secs(910),
-                },
-            ),
-            S3ObjectSource::new(s3_client(&self.config), &self.bucket, 64 * 1024 * 1024),
-            DynamoDbItems::new(self.items.clone(), &items_table),
-            self.imports(),
-            jobs,
-            Dependency::new(
-                "items-table",
-                DependencySettings {
-                    timeout: Duration::from_secs(30),
-                    max_attempts: 3,
-                    retry_base: Duration::from_millis(100),
-                    failure_threshold: 5,
-                    open_for: Duration::from_secs(30),
-                },
-            ),
-            "uploads/",
-        )
-        .with_writes_in_flight(NonZeroUsize::new(in_flight).expect("in flight > 0"));
-        let processor = BatchProcessor::new(
-            handler,
-            SqsQueueActions::new(self.sqs.clone(), &self.dlq.url),
-            BatchSettings {
-                concurrency: NonZeroUsize::MIN,
-                deadline_margin: Duration::from_secs(5),
-                backoff: None,
+        let in_flight = in_flight.to_string();
+        let config = processor_config(
+            &ProcessorResources {
+                guard_table: &self.guard_table,
+                imports_table: &self.imports_table,
+                items_table: &items_table,
+                bucket: &self.bucket,
+                queue_url: &self.queue.url,
+                dlq_url: &self.dlq.url,
             },
+            &[
+                ("IDEMPOTENCY_RETENTION_SECONDS", "3600"),
+                ("IDEMPOTENCY_LEASE_MARGIN_SECONDS", "10"),
+                ("IDEMPOTENCY_MAX_LEASE_SECONDS", "910"),
+                ("BATCH_CONCURRENCY", "1"),
+                ("BATCH_DEADLINE_MARGIN_MS", "5000"),
+                ("RETRY_BACKOFF_BASE_SECONDS", "0"),
+                ("MAX_OBJECT_BYTES", "67108864"),
+                ("ITEM_WRITES_IN_FLIGHT", &in_flight),
+                ("DOWNSTREAM_TIMEOUT_MS", "30000"),
+                ("DOWNSTREAM_MAX_ATTEMPTS", "3"),
+                ("DOWNSTREAM_RETRY_BASE_MS", "100"),
+                ("CIRCUIT_FAILURE_THRESHOLD", "5"),
+                ("CIRCUIT_OPEN_SECONDS", "30"),
+            ],
         );
+        let Parts {
+            guard,
+            source,
+            imports: records,
+            jobs,
+            queue,
+            config,
+            ..
+        } = Parts::new(&config, &self.config);
+        let processor = Parts {
+            guard,
+            source,
+            // The ceiling's client: built as the processor builds it (no SDK retries).
+            writer: DynamoDbItems::new(self.items.clone(), &items_table),
+            imports: records,
+            jobs,
+            queue,
+            config,
+        }
+        .build();
 
         let started = Instant::now();
         let outcome = processor

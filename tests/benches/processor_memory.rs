@@ -6,22 +6,18 @@
 //! --bench processor_memory`. Prints the process's peak resident set (VmHWM) before and after;
 //! with `BENCH_JSON` set, also writes the figures there as JSON.
 
-use std::num::NonZeroUsize;
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    TestQueue, create_bucket, create_idempotency_table, create_imports_table, create_items_table,
-    s3_client, sdk_config,
+    ProcessorResources, TestQueue, create_bucket, create_idempotency_table, create_imports_table,
+    create_items_table, processor_config, s3_client, sdk_config,
 };
-use import_processor::{DynamoDbItems, ImportHandler, S3ObjectSource};
+use import_processor::Parts;
 use imports::{
-    DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, JobQueue,
-    ObjectKey, SqsJobQueue,
+    DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, ObjectKey,
 };
-use queue_worker::batch::{BatchProcessor, BatchSettings, SqsQueueActions};
-use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
-use queue_worker::protection::{Dependency, DependencySettings};
+use queue_worker::job::{JobQueue, SqsJobQueue};
 
 const FILES: usize = 10;
 const FILE_BYTES: usize = 1024 * 1024;
@@ -56,10 +52,8 @@ async fn main() {
     let s3 = s3_client(&config);
     let bucket = create_bucket(&s3, "memory").await;
     let items_table = create_items_table(&dynamodb, "items").await;
-    let imports = DynamoDbImports::new(
-        dynamodb.clone(),
-        create_imports_table(&dynamodb, "imports").await,
-    );
+    let imports_table = create_imports_table(&dynamodb, "imports").await;
+    let imports = DynamoDbImports::new(dynamodb.clone(), &imports_table);
     let guard_table = create_idempotency_table(&dynamodb, "guard").await;
     let queue = TestQueue::create(&sqs, "jobs", &[]).await;
     let dlq = TestQueue::create(&sqs, "dlq", &[]).await;
@@ -95,40 +89,35 @@ async fn main() {
     let event = queue.receive_event(&sqs, 10, Duration::from_secs(2)).await;
     assert_eq!(event.records.len(), FILES);
 
-    let handler = ImportHandler::new(
-        IdempotencyGuard::new(
-            DynamoDbStore::new(dynamodb.clone(), guard_table),
-            GuardSettings {
-                retention: Duration::from_secs(3600),
-                lease_margin: Duration::from_secs(10),
-                max_lease: Duration::from_secs(900),
+    // The production processor, every seam its own.
+    let processor = Parts::new(
+        &processor_config(
+            &ProcessorResources {
+                guard_table: &guard_table,
+                imports_table: &imports_table,
+                items_table: &items_table,
+                bucket: &bucket,
+                queue_url: &queue.url,
+                dlq_url: &dlq.url,
             },
+            &[
+                ("IDEMPOTENCY_RETENTION_SECONDS", "3600"),
+                ("IDEMPOTENCY_LEASE_MARGIN_SECONDS", "10"),
+                ("IDEMPOTENCY_MAX_LEASE_SECONDS", "900"),
+                ("BATCH_CONCURRENCY", "10"),
+                ("BATCH_DEADLINE_MARGIN_MS", "5000"),
+                ("RETRY_BACKOFF_BASE_SECONDS", "0"),
+                ("MAX_OBJECT_BYTES", "67108864"),
+                ("DOWNSTREAM_TIMEOUT_MS", "30000"),
+                ("DOWNSTREAM_MAX_ATTEMPTS", "3"),
+                ("DOWNSTREAM_RETRY_BASE_MS", "100"),
+                ("CIRCUIT_FAILURE_THRESHOLD", "5"),
+                ("CIRCUIT_OPEN_SECONDS", "30"),
+            ],
         ),
-        S3ObjectSource::new(s3, &bucket, 64 * 1024 * 1024),
-        DynamoDbItems::new(dynamodb.clone(), items_table),
-        imports,
-        SqsJobQueue::new(sqs.clone(), &queue.url),
-        Dependency::new(
-            "items-table",
-            DependencySettings {
-                timeout: Duration::from_secs(30),
-                max_attempts: 3,
-                retry_base: Duration::from_millis(100),
-                failure_threshold: 5,
-                open_for: Duration::from_secs(30),
-            },
-        ),
-        "uploads/",
-    );
-    let processor = BatchProcessor::new(
-        handler,
-        SqsQueueActions::new(sqs.clone(), &dlq.url),
-        BatchSettings {
-            concurrency: NonZeroUsize::new(10).unwrap(),
-            deadline_margin: Duration::from_secs(5),
-            backoff: None,
-        },
-    );
+        &config,
+    )
+    .build();
 
     let before = peak_rss_kib();
     let started = Instant::now();

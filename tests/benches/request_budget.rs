@@ -12,25 +12,21 @@
 //! as JSON.
 
 use std::collections::BTreeMap;
-use std::num::NonZeroUsize;
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    RequestCounter, TestQueue, create_bucket, create_idempotency_table, create_imports_table,
-    create_items_table, s3_client, sdk_config,
+    ProcessorResources, RequestCounter, TestQueue, create_bucket, create_idempotency_table,
+    create_imports_table, create_items_table, processor_config, s3_client, sdk_config,
 };
-use import_processor::{DynamoDbItems, ImportHandler, S3ObjectSource};
+use import_processor::{DynamoDbItems, Parts, ProcessorConfig, ProductionProcessor};
 use imports::{
-    DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, JobQueue,
-    ObjectKey, SqsJobQueue,
+    DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, ObjectKey,
 };
-use queue_worker::batch::{
-    BackoffPolicy, BatchProcessor, BatchSettings, RecordStatus, SqsQueueActions,
-};
+use queue_worker::batch::{RecordStatus, SqsQueueActions};
 use queue_worker::idempotency::{Decision, DynamoDbStore, GuardSettings, IdempotencyGuard};
-use queue_worker::protection::{Dependency, DependencySettings};
+use queue_worker::job::{Job, JobQueue, SqsJobQueue};
 use serde_json::{Value, json};
 
 /// Rows of the file a new record imports: one `BatchWriteItem`.
@@ -50,16 +46,8 @@ const READS: &[&str] = &[
 const TARGET_NEW_GUARD_WRITES: usize = 2;
 const TARGET_DUPLICATE_GUARD_WRITES: usize = 1;
 
-const GUARD_SETTINGS: GuardSettings = GuardSettings {
-    retention: Duration::from_secs(14 * 24 * 3600),
-    lease_margin: Duration::from_secs(10),
-    max_lease: Duration::from_secs(910),
-};
-
-type Processor = BatchProcessor<
-    ImportHandler<DynamoDbStore, S3ObjectSource, DynamoDbItems, DynamoDbImports, SqsJobQueue>,
-    SqsQueueActions,
->;
+/// The production processor: its seams are the production ones, on counted clients.
+type Processor = ProductionProcessor;
 
 /// One counter per part of the processor.
 #[derive(Default)]
@@ -164,6 +152,8 @@ struct Bench {
     guard_table: String,
     imports: DynamoDbImports,
     queue: TestQueue,
+    /// The processor's settings: the code's defaults, as deployed (backoff on).
+    config: ProcessorConfig,
     counters: Counters,
 }
 
@@ -174,11 +164,28 @@ impl Bench {
         let sqs = aws_sdk_sqs::Client::new(&config);
         let s3 = s3_client(&config);
         let imports_table = create_imports_table(&dynamodb, "imports").await;
+        let bucket = create_bucket(&s3, "budget").await;
+        let guard_table = create_idempotency_table(&dynamodb, "guard").await;
+        let items_table = create_items_table(&dynamodb, "items").await;
+        let queue = TestQueue::create(&sqs, "jobs", &[]).await;
+        let dlq = TestQueue::create(&sqs, "dlq", &[]).await;
+        let config = processor_config(
+            &ProcessorResources {
+                guard_table: &guard_table,
+                imports_table: &imports_table,
+                items_table: &items_table,
+                bucket: &bucket,
+                queue_url: &queue.url,
+                dlq_url: &dlq.url,
+            },
+            &[],
+        );
         Self {
-            bucket: create_bucket(&s3, "budget").await,
-            guard_table: create_idempotency_table(&dynamodb, "guard").await,
             imports: DynamoDbImports::new(dynamodb.clone(), imports_table),
-            queue: TestQueue::create(&sqs, "jobs", &[]).await,
+            bucket,
+            guard_table,
+            queue,
+            config,
             counters: Counters::default(),
             sqs,
             dynamodb,
@@ -187,50 +194,38 @@ impl Bench {
     }
 
     /// One execution environment of the processor, configured as deployed (backoff on, the
-    /// template's defaults), whose DynamoDB and SQS clients are counted.
+    /// code's defaults), whose DynamoDB and SQS clients are counted.
     async fn processor(&self) -> Processor {
-        let config = sdk_config().await;
-        let items_table = create_items_table(&self.dynamodb, "items").await;
-        let dlq = TestQueue::create(&self.sqs, "dlq", &[]).await;
-        let handler = ImportHandler::new(
-            IdempotencyGuard::new(
-                DynamoDbStore::new(
-                    self.counters.guard.dynamodb_client(&config),
-                    &self.guard_table,
-                ),
-                GUARD_SETTINGS,
+        let sdk = sdk_config().await;
+        let Parts {
+            source,
+            jobs,
+            config,
+            ..
+        } = Parts::new(&self.config, &sdk);
+        Parts {
+            guard: DynamoDbStore::new(
+                self.counters.guard.dynamodb_client(&sdk),
+                &config.guard.table_name,
             ),
-            S3ObjectSource::new(self.s3.clone(), &self.bucket, 64 * 1024 * 1024),
-            DynamoDbItems::new(self.counters.items.dynamodb_client(&config), items_table),
-            DynamoDbImports::new(
-                self.counters.imports.dynamodb_client(&config),
-                self.imports.table_name(),
+            source,
+            writer: DynamoDbItems::new(
+                self.counters.items.dynamodb_client(&sdk),
+                &config.items_table,
             ),
-            SqsJobQueue::new(self.sqs.clone(), &self.queue.url),
-            Dependency::new(
-                "items-table",
-                DependencySettings {
-                    timeout: Duration::from_secs(5),
-                    max_attempts: 3,
-                    retry_base: Duration::from_millis(100),
-                    failure_threshold: 5,
-                    open_for: Duration::from_secs(30),
-                },
+            imports: DynamoDbImports::new(
+                self.counters.imports.dynamodb_client(&sdk),
+                &config.imports_table,
             ),
-            "uploads/",
-        );
-        BatchProcessor::new(
-            handler,
-            SqsQueueActions::new(self.counters.sqs.sqs_client(&config), &dlq.url),
-            BatchSettings {
-                concurrency: NonZeroUsize::new(10).unwrap(),
-                deadline_margin: Duration::from_secs(3),
-                backoff: Some(BackoffPolicy {
-                    base: Duration::from_secs(10),
-                    max: Duration::from_secs(900),
-                }),
-            },
-        )
+            // Continuations are not counted (no case here needs one).
+            jobs,
+            queue: SqsQueueActions::new(
+                self.counters.sqs.sqs_client(&sdk),
+                &config.dead_letter_queue_url,
+            ),
+            config,
+        }
+        .build()
     }
 
     /// Uploads `rows` rows as `name` (none: the object is missing), records the import, and
@@ -317,11 +312,11 @@ impl Bench {
     async fn in_progress_elsewhere(&self, job: &ImportJob) {
         let other = IdempotencyGuard::new(
             DynamoDbStore::new(self.dynamodb.clone(), &self.guard_table),
-            GUARD_SETTINGS,
+            GuardSettings::from(&self.config.guard),
         );
         let decision = other
             .claim(
-                &job.import_id.idempotency_key(),
+                &job.idempotency_key(),
                 job.to_body().as_bytes(),
                 Some(SystemTime::now() + Duration::from_secs(60)),
             )

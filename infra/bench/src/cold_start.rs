@@ -33,6 +33,7 @@ use imports::{
     ObjectKey, import_attributes,
 };
 use queue_worker::idempotency::attributes;
+use queue_worker::job::Job as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::process::Command;
