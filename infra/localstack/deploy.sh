@@ -77,6 +77,16 @@ sam_delete() {
         --stack-name "$1" --no-prompts
 }
 
+aws_stack_exists() {
+    "$root/.venv/tools/bin/python" - "$1" <<'PY'
+import sys, boto3, botocore.exceptions
+try:
+    boto3.client("cloudformation").describe_stacks(StackName=sys.argv[1])
+except botocore.exceptions.ClientError:
+    sys.exit(1)
+PY
+}
+
 up() {
     local stack="${STACK:-import-pipeline-local}" arch started
     arch="$(host_arch)"
@@ -126,6 +136,11 @@ check() {
     local emulator_args=()
     if [[ "$("$localstack" status)" == *"host mode"* ]]; then
         emulator_args=(--emulator "$emulator_url")
+    fi
+
+    if aws_stack_exists "$stack"; then
+        step "a stack $stack is left from an earlier check: deleting it first"
+        sam_delete "$stack"
     fi
 
     step "sam deploy: stack $stack from $build ($arch)"

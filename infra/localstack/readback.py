@@ -229,6 +229,18 @@ class Clients:
         raise ValueError(f"GetAtt {logical}.{name} not supported")
 
 
+def emulator_tables(url, clients):
+    """The tables LocalStack keeps on the emulator (moto): they live in LocalStack's account,
+    which moto takes from the x-moto-account-id header LocalStack's forwarding sets."""
+    direct = boto3.client("dynamodb", endpoint_url=url, region_name=clients.region)
+
+    def in_account(request, **_):
+        request.headers["x-moto-account-id"] = clients.account
+
+    direct.meta.events.register("before-sign.dynamodb.*", in_account)
+    return direct.list_tables()["TableNames"]
+
+
 def error_code(error):
     return error.response.get("Error", {}).get("Code", "")
 
@@ -306,8 +318,7 @@ def check(args):
     check_functions(clients, report, resolve, res, physical, types)
     check_tables(clients, report, resolve, res, physical)
     if args.emulator:
-        direct = boto3.client("dynamodb", endpoint_url=args.emulator, region_name=clients.region)
-        on_emulator = set(direct.list_tables()["TableNames"])
+        on_emulator = set(emulator_tables(args.emulator, clients))
         for logical, kind in sorted(types.items()):
             if kind == "AWS::DynamoDB::Table":
                 report.holds(logical, f"on the emulator at {args.emulator} (LocalStack forwards "
@@ -719,9 +730,7 @@ def gone(args):
         else:
             report.line("FAIL", logical, f"{kind}: no probe for this type")
     if args.emulator:
-        direct = boto3.client("dynamodb", endpoint_url=args.emulator,
-                              region_name=clients.region)
-        names = direct.list_tables()["TableNames"]
+        names = emulator_tables(args.emulator, clients)
         leftover = [n for n in names if n.startswith(f"{args.stack}-")]
         report.holds("emulator", f"no table of the stack left on {args.emulator}"
                      + (f" (found {leftover})" if leftover else ""), not leftover)
