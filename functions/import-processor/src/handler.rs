@@ -215,7 +215,7 @@ where
 /// The outcome of a chunk from what the import record says: after this chunk's commit
 /// (`end`), or, without `end`, before the chunk ran. A checkpoint nobody has queued for certain
 /// becomes the continuation.
-pub fn settle(
+pub(crate) fn settle(
     job: &ImportJob,
     end: Option<ChunkEnd<'_>>,
     transition: Result<Transition, StoreError>,

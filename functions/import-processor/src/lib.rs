@@ -33,14 +33,13 @@ use queue_worker::batch::{BatchProcessor, QueueActions, RecordHandler};
 
 pub use config::ProcessorConfig;
 pub use failure::ImportFailure;
-pub use handler::{Counts, DEFAULT_WRITES_IN_FLIGHT, ImportWorker, settle};
+pub use handler::ImportWorker;
 pub use items::{BATCH_SIZE, DynamoDbItems, ItemWriter, WriteError};
-pub use metrics::{NAMESPACE, emf, oldest_message_age};
-pub use rows::{
-    COLUMNS, FileError, MAX_LINE_BYTES, Position, Rejection, Rejections, Row, RowReader, validate,
-};
+pub use rows::Row;
 pub use source::{ObjectBody, ObjectSource, Opened, ReadFrom, S3ObjectSource, SourceError};
 pub use wiring::{Parts, Processor, ProductionParts, ProductionProcessor, build};
+
+use metrics::{emf, oldest_message_age};
 
 /// Handles one invocation: processes the batch and prints its metrics line. A
 /// [`BatchError`](queue_worker::batch::BatchError) fails the invocation.
