@@ -10,6 +10,8 @@
 #   5. the LocalStack tier: the same integration tests and demo with SQS and S3 on LocalStack
 #      (host mode, no Docker; needs Python >= 3.13) and DynamoDB on the emulator
 #   6. template.yaml: sam validate --lint, cfn-lint, and sam build for x86_64
+#   7. that build deployed into LocalStack (host mode) with sam deploy, every resource read
+#      back and checked against the template, a parameter update, sam delete
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
@@ -51,3 +53,6 @@ step "template: sam validate --lint, cfn-lint"
 
 step "template: sam build (x86_64)"
 "$tools" sam build --parameter-overrides Architecture=x86_64
+
+step "template: sam deploy of that build into LocalStack, read back, update, delete"
+ARCH=x86_64 infra/localstack/deploy.sh check

@@ -303,13 +303,17 @@ def check(args):
         print(f"  missing: {sorted(set(expected) - set(created))}")
     physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
     types = {r["LogicalResourceId"]: r["ResourceType"] for r in resources}
+    api_settings = {
+        "AWS::ApiGatewayV2::Api": " (the IAM authoriser)",
+        "AWS::ApiGatewayV2::Stage": " (throttling, access logs)",
+    }
     for logical, kind in sorted(types.items()):
         if kind.startswith("AWS::ApiGatewayV2::"):
             report.line(
                 "n/a",
                 logical,
-                f"{kind} (IAM authoriser, throttling, access logs): not verifiable on "
-                f"LocalStack ({KNOWN_GAPS['AWS::ApiGatewayV2']})",
+                f"{kind}{api_settings.get(kind, '')}: not verifiable on LocalStack "
+                f"({KNOWN_GAPS['AWS::ApiGatewayV2']})",
             )
 
     resolve = Resolver(template, parameters, args.stack, physical, clients)
