@@ -78,7 +78,7 @@ sam_delete() {
 }
 
 aws_stack_exists() {
-    "$root/.venv/tools/bin/python" - "$1" <<'PY'
+    "$tools" python - "$1" <<'PY'
 import sys, boto3, botocore.exceptions
 try:
     boto3.client("cloudformation").describe_stacks(StackName=sys.argv[1])
@@ -122,7 +122,8 @@ down() {
 
 check() {
     local stack="${STACK:-import-pipeline-check}" arch="${ARCH:-x86_64}" out=target/deploy-local
-    local readback=("$root/.venv/tools/bin/python" infra/localstack/readback.py)
+    # The tools venv's Python has boto3 and PyYAML (tools.sh puts it first on PATH).
+    local readback=("$tools" python infra/localstack/readback.py)
     local started t_deploy t_update t_delete t_total
     t_total="$(now)"
     require_build
