@@ -319,7 +319,7 @@ def check(args):
     resolve = Resolver(template, parameters, args.stack, physical, clients)
     res = template["Resources"]
     check_queues(clients, report, resolve, res, physical)
-    check_functions(clients, report, resolve, res, physical, types)
+    check_functions(clients, report, resolve, res, physical)
     check_tables(clients, report, resolve, res, physical)
     if args.emulator:
         on_emulator = set(emulator_tables(args.emulator, clients))
@@ -403,7 +403,7 @@ def event_source(resource):
     return None
 
 
-def check_functions(clients, report, resolve, res, physical, types):
+def check_functions(clients, report, resolve, res, physical):
     template = resolve.template
     globals_ = template.get("Globals", {}).get("Function", {})
     for logical, resource in res.items():
