@@ -33,7 +33,8 @@ since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
 # Every AWS call goes to LocalStack (DynamoDB too: it forwards to the emulator in host mode).
 use_localstack() {
-    unset AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_PROFILE
+    unset AWS_ENDPOINT_URL_SQS AWS_ENDPOINT_URL_S3 AWS_ENDPOINT_URL_DYNAMODB AWS_PROFILE \
+        AWS_SESSION_TOKEN
     export AWS_ENDPOINT_URL="http://127.0.0.1:$port"
     export AWS_ACCESS_KEY_ID=test AWS_SECRET_ACCESS_KEY=test AWS_REGION=us-east-1
     export AWS_DEFAULT_REGION=us-east-1

@@ -320,6 +320,7 @@ def check(args):
     res = template["Resources"]
     check_queues(clients, report, resolve, res, physical)
     check_functions(clients, report, resolve, res, physical)
+    check_permissions(clients, report, physical, types)
     check_tables(clients, report, resolve, res, physical)
     if args.emulator:
         on_emulator = set(emulator_tables(args.emulator, clients))
@@ -529,6 +530,26 @@ def check_mapping(clients, report, resolve, logical, name, sqs, props, physical)
         f"invariant: visibility {visibility} s >= 6 x timeout {timeout} s + {widest} s",
         visibility >= 6 * timeout + widest,
     )
+
+
+def check_permissions(clients, report, physical, types):
+    """The API's permission to invoke its function (SAM generates it from the HttpApi event)."""
+    for logical, kind in sorted(types.items()):
+        if kind != "AWS::Lambda::Permission":
+            continue
+        # SAM names it <Function><Event>Permission.
+        owner = max(
+            (l for l, k in types.items() if k == "AWS::Lambda::Function" and logical.startswith(l)),
+            key=len,
+        )
+        function = physical[owner]
+        policy = json.loads(clients.lam.get_policy(FunctionName=function)["Policy"])
+        granted = [
+            s for s in policy["Statement"]
+            if s.get("Action") == "lambda:InvokeFunction"
+            and s.get("Principal", {}).get("Service") == "apigateway.amazonaws.com"
+        ]
+        report.holds(logical, f"API Gateway may invoke {function}", bool(granted))
 
 
 def check_tables(clients, report, resolve, res, physical):
