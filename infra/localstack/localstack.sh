@@ -7,7 +7,8 @@
 #   localstack.sh env     print the endpoint variables to `eval` in a shell
 #
 # Two modes (LOCALSTACK_MODE, default: docker when a Docker engine answers, else host):
-#   docker  the pinned image of docker-compose.yml serves SQS, S3 and DynamoDB.
+#   docker  the pinned image of docker-compose.yml serves SQS, S3 and DynamoDB, and what
+#           `sam deploy` needs (deploy.sh), with functions run through the Docker socket.
 #   host    localstack-core runs as a plain process from a pinned venv (needs Python >= 3.13:
 #           2026.3.0 imports warnings.deprecated, new in 3.13, although it installs on 3.12)
 #           and serves SQS and S3. Its DynamoDB needs a download, so DynamoDB comes from the
