@@ -3,10 +3,12 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime};
 
+use aws_sdk_dynamodb::error::SdkError;
+use aws_sdk_dynamodb::operation::batch_write_item::BatchWriteItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, WriteRequest};
 use imports::ImportId;
-use queue_worker::idempotency::BoxError;
-use queue_worker::protection::Transient;
+use queue_worker::BoxError;
+use queue_worker::protection::{Classify, ErrorClass};
 
 use crate::rows::Row;
 
@@ -18,7 +20,12 @@ const UNPROCESSED_ROUNDS: u32 = 5;
 /// Why rows could not be written.
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    /// The table is throttling, down or unreachable, or left items unprocessed. Retryable.
+    /// The table is at capacity: it throttled the request, or left items unprocessed round
+    /// after round. Retryable; a capacity signal, not a failure (the circuit ignores it, the
+    /// concurrency limit learns from it).
+    #[error("the items table is throttling")]
+    Throttled(#[source] BoxError),
+    /// The table is down or unreachable. Retryable; counts against the circuit.
     #[error("the items table is unavailable")]
     Unavailable(#[source] BoxError),
     /// The table refused the items themselves (e.g. an item over the size limit). Permanent.
@@ -26,9 +33,39 @@ pub enum WriteError {
     Rejected(#[source] BoxError),
 }
 
-impl Transient for WriteError {
-    fn is_transient(&self) -> bool {
-        matches!(self, Self::Unavailable(_))
+impl Classify for WriteError {
+    fn class(&self) -> ErrorClass {
+        match self {
+            Self::Throttled(_) => ErrorClass::Throttled,
+            Self::Unavailable(_) => ErrorClass::Transient,
+            Self::Rejected(_) => ErrorClass::Permanent,
+        }
+    }
+}
+
+/// A failed `BatchWriteItem` request as a [`WriteError`].
+fn classify(error: SdkError<BatchWriteItemError>) -> WriteError {
+    // No answer of the table (a time-out, a dropped connection, a bad response): transient.
+    let class = error
+        .as_service_error()
+        .map_or(ErrorClass::Transient, answer_class);
+    match class {
+        ErrorClass::Throttled => WriteError::Throttled(Box::new(error)),
+        ErrorClass::Transient => WriteError::Unavailable(Box::new(error)),
+        ErrorClass::Permanent => WriteError::Rejected(Box::new(error)),
+    }
+}
+
+/// What an error answer of the table means, by its typed variant (or, for errors the SDK has no
+/// variant for, its code).
+fn answer_class(error: &BatchWriteItemError) -> ErrorClass {
+    match error {
+        BatchWriteItemError::ProvisionedThroughputExceededException(_)
+        | BatchWriteItemError::ThrottlingException(_)
+        | BatchWriteItemError::RequestLimitExceeded(_) => ErrorClass::Throttled,
+        // Invalid items (too large, a bad key): sending them again cannot help.
+        error if error.meta().code() == Some("ValidationException") => ErrorClass::Permanent,
+        _ => ErrorClass::Transient,
     }
 }
 
@@ -109,17 +146,7 @@ impl ItemWriter for DynamoDbItems {
                 .request_items(&self.table_name, std::mem::take(&mut pending))
                 .send()
                 .await
-                .map_err(|err| {
-                    let rejected = err
-                        .as_service_error()
-                        .and_then(|e| e.meta().code())
-                        .is_some_and(|code| code == "ValidationException");
-                    if rejected {
-                        WriteError::Rejected(Box::new(err))
-                    } else {
-                        WriteError::Unavailable(Box::new(err))
-                    }
-                })?;
+                .map_err(classify)?;
             pending = output
                 .unprocessed_items
                 .and_then(|mut items| items.remove(&self.table_name))
@@ -133,12 +160,75 @@ impl ItemWriter for DynamoDbItems {
                 "retrying unprocessed items"
             );
         }
-        Err(WriteError::Unavailable(
+        // The table accepted the request but not these items, round after round: it is at
+        // capacity (unprocessed items are DynamoDB's partial throttling).
+        Err(WriteError::Throttled(
             format!(
                 "{} items still unprocessed after {UNPROCESSED_ROUNDS} retries",
                 pending.len()
             )
             .into(),
         ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::types::error::{
+        InternalServerError, ProvisionedThroughputExceededException, RequestLimitExceeded,
+        ResourceNotFoundException, ThrottlingException,
+    };
+
+    use super::*;
+
+    #[test]
+    fn the_tables_capacity_errors_are_throttling_not_failures() {
+        let throttling = [
+            BatchWriteItemError::ProvisionedThroughputExceededException(
+                ProvisionedThroughputExceededException::builder().build(),
+            ),
+            BatchWriteItemError::ThrottlingException(ThrottlingException::builder().build()),
+            BatchWriteItemError::RequestLimitExceeded(RequestLimitExceeded::builder().build()),
+        ];
+        for error in &throttling {
+            assert_eq!(answer_class(error), ErrorClass::Throttled, "{error:?}");
+        }
+    }
+
+    #[test]
+    fn a_table_that_is_down_fails_transiently_and_invalid_items_permanently() {
+        let down = [
+            BatchWriteItemError::InternalServerError(InternalServerError::builder().build()),
+            BatchWriteItemError::ResourceNotFoundException(
+                ResourceNotFoundException::builder().build(),
+            ),
+            BatchWriteItemError::generic(
+                ErrorMetadata::builder().code("ServiceUnavailable").build(),
+            ),
+        ];
+        for error in &down {
+            assert_eq!(answer_class(error), ErrorClass::Transient, "{error:?}");
+        }
+        let invalid = BatchWriteItemError::generic(
+            ErrorMetadata::builder().code("ValidationException").build(),
+        );
+        assert_eq!(answer_class(&invalid), ErrorClass::Permanent);
+    }
+
+    #[test]
+    fn each_write_error_says_its_class() {
+        assert_eq!(
+            WriteError::Throttled("t".into()).class(),
+            ErrorClass::Throttled
+        );
+        assert_eq!(
+            WriteError::Unavailable("u".into()).class(),
+            ErrorClass::Transient
+        );
+        assert_eq!(
+            WriteError::Rejected("r".into()).class(),
+            ErrorClass::Permanent
+        );
     }
 }

@@ -1,33 +1,62 @@
 //! Dependency protection: keep a backlog spike from becoming an outage of whatever the worker
-//! calls (a database, a partner API).
+//! calls (a database, a partner API), and use what the dependency can take.
 //!
-//! Three layers, outermost first:
+//! Four layers, outermost first:
 //! 1. The event source mapping's maximum concurrency caps concurrent invocations, and the batch
 //!    processor's concurrency caps calls per invocation. Their product is the worst-case number
 //!    of concurrent calls on a dependency.
-//! 2. A [`CircuitBreaker`] per dependency and execution environment: after a run of failures it
-//!    opens, and calls fail fast (as retryable, so the batch processor backs the records off)
-//!    until a cool-down has passed; then one trial call decides whether it closes again.
-//! 3. Each call has a timeout and a bounded number of attempts with jittered exponential backoff
-//!    ([`Dependency::call`]).
+//! 2. A [`CircuitBreaker`] per dependency and execution environment, for a dependency that is
+//!    **down**: after a run of failed calls (timeouts, 5xx, connection errors) it opens, and
+//!    calls fail fast (as retryable, so the batch processor backs the records off) until a
+//!    cool-down has passed; then one trial call decides whether it closes again.
+//! 3. A [`ConcurrencyLimit`] per dependency and execution environment, for a dependency that
+//!    is **at capacity**: throttling is a capacity signal, not a failure. It never counts
+//!    against the circuit; it lowers the environment's limit (AIMD, see [`Concurrency`]), and
+//!    the throttled call waits a jittered backoff and tries again in place while the caller has
+//!    time ([`Dependency::call_until`]), instead of failing its record.
+//! 4. Each attempt has a timeout, and failed attempts are retried a bounded number of times
+//!    with jittered exponential backoff.
+//!
+//! Errors say which they are through [`Classify`]: [`ErrorClass::Throttled`],
+//! [`ErrorClass::Transient`] or [`ErrorClass::Permanent`], decided from typed error variants.
 //!
 //! Do not wrap AWS SDK calls in retries here: the SDK retries them itself (configure it through
-//! `SdkConfig`'s retry settings instead). A circuit breaker around an SDK call is fine.
+//! `SdkConfig`'s retry settings instead). A circuit breaker around an SDK call is fine; to use
+//! the limit and the in-place throttling retries, disable the SDK's retries for that client (as
+//! the example worker does for its items table).
+
+mod limit;
 
 use std::future::Future;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use backon::{ExponentialBuilder, Retryable};
+use backon::{BackoffBuilder, ExponentialBuilder};
 use tokio::time::Instant;
+
+pub use limit::{Concurrency, ConcurrencyLimit, LimitPermit};
 
 use crate::config::{ConfigError, Env};
 
-/// Whether an error of a dependency is worth another attempt.
-pub trait Transient {
-    /// `true` for failures that may pass (timeouts, throttling, 5xx); `false` for answers that
-    /// will not change (not found, invalid request).
-    fn is_transient(&self) -> bool;
+/// What an error of a dependency says about calling it again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The dependency is at capacity and refused the call (throttling, rate limits, unprocessed
+    /// items): call again, later and less often. Not a failure: the circuit ignores it.
+    Throttled,
+    /// The call failed in a way that may pass (a 5xx, a reset connection): a bounded number of
+    /// attempts, counted by the circuit.
+    Transient,
+    /// An answer that will not change (not found, invalid request): no retry.
+    Permanent,
+}
+
+/// Classifies a dependency's errors. Decide from typed variants (an SDK error's variant or
+/// code), never from message text.
+pub trait Classify {
+    /// What this error says about calling again.
+    fn class(&self) -> ErrorClass;
 }
 
 /// Settings of a protected dependency.
@@ -35,9 +64,11 @@ pub trait Transient {
 pub struct DependencySettings {
     /// Limit of one attempt.
     pub timeout: Duration,
-    /// Attempts per call, the first included.
+    /// Attempts per call, the first included, counting failed attempts (timeouts, transient
+    /// errors); throttled attempts are bounded by time instead.
     pub max_attempts: u32,
-    /// Delay before the second attempt; doubles per attempt, jittered.
+    /// Delay before the second attempt; doubles per attempt, jittered. Also the first delay
+    /// after a throttled attempt.
     pub retry_base: Duration,
     /// Consecutive failed calls that open the circuit.
     pub failure_threshold: u32,
@@ -70,7 +101,34 @@ impl DependencySettings {
             open_for: env.seconds_or("CIRCUIT_OPEN_SECONDS", Duration::from_secs(30))?,
         })
     }
+
+    /// The delays between failed attempts: `retry_base` doubling, jittered, at most
+    /// `max_attempts - 1` of them.
+    fn failure_delays(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.retry_base)
+            .with_max_delay(self.retry_base.saturating_mul(32))
+            .with_max_times(self.max_attempts.saturating_sub(1) as usize)
+            .with_jitter()
+            .build()
+    }
+
+    /// The delays after throttled attempts: `retry_base` doubling up to 8 times it, jittered,
+    /// without a count (the caller's time bounds them).
+    fn throttle_delays(&self) -> impl Iterator<Item = Duration> {
+        ExponentialBuilder::default()
+            .with_min_delay(self.retry_base)
+            .with_max_delay(self.retry_base.saturating_mul(8))
+            .without_max_times()
+            .with_jitter()
+            .build()
+    }
 }
+
+/// The longest the concurrency limit of a dependency built with [`Dependency::new`] lets
+/// through at once: high enough never to be the binding bound of a configuration; set the
+/// configuration's own bound with [`Dependency::with_concurrency`].
+pub const UNBOUNDED: usize = 1024;
 
 /// Why a protected call failed.
 #[derive(Debug, thiserror::Error)]
@@ -82,6 +140,19 @@ pub enum DependencyError<E> {
         dependency: &'static str,
         /// Time until the next trial call is allowed.
         retry_after: Duration,
+    },
+    /// The dependency was at capacity until the caller's stop time: every attempt was
+    /// throttled, or no place under the concurrency limit came free. Retryable; says nothing
+    /// about the dependency's health.
+    #[error("{dependency} was at capacity until the stop time ({attempts} throttled attempts)")]
+    Throttled {
+        /// The dependency's name.
+        dependency: &'static str,
+        /// Attempts made, all throttled (0: none could start).
+        attempts: u32,
+        /// The last throttling error, if an attempt was made.
+        #[source]
+        source: Option<E>,
     },
     /// Every attempt timed out. Retryable.
     #[error("{dependency} did not answer within {timeout:?} ({attempts} attempts)")]
@@ -104,50 +175,71 @@ pub enum DependencyError<E> {
     },
 }
 
-impl<E: Transient> DependencyError<E> {
-    /// Whether the call may succeed later: an open circuit, timeouts and transient errors.
+impl<E: Classify> DependencyError<E> {
+    /// Whether the call may succeed later: an open circuit, throttling, timeouts and transient
+    /// errors.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::CircuitOpen { .. } | Self::TimedOut { .. } => true,
-            Self::Failed { source, .. } => source.is_transient(),
+            Self::CircuitOpen { .. } | Self::Throttled { .. } | Self::TimedOut { .. } => true,
+            Self::Failed { source, .. } => source.class() != ErrorClass::Permanent,
         }
     }
 }
 
-/// A downstream dependency with a timeout, bounded jittered retries and a circuit breaker.
+/// A downstream dependency with a timeout, bounded jittered retries, a circuit breaker and a
+/// concurrency limit.
 ///
 /// Create one per dependency at start-up (in `main`, outside the handler) and share it: the
-/// breaker's memory is what protects the dependency across invocations of an execution
-/// environment.
+/// breaker's and the limit's memory is what protects the dependency across invocations of an
+/// execution environment.
 #[derive(Debug)]
 pub struct Dependency {
     name: &'static str,
     settings: DependencySettings,
     breaker: CircuitBreaker,
+    limit: ConcurrencyLimit,
+    pending: AtomicUsize,
 }
 
-enum Attempt<E> {
-    TimedOut,
-    Failed(E),
-}
+/// Counts a call as pending while it lives.
+struct Pending<'a>(&'a AtomicUsize);
 
-impl<E: Transient> Attempt<E> {
-    fn is_transient(&self) -> bool {
-        match self {
-            Self::TimedOut => true,
-            Self::Failed(e) => e.is_transient(),
-        }
+impl<'a> Pending<'a> {
+    fn enter(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::Relaxed);
+        Self(count)
     }
 }
 
+impl Drop for Pending<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// One timer tick: a call out of time returns this long after the stop time, so a caller that
+/// bounds its work by the same instant sees its own time-out first.
+const TICK: Duration = Duration::from_millis(1);
+
 impl Dependency {
-    /// A protected dependency called `name` (used in errors and logs).
+    /// A protected dependency called `name` (used in errors and logs), with an adaptive
+    /// concurrency limit of at most [`UNBOUNDED`] calls.
     pub fn new(name: &'static str, settings: DependencySettings) -> Self {
         Self {
             name,
             settings,
             breaker: CircuitBreaker::new(settings.failure_threshold, settings.open_for),
+            limit: ConcurrencyLimit::new(Concurrency::Adaptive { max: UNBOUNDED }),
+            pending: AtomicUsize::new(0),
         }
+    }
+
+    /// The same dependency with its concurrent calls limited by `concurrency`: give the
+    /// adaptive limit the bound the configuration allows in one execution environment (e.g.
+    /// batch concurrency x calls in flight per record) as its ceiling.
+    pub fn with_concurrency(mut self, concurrency: Concurrency) -> Self {
+        self.limit = ConcurrencyLimit::new(concurrency);
+        self
     }
 
     /// The dependency's name.
@@ -160,17 +252,56 @@ impl Dependency {
         self.breaker.is_open()
     }
 
-    /// Calls `operation` (building a new future per attempt) under the dependency's protection.
-    ///
-    /// Transient failures and timeouts are retried up to the attempt limit; a permanent error
-    /// returns at once and does not count against the circuit (the dependency answered).
-    pub async fn call<T, E, F, Fut>(&self, mut operation: F) -> Result<T, DependencyError<E>>
+    /// The concurrency limit (for inspecting it).
+    pub fn concurrency_limit(&self) -> &ConcurrencyLimit {
+        &self.limit
+    }
+
+    /// Calls under way now: in flight, waiting for a place, or waiting to try again. Above
+    /// what the dependency takes at once, the dependency is the bottleneck.
+    pub fn pending_calls(&self) -> usize {
+        self.pending.load(Ordering::Relaxed)
+    }
+
+    /// [`call_until`](Self::call_until) with a stop time of `timeout x max_attempts` from now:
+    /// for callers without a deadline of their own.
+    pub async fn call<T, E, F, Fut>(&self, operation: F) -> Result<T, DependencyError<E>>
     where
-        E: Transient,
+        E: Classify,
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, E>>,
     {
-        let permit =
+        let budget = self
+            .settings
+            .timeout
+            .saturating_mul(self.settings.max_attempts);
+        self.call_until(Instant::now() + budget, operation).await
+    }
+
+    /// Calls `operation` (building a new future per attempt) under the dependency's protection,
+    /// spending no time waiting beyond `stop` (the invocation's stop time).
+    ///
+    /// - An open circuit fails at once ([`DependencyError::CircuitOpen`]).
+    /// - The call waits for a place under the concurrency limit.
+    /// - A throttled attempt lowers the limit, waits a jittered backoff and tries again, as long
+    ///   as the next attempt can start before `stop`; then the call gives up with
+    ///   [`DependencyError::Throttled`], just after `stop` (a caller bounding its work by `stop`
+    ///   stops first). Throttling never counts against the circuit.
+    /// - Transient failures and timeouts are retried up to the attempt limit and then count as
+    ///   one failed call against the circuit; a permanent error returns at once and does not
+    ///   count (the dependency answered).
+    pub async fn call_until<T, E, F, Fut>(
+        &self,
+        stop: Instant,
+        mut operation: F,
+    ) -> Result<T, DependencyError<E>>
+    where
+        E: Classify,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        let _pending = Pending::enter(&self.pending);
+        let breaker =
             self.breaker
                 .try_acquire()
                 .map_err(|retry_after| DependencyError::CircuitOpen {
@@ -178,54 +309,83 @@ impl Dependency {
                     retry_after,
                 })?;
         let timeout = self.settings.timeout;
-        let attempt = || {
-            let future = operation();
-            async move {
-                match tokio::time::timeout(timeout, future).await {
-                    Ok(Ok(value)) => Ok(value),
-                    Ok(Err(error)) => Err(Attempt::Failed(error)),
-                    Err(_) => Err(Attempt::TimedOut),
+        let mut failure_delays = self.settings.failure_delays();
+        let mut throttle_delays = self.settings.throttle_delays();
+        let (mut attempts, mut throttled) = (0u32, 0u32);
+        let mut last_throttle: Option<E> = None;
+        loop {
+            let Ok(place) = tokio::time::timeout_at(stop, self.limit.acquire()).await else {
+                // Unreported: the breaker learns nothing from a call that was not made.
+                drop(breaker);
+                return Err(self.out_of_time(stop, throttled, last_throttle).await);
+            };
+            attempts += 1;
+            let error = match tokio::time::timeout(timeout, operation()).await {
+                Ok(Ok(value)) => {
+                    place.succeeded();
+                    breaker.succeeded();
+                    return Ok(value);
+                }
+                Ok(Err(error)) => Some(error),
+                Err(_) => None,
+            };
+            let class = error
+                .as_ref()
+                .map_or(ErrorClass::Transient, Classify::class);
+            match (class, error) {
+                (ErrorClass::Throttled, error) => {
+                    place.throttled();
+                    throttled += 1;
+                    last_throttle = error;
+                    let delay = throttle_delays.next().unwrap_or(self.settings.retry_base);
+                    if Instant::now() + delay >= stop {
+                        drop(breaker);
+                        return Err(self.out_of_time(stop, throttled, last_throttle).await);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                (ErrorClass::Permanent, Some(source)) => {
+                    drop(place);
+                    breaker.succeeded();
+                    return Err(DependencyError::Failed {
+                        dependency: self.name,
+                        source,
+                    });
+                }
+                (_, error) => {
+                    drop(place);
+                    let Some(delay) = failure_delays.next() else {
+                        breaker.failed();
+                        return Err(match error {
+                            Some(source) => DependencyError::Failed {
+                                dependency: self.name,
+                                source,
+                            },
+                            None => DependencyError::TimedOut {
+                                dependency: self.name,
+                                timeout,
+                                attempts: attempts - throttled,
+                            },
+                        });
+                    };
+                    tokio::time::sleep(delay).await;
                 }
             }
-        };
-        let policy = ExponentialBuilder::default()
-            .with_min_delay(self.settings.retry_base)
-            .with_max_delay(self.settings.retry_base.saturating_mul(32))
-            .with_max_times(self.settings.max_attempts.saturating_sub(1) as usize)
-            .with_jitter();
-        let outcome = attempt
-            .retry(policy)
-            .sleep(tokio::time::sleep)
-            .when(Attempt::is_transient)
-            .await;
+        }
+    }
 
-        match outcome {
-            Ok(value) => {
-                permit.succeeded();
-                Ok(value)
-            }
-            Err(Attempt::Failed(source)) if !source.is_transient() => {
-                permit.succeeded();
-                Err(DependencyError::Failed {
-                    dependency: self.name,
-                    source,
-                })
-            }
-            Err(Attempt::Failed(source)) => {
-                permit.failed();
-                Err(DependencyError::Failed {
-                    dependency: self.name,
-                    source,
-                })
-            }
-            Err(Attempt::TimedOut) => {
-                permit.failed();
-                Err(DependencyError::TimedOut {
-                    dependency: self.name,
-                    timeout,
-                    attempts: self.settings.max_attempts,
-                })
-            }
+    /// Waits until just after `stop` and says the dependency was at capacity until then.
+    async fn out_of_time<E>(
+        &self,
+        stop: Instant,
+        attempts: u32,
+        source: Option<E>,
+    ) -> DependencyError<E> {
+        tokio::time::sleep_until(stop + TICK).await;
+        DependencyError::Throttled {
+            dependency: self.name,
+            attempts,
+            source,
         }
     }
 }
