@@ -8,7 +8,7 @@ use futures_util::stream::FuturesOrdered;
 use imports::{Checkpoint, ImportId, ImportJob, ImportResults, ObjectKey};
 use queue_worker::batch::{Invocation, RecordError};
 use queue_worker::protection::DependencyError;
-use tokio::time::timeout_at;
+use tokio::time::{Instant, timeout_at};
 
 use super::{Counts, ImportWorker};
 use crate::failure::ImportFailure;
@@ -139,7 +139,7 @@ where
                 for row in &unit.rows {
                     *skus_in_flight.entry(row.sku.clone()).or_default() += 1;
                 }
-                in_flight.push_back(self.write_unit(job.import_id, unit));
+                in_flight.push_back(self.write_unit(job.import_id, unit, stop));
             }
             match row {
                 Some(row) => pending.rows.push(row),
@@ -185,16 +185,28 @@ where
     }
 
     /// Writes a unit's rows (if any); gives the unit back to be counted.
-    async fn write_unit(&self, import_id: ImportId, unit: Unit) -> Result<Unit, RecordError> {
+    async fn write_unit(
+        &self,
+        import_id: ImportId,
+        unit: Unit,
+        stop: Instant,
+    ) -> Result<Unit, RecordError> {
         if !unit.rows.is_empty() {
-            self.write(import_id, &unit.rows).await?;
+            self.write(import_id, &unit.rows, stop).await?;
         }
         Ok(unit)
     }
 
-    async fn write(&self, import_id: ImportId, batch: &[Row]) -> Result<(), RecordError> {
+    /// Writes one batch; a throttled write waits and tries again until `stop` (the chunk's own
+    /// time-out at `stop` comes first, so throttling ends the chunk with its progress kept).
+    async fn write(
+        &self,
+        import_id: ImportId,
+        batch: &[Row],
+        stop: Instant,
+    ) -> Result<(), RecordError> {
         self.items_table
-            .call(|| self.writer.write(import_id, batch))
+            .call_until(stop, || self.writer.write(import_id, batch))
             .await
             .map_err(|e| match &e {
                 DependencyError::Failed {
