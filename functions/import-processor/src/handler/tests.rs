@@ -243,21 +243,36 @@ fn invocation(seconds: u64) -> Invocation {
     )
 }
 
+/// Runs `job` as delivery `receive_count` in an invocation with 60 s left.
 async fn run(
     worker: &Subject,
     job: &ImportJob,
     receive_count: u32,
 ) -> Result<Done<ImportJob>, RecordError> {
-    let invocation = invocation(60);
-    worker
-        .run(
-            job,
-            &Run {
-                invocation: &invocation,
-                receive_count,
-            },
-        )
-        .await
+    run_within(worker, job, receive_count, 60).await
+}
+
+/// Runs `job` as delivery `receive_count` in an invocation with `seconds` left.
+async fn run_within(
+    worker: &Subject,
+    job: &ImportJob,
+    receive_count: u32,
+    seconds: u64,
+) -> Result<Done<ImportJob>, RecordError> {
+    let invocation = invocation(seconds);
+    let run = Run {
+        invocation: &invocation,
+        receive_count,
+    };
+    worker.run(job, &run).await
+}
+
+/// A worker whose every write takes `seconds` of (paused) time.
+fn slow_worker(seconds: u64) -> Subject {
+    worker(Items {
+        latency: Duration::from_secs(seconds),
+        ..Items::default()
+    })
 }
 
 fn class(result: &Result<Done<ImportJob>, RecordError>) -> Option<&'static str> {
@@ -341,33 +356,23 @@ async fn a_job_of_no_known_import_is_parked() {
 async fn out_of_time_the_import_is_checkpointed_and_continued_until_it_completes_exactly() {
     // Each request takes 1 s and an invocation has 5 s, 2 s of it for work: a chunk writes
     // about 4 requests of 25 rows (2 in flight), so 400 rows take several chunks.
-    let worker = worker(Items {
-        latency: Duration::from_secs(1),
-        ..Items::default()
-    });
+    let worker = slow_worker(1);
     let bad = ["bad-1,,1,1.00", "bad-2,,1,1.00"];
     let first = submit(&worker, "a.csv", Some(&csv(400, &bad)));
     let mut job = first.clone();
     let mut chunks = 0;
     loop {
-        let invocation = invocation(5);
-        let run = Run {
-            invocation: &invocation,
-            receive_count: 1,
-        };
-        let done = worker.run(&job, &run).await.unwrap();
+        let done = run_within(&worker, &job, 1, 5).await.unwrap();
         chunks += 1;
         assert_eq!(done.ack(), Ack::Processed);
-        match done.next() {
-            Some(next) => {
-                assert_eq!(next.chunk(), job.chunk() + 1);
-                let record = worker.imports.get(first.import_id);
-                assert_eq!(record.status, ImportStatus::Processing);
-                assert_eq!(record.chunks, next.chunk());
-                job = next.clone();
-            }
-            None => break,
-        }
+        let Some(next) = done.next() else {
+            break;
+        };
+        assert_eq!(next.chunk(), job.chunk() + 1);
+        let record = worker.imports.get(first.import_id);
+        assert_eq!(record.status, ImportStatus::Processing);
+        assert_eq!(record.chunks, next.chunk());
+        job = next.clone();
         assert!(chunks < 50, "the import makes progress");
     }
     assert!(chunks >= 3, "took {chunks} chunks");
@@ -379,21 +384,9 @@ async fn out_of_time_the_import_is_checkpointed_and_continued_until_it_completes
 
 #[tokio::test(start_paused = true)]
 async fn a_chunk_with_no_time_to_make_progress_is_retried_not_failed() {
-    let worker = worker(Items {
-        latency: Duration::from_secs(10),
-        ..Items::default()
-    });
+    let worker = slow_worker(10);
     let job = submit(&worker, "a.csv", Some(&csv(10, &[])));
-    let invocation = invocation(5);
-    let result = worker
-        .run(
-            &job,
-            &Run {
-                invocation: &invocation,
-                receive_count: 1,
-            },
-        )
-        .await;
+    let result = run_within(&worker, &job, 1, 5).await;
     assert!(
         matches!(result, Err(RecordError::Retryable { .. })),
         "{result:?}"
@@ -406,31 +399,14 @@ async fn a_chunk_with_no_time_to_make_progress_is_retried_not_failed() {
 
 #[tokio::test(start_paused = true)]
 async fn a_redelivered_chunk_that_was_committed_writes_nothing_and_resends_its_continuation() {
-    let worker = worker(Items {
-        latency: Duration::from_secs(1),
-        ..Items::default()
-    });
+    let worker = slow_worker(1);
     let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
-    let invocation = invocation(5);
-    let run = Run {
-        invocation: &invocation,
-        receive_count: 1,
-    };
-    let first = worker.run(&job, &run).await.unwrap();
+    let first = run_within(&worker, &job, 1, 5).await.unwrap();
     let sent = first.next().cloned().expect("a continuation");
     let requests = worker.writer.requests.load(Ordering::SeqCst);
 
     // The worker died before completing its claim: the message comes back.
-    let again = worker
-        .run(
-            &job,
-            &Run {
-                receive_count: 2,
-                ..run
-            },
-        )
-        .await
-        .unwrap();
+    let again = run_within(&worker, &job, 2, 5).await.unwrap();
     assert_eq!(again.ack(), Ack::Duplicate);
     assert_eq!(
         again.next(),
@@ -457,25 +433,12 @@ async fn a_redelivery_of_a_completed_import_is_a_duplicate_and_writes_nothing() 
 
 #[tokio::test(start_paused = true)]
 async fn an_object_replaced_mid_import_fails_the_import_as_changed() {
-    let worker = worker(Items {
-        latency: Duration::from_secs(1),
-        ..Items::default()
-    });
+    let worker = slow_worker(1);
     let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
-    let invocation = invocation(5);
-    let run = Run {
-        invocation: &invocation,
-        receive_count: 1,
-    };
-    let next = worker
-        .run(&job, &run)
-        .await
-        .unwrap()
-        .next()
-        .cloned()
-        .unwrap();
+    let first = run_within(&worker, &job, 1, 5).await.unwrap();
+    let next = first.next().cloned().expect("a continuation");
     worker.source.put(&job.object_key, &csv(300, &[]), "\"v2\"");
-    let result = worker.run(&next, &run).await;
+    let result = run_within(&worker, &next, 1, 5).await;
     assert_eq!(class(&result), Some(ImportFailure::ObjectChanged.as_str()));
     assert_eq!(
         worker.imports.get(job.import_id).status,
