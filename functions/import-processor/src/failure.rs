@@ -2,7 +2,7 @@
 //!
 //! A class is the `dlq.error_class` attribute of a parked job (with `dlq.reason` saying what exactly
 //! went wrong), so operators filter redrives by it (`queue-ops`). The
-//! library adds its own ([`queue_worker::worker::FAILURE_CLASSES`]); SQS's redrive after too
+//! library adds its own ([`queue_worker::worker::JobFailure`]); SQS's redrive after too
 //! many receives is `max_receive_count_exceeded`. `[To customize]`: a fork lists its own.
 
 use queue_worker::batch::RecordError;

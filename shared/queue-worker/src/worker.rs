@@ -1,7 +1,7 @@
 //! A worker is one typed function; [`Idempotent`] turns it into a [`RecordHandler`].
 //!
 //! What every queue worker must get right is here, once: the body is parsed into the worker's
-//! [`Job`] type (a malformed body is a permanent failure, [`MALFORMED_JOB`], parked with its
+//! [`Job`] type (a malformed body is a permanent failure, [`JobFailure::MalformedJob`], parked with its
 //! reason), the job's id goes into the record's span as `job_id`, and the job is claimed with
 //! the idempotency guard under its own key. Every [`Decision`] then maps to one outcome:
 //!
@@ -10,7 +10,7 @@
 //! | `Proceed` | the worker runs; `Ok` completes the claim (after sending the continuation, if any), `Err` releases it |
 //! | `AlreadyCompleted` | acknowledged as a duplicate; the worker does not run |
 //! | `InProgress` | retried no earlier than the holder's lease ends |
-//! | `PayloadMismatch` | parked as [`PAYLOAD_MISMATCH`] |
+//! | `PayloadMismatch` | parked as [`JobFailure::PayloadMismatch`] |
 //!
 //! A continuation ([`Done::then`]) is sent before the claim is completed, so a worker that dies
 //! in between leaves the claim to expire and the job to come back: its worker must be able to
@@ -28,18 +28,39 @@ use crate::idempotency::{Claim, Decision, GuardError, IdempotencyGuard, Idempote
 use crate::job::{Job, JobQueue, attributes};
 use crate::telemetry::error_chain;
 
-/// Failure class of a message whose body is not the worker's job.
-pub const MALFORMED_JOB: &str = "malformed_job";
-/// Failure class of a job whose key was already used for a different job.
-pub const PAYLOAD_MISMATCH: &str = "payload_mismatch";
-/// Failure class of a job whose idempotency record cannot be read.
-pub const IDEMPOTENCY_RECORD_MALFORMED: &str = "idempotency_record_malformed";
-/// The failure classes the framework itself reports, for tools and docs that list them.
-pub const FAILURE_CLASSES: [&str; 3] = [
-    MALFORMED_JOB,
-    PAYLOAD_MISMATCH,
-    IDEMPOTENCY_RECORD_MALFORMED,
-];
+/// A class of permanent failure the library itself reports; a worker adds its own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum JobFailure {
+    /// The message's body is not the worker's job (no body, bad JSON, an unknown field).
+    MalformedJob,
+    /// The job's idempotency key was already used for a different job.
+    PayloadMismatch,
+    /// The job's idempotency record cannot be read.
+    IdempotencyRecordMalformed,
+}
+
+impl JobFailure {
+    /// Every class, for tools and docs that list them.
+    pub const ALL: [Self; 3] = [
+        Self::MalformedJob,
+        Self::PayloadMismatch,
+        Self::IdempotencyRecordMalformed,
+    ];
+
+    /// The stable snake_case code, the parked message's `dlq.error_class`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::MalformedJob => "malformed_job",
+            Self::PayloadMismatch => "payload_mismatch",
+            Self::IdempotencyRecordMalformed => "idempotency_record_malformed",
+        }
+    }
+
+    /// A permanent failure of this class.
+    pub fn error(self, reason: impl Into<String>) -> RecordError {
+        RecordError::permanent(self.as_str(), reason)
+    }
+}
 
 /// Does one job. `[To customize]`: implement it with your domain's steps only.
 ///
@@ -218,9 +239,9 @@ where
         let body = message
             .body
             .as_deref()
-            .ok_or_else(|| RecordError::permanent(MALFORMED_JOB, "the message has no body"))?;
+            .ok_or_else(|| JobFailure::MalformedJob.error("the message has no body"))?;
         let job: W::Job = serde_json::from_str(body).map_err(|e| {
-            RecordError::permanent(MALFORMED_JOB, format!("the body is not a valid job: {e}"))
+            JobFailure::MalformedJob.error(format!("the body is not a valid job: {e}"))
         })?;
         tracing::Span::current().record("job_id", job.id());
 
@@ -245,10 +266,8 @@ where
                     .duration_since(SystemTime::now())
                     .unwrap_or_default(),
             )),
-            Decision::PayloadMismatch => Err(RecordError::permanent(
-                PAYLOAD_MISMATCH,
-                "a different job was already processed under this idempotency key",
-            )),
+            Decision::PayloadMismatch => Err(JobFailure::PayloadMismatch
+                .error("a different job was already processed under this idempotency key")),
         }
     }
 }
@@ -270,7 +289,9 @@ fn guard_error(error: GuardError) -> RecordError {
     if error.is_retryable() {
         RecordError::retryable("the idempotency store is unavailable").with_source(error)
     } else {
-        RecordError::permanent(IDEMPOTENCY_RECORD_MALFORMED, error.to_string()).with_source(error)
+        JobFailure::IdempotencyRecordMalformed
+            .error(error.to_string())
+            .with_source(error)
     }
 }
 

@@ -553,7 +553,7 @@ fn the_readme_lists_every_failure_class() {
     let classes = ImportFailure::ALL
         .iter()
         .map(|class| class.as_str())
-        .chain(queue_worker::worker::FAILURE_CLASSES);
+        .chain(queue_worker::worker::JobFailure::ALL.map(|class| class.as_str()));
     for class in classes {
         assert!(
             readme.contains(&format!("`{class}`")),

@@ -138,7 +138,11 @@ async fn a_body_that_is_not_the_job_is_parked_as_malformed_without_running_the_w
         Some(r#"{"id":"a","script":"ok","extra":1}"#),
     ] {
         let result = handler.handle(&message(body), &invocation()).await;
-        assert_eq!(permanent_code(&result), Some(MALFORMED_JOB), "{body:?}");
+        assert_eq!(
+            permanent_code(&result),
+            Some(JobFailure::MalformedJob.as_str()),
+            "{body:?}"
+        );
     }
     assert_eq!(runs(&handler), 0);
 }
@@ -249,7 +253,10 @@ async fn another_job_under_a_used_key_is_parked_as_a_payload_mismatch() {
         .await
         .unwrap();
     let other = handler.handle(&job("a", "duplicate"), &invocation()).await;
-    assert_eq!(permanent_code(&other), Some(PAYLOAD_MISMATCH));
+    assert_eq!(
+        permanent_code(&other),
+        Some(JobFailure::PayloadMismatch.as_str())
+    );
     assert_eq!(runs(&handler), 1);
 }
 
