@@ -1,8 +1,11 @@
 #!/usr/bin/env bash
-# `make chaos`: the chaos soak of the local pipeline at maximum concurrency 2, 5 and 10 (see
-# infra/local-runner/src/chaos.rs). Starts the emulator unless it is running (then stops it
-# again). Exits non-zero when a correctness check fails at any concurrency.
-#   infra/chaos.sh [OUT_DIR]    IMPORTS=N (default 1000), CONCURRENCY="2 5 10", CHAOS_TIMEOUT=S
+# `make chaos`: the chaos soak of the local pipeline at maximum concurrency 2, 5 and 10, each with
+# the fixed and the adaptive concurrency limit on the same burst (see infra/local-runner/src/chaos.rs
+# and infra/local-runner/CHAOS.md). Starts the emulator unless it is running (then stops it
+# again). Exits non-zero when a correctness check fails in any run.
+#   infra/chaos.sh [OUT_DIR]    IMPORTS=N (default 10000), CONCURRENCY="2 5 10",
+#                               LIMITS="fixed adaptive", CHAOS_TIMEOUT=S, PANIC_RATE=P (default 0),
+#                               PROFILE=release (default dev), EMULATOR_PORT=...
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 out="${1:-target/chaos}"
@@ -14,14 +17,22 @@ if ! "$emulator" status >/dev/null 2>&1; then
     "$emulator" up
 fi
 eval "$("$emulator" env)"
+profile="${PROFILE:-dev}"
+cargo build --quiet --profile "$profile" -p local-runner
+runner="target/$([[ $profile == dev ]] && echo debug || echo "$profile")/local-runner"
 status=0
 reports=()
 for concurrency in ${CONCURRENCY:-2 5 10}; do
-    echo "== chaos soak at maximum concurrency $concurrency"
-    cargo run --quiet -p local-runner -- --maximum-concurrency "$concurrency" chaos \
-        --imports "${IMPORTS:-1000}" --timeout "${CHAOS_TIMEOUT:-1800}" \
-        --report "$out/report-$concurrency.json" || status=1
-    [[ -f "$out/report-$concurrency.json" ]] && reports+=("$out/report-$concurrency.json")
+    for limit in ${LIMITS:-fixed adaptive}; do
+        report="$out/report-$concurrency-$limit.json"
+        rm -f "$report"
+        echo "== chaos soak at maximum concurrency $concurrency, $limit concurrency limit (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+        "$runner" --maximum-concurrency "$concurrency" chaos \
+            --imports "${IMPORTS:-10000}" --timeout "${CHAOS_TIMEOUT:-3600}" \
+            --concurrency-limit "$limit" --panic-rate "${PANIC_RATE:-0}" \
+            --report "$report" || status=1
+        [[ -f "$report" ]] && reports+=("$report")
+    done
 done
 python3 - "$out/report.json" "${reports[@]}" <<'PY'
 import json, sys
@@ -29,6 +40,7 @@ runs = [json.load(open(f)) for f in sys.argv[2:]]
 json.dump(runs, open(sys.argv[1], "w"), indent=2)
 cols = [
     ("conc", lambda r: r["maximum_concurrency"]),
+    ("limit", lambda r: f'{r.get("concurrency_limit", "?")} {r.get("mean_concurrency_limit", 0):.1f}'),
     ("accepted", lambda r: r["accepted"]),
     ("done+poison", lambda r: f'{r["completed"]}+{r["failed_poison"]}'),
     ("lost", lambda r: r["lost"] + r["failed_not_poison"]),
@@ -39,10 +51,12 @@ cols = [
     ("goodput", lambda r: "n/a" if r["downstream"]["goodput_fraction"] is None else f'{r["downstream"]["goodput_fraction"]:.0%}'),
     ("drain s", lambda r: f'{r["drain_seconds"]:.0f}'),
     ("retries", lambda r: r["retries"]),
+    ("throttled", lambda r: r["downstream"]["throttled_concurrency"] + r["downstream"]["throttled_rate"]),
     ("parked", lambda r: sum(r["parked_by_class"].values())),
     ("circuit", lambda r: r["circuit_openings"]),
     ("kills", lambda r: sum(r["kills"].values())),
     ("dups", lambda r: r["duplicate_deliveries"]),
+    ("panics", lambda r: r.get("records_panicked", 0)),
     ("faults", lambda r: sum(r["faults"].values())),
     ("pass", lambda r: r["check_passed"]),
 ]

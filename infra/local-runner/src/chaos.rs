@@ -1,21 +1,33 @@
 //! `make chaos`: a soak of the whole local pipeline under combined faults, then a measured check.
+//! The long form, with the numbers: `infra/local-runner/CHAOS.md`.
 //!
 //! The production processor runs behind the emulated event source mapping, as in the demo, with
-//! every seam it has wrapped by a fault injector (no production code path changes):
+//! every seam it has wrapped by a fault injector (no production code path changes), in one
+//! execution environment per concurrent invocation (its own processor, circuit breaker and
+//! concurrency limit, reused while warm and replaced after a kill, as on Lambda):
 //! - **kills**: an invocation's future is dropped, either at a random time or at a chosen point
 //!   (before the claim, after some item writes, before the chunk's commit, between the commit
 //!   and the guard's `complete`). The mapping sees a function error, so the whole batch comes
 //!   back after the visibility timeout, as on Lambda after a crash;
 //! - **duplicate deliveries**: the mapping hands some received messages to a second, concurrent
-//!   invocation as well (same message id and receipt handle);
+//!   invocation as well (same message id and receipt handle: the emulator cannot hand out a
+//!   second receipt of a message that is in flight);
 //! - **faults on the AWS call paths**: the guard table (`IdempotencyStore`), the imports table
 //!   (`ImportResults`), S3 (`ObjectSource`: a failed `GetObject`, or the stream cut mid-object),
 //!   the continuation send (`JobQueue`), `ChangeMessageVisibility` and the DLQ send
 //!   (`QueueActions`). Half of the table faults are "response lost": the call is made, then
 //!   reported failed;
+//! - **panics** (`--panic-rate`): an item write panics; the record must be reported failed and
+//!   retried, and its import still complete exactly once;
 //! - **a capacity-limited downstream**: the items writer admits at most C concurrent requests
-//!   and R requests/s and throttles beyond (`WriteError::Unavailable`), and measures its peak
-//!   concurrency, goodput and the rows written per import.
+//!   and R requests/s and throttles beyond (`WriteError::Throttled`), and measures its peak
+//!   concurrency, goodput and the rows written per import. By default it is a fake partner API
+//!   with a fixed service time (the emulator's one-at-a-time DynamoDB would otherwise be the
+//!   bound, not C and R); `--downstream-latency 0` writes to the items table instead.
+//!
+//! Goodput is measured where the downstream is the bottleneck: over the seconds in which the
+//! callers kept at least `bound x latency` calls pending (Little's law: enough to reach the
+//! bound), as successful requests/s over the bound min(R, C / latency).
 
 use std::collections::{BTreeMap, HashMap};
 use std::io;
@@ -46,6 +58,7 @@ use queue_worker::idempotency::{
     Claim, ClaimRequest, Decision, DynamoDbStore, GuardError, IdempotencyStore,
 };
 use queue_worker::job::{JobQueue, SqsJobQueue};
+use queue_worker::protection::Concurrency;
 use queue_worker::worker::Idempotent;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
@@ -73,8 +86,19 @@ pub struct Knobs {
     pub capacity: usize,
     /// The items downstream's most requests per second (R).
     pub rate: f64,
+    /// The downstream's service time per request. Zero writes to the items table in the
+    /// emulator (whose one-at-a-time DynamoDB then bounds the downstream, not C and R); above
+    /// zero, the downstream is a fake partner API that takes this long and keeps the rows in
+    /// memory, so that C and R are what binds.
+    pub latency: Duration,
     /// Visibility timeout of each receive (overrides the queue's).
     pub visibility_timeout: Duration,
+    /// Share of item writes that panic (through the downstream's seam): the record must be
+    /// reported failed and retried, and its import still complete exactly once.
+    pub panic_rate: f64,
+    /// Whether each execution environment limits its items-table writes adaptively (AIMD on
+    /// throttling) or at the fixed bound the configuration allows.
+    pub adaptive: bool,
 }
 
 /// Everything the injectors and the downstream observed.
@@ -93,6 +117,13 @@ pub struct Chaos {
     /// Messages handed to a second invocation (counted by the mapping).
     pub duplicated: Arc<AtomicU64>,
     circuit_openings: AtomicU64,
+    /// Execution environments started (cold starts): one per concurrent invocation, and a new
+    /// one after each killed or timed-out invocation, as on Lambda.
+    environments: AtomicU64,
+    /// Panics injected.
+    panics: AtomicU64,
+    /// Samples of each live environment's items-table concurrency limit: (sum, count).
+    limits: Mutex<(u64, u64)>,
     /// The capacity-limited downstream.
     pub downstream: Downstream,
 }
@@ -109,6 +140,9 @@ impl Chaos {
             unseen_commits: Mutex::default(),
             duplicated: Arc::default(),
             circuit_openings: AtomicU64::new(0),
+            environments: AtomicU64::new(0),
+            panics: AtomicU64::new(0),
+            limits: Mutex::default(),
             downstream: Downstream::new(knobs.capacity, knobs.rate),
         }
     }
@@ -170,8 +204,15 @@ struct KillSwitch {
 }
 
 /// The processor as the mapping's function, killed now and then.
+///
+/// Each invocation runs in an execution environment of its own, as on Lambda: an idle
+/// environment if there is one (warm: its circuit breaker and concurrency limit remember earlier
+/// invocations), else a new one (cold). An environment runs one invocation at a time; one whose
+/// invocation was killed or timed out is discarded, as Lambda replaces a crashed runtime.
 pub struct ChaosFunction {
-    inner: Processor<ChaosHandler, ChaosQueue>,
+    start: Box<dyn Fn() -> Arc<ChaosProcessor> + Send + Sync>,
+    idle: Mutex<Vec<Arc<ChaosProcessor>>>,
+    stats: Arc<Stats>,
     chaos: Arc<Chaos>,
     function_timeout: Duration,
 }
@@ -188,7 +229,10 @@ impl Function for ChaosFunction {
             };
             window.mul_f64(fastrand::f64())
         });
-        let work = KILL.scope(Arc::clone(&switch), self.inner.invoke(event, deadline));
+        let warm = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        let environment = warm.unwrap_or_else(|| (self.start)());
+        let processor = Processor::new(Arc::clone(&environment), Arc::clone(&self.stats));
+        let work = KILL.scope(Arc::clone(&switch), processor.invoke(event, deadline));
         let random_kill = async {
             match timer {
                 Some(after) => tokio::time::sleep(after).await,
@@ -196,7 +240,12 @@ impl Function for ChaosFunction {
             }
         };
         tokio::select! {
-            response = work => response,
+            response = work => {
+                if let Ok(mut idle) = self.idle.lock() {
+                    idle.push(environment);
+                }
+                response
+            }
             () = switch.notify.notified() => {
                 let point = switch.point.lock().ok().and_then(|p| *p).unwrap_or("unknown");
                 Chaos::count(&self.chaos.kills, point);
@@ -518,6 +567,10 @@ pub struct Downstream {
     started: Instant,
     /// Per second since start: (successful requests, throttled requests).
     seconds: Mutex<Vec<(u64, u64)>>,
+    /// Per second since start: the callers' demand, as the integral of the calls pending at
+    /// every environment's items-table dependency (in flight, waiting for a place, or waiting
+    /// to try again) over the second, i.e. the mean number of calls pending.
+    demand: Mutex<Vec<f64>>,
     throttled_concurrency: AtomicU64,
     throttled_rate: AtomicU64,
     failed: AtomicU64,
@@ -538,6 +591,7 @@ impl Downstream {
             bucket: Mutex::new((burst, Instant::now())),
             started: Instant::now(),
             seconds: Mutex::default(),
+            demand: Mutex::default(),
             throttled_concurrency: AtomicU64::new(0),
             throttled_rate: AtomicU64::new(0),
             failed: AtomicU64::new(0),
@@ -576,12 +630,21 @@ impl Downstream {
         }
     }
 
+    /// Adds `pending` calls lasting `dt` to the demand of the current second.
+    fn demand(&self, pending: usize, dt: Duration) {
+        let second = self.started.elapsed().as_secs() as usize;
+        if let Ok(mut demand) = self.demand.lock() {
+            if demand.len() <= second {
+                demand.resize(second + 1, 0.0);
+            }
+            demand[second] += pending as f64 * dt.as_secs_f64();
+        }
+    }
+
     fn throttle(&self, counter: &AtomicU64, why: &str) -> WriteError {
         counter.fetch_add(1, Ordering::Relaxed);
         self.tally(false);
-        WriteError::Unavailable(
-            format!("throttled (chaos downstream): {why}; ProvisionedThroughputExceeded").into(),
-        )
+        WriteError::Throttled(format!("throttled (chaos downstream): {why}").into())
     }
 }
 
@@ -603,6 +666,11 @@ pub struct CapacityWriter<W> {
 impl<W: ItemWriter> ItemWriter for CapacityWriter<W> {
     async fn write(&self, import_id: ImportId, rows: &[Row]) -> Result<(), WriteError> {
         self.chaos.kill_point("at an item write").await;
+        let panic_rate = self.chaos.knobs.panic_rate;
+        if panic_rate > 0.0 && fastrand::f64() < panic_rate {
+            self.chaos.panics.fetch_add(1, Ordering::Relaxed);
+            panic!("injected panic (chaos) in an item write");
+        }
         let down = &self.chaos.downstream;
         let admitted = down
             .in_flight
@@ -624,7 +692,13 @@ impl<W: ItemWriter> ItemWriter for CapacityWriter<W> {
         }
         down.peak.fetch_max(now, Ordering::SeqCst);
         let started = Instant::now();
-        let result = self.inner.write(import_id, rows).await;
+        let latency = self.chaos.knobs.latency;
+        let result = if latency.is_zero() {
+            self.inner.write(import_id, rows).await
+        } else {
+            tokio::time::sleep(latency).await;
+            Ok(())
+        };
         drop(slot);
         match &result {
             Ok(()) => {
@@ -658,9 +732,12 @@ struct Goodput {
     mean_latency_ms: f64,
     /// min(R, C / mean latency).
     bound: f64,
-    /// Successful requests/s over the seconds the downstream throttled (saturated).
+    /// Successful requests/s over the seconds the callers kept enough calls pending to reach
+    /// the bound (saturated: demand >= bound x mean latency, Little's law).
     saturated: Option<f64>,
     saturated_seconds: usize,
+    /// Seconds in which the downstream throttled at least once.
+    throttling_seconds: usize,
     /// Successful requests/s over the middle 80% of the writing period.
     steady: f64,
 }
@@ -671,7 +748,22 @@ impl Downstream {
         let successes: u64 = seconds.iter().map(|s| s.0).sum();
         let first = seconds.iter().position(|s| s.0 > 0);
         let last = seconds.iter().rposition(|s| s.0 > 0);
+        let demand = self.demand.lock().map(|d| d.clone()).unwrap_or_default();
+        let mean_latency_ms = if successes > 0 {
+            self.latency_micros.load(Ordering::Relaxed) as f64 / successes as f64 / 1000.0
+        } else {
+            0.0
+        };
+        let by_concurrency = if mean_latency_ms > 0.0 {
+            self.capacity as f64 / (mean_latency_ms / 1000.0)
+        } else {
+            f64::INFINITY
+        };
+        let bound = self.rate.min(by_concurrency);
+        // The calls that must be pending at once to reach the bound.
+        let enough = bound * mean_latency_ms / 1000.0;
         let (mut steady, mut saturated, mut saturated_seconds) = (0.0, None, 0);
+        let mut throttling_seconds = 0;
         if let (Some(first), Some(last)) = (first, last) {
             let span = last - first + 1;
             let (from, to) = (first + span / 10, last + 1 - span / 10);
@@ -683,31 +775,29 @@ impl Downstream {
             } else {
                 &seconds[first..=last]
             };
-            let busy: Vec<u64> = inner.iter().filter(|s| s.1 > 0).map(|s| s.0).collect();
+            let offset = if span > 2 { first + 1 } else { first };
+            throttling_seconds = inner.iter().filter(|s| s.1 > 0).count();
+            let busy: Vec<u64> = inner
+                .iter()
+                .enumerate()
+                .filter(|(i, _)| demand.get(offset + i).is_some_and(|d| *d >= enough))
+                .map(|(_, s)| s.0)
+                .collect();
             saturated_seconds = busy.len();
             if !busy.is_empty() {
                 saturated = Some(busy.iter().sum::<u64>() as f64 / busy.len() as f64);
             }
         }
-        let mean_latency_ms = if successes > 0 {
-            self.latency_micros.load(Ordering::Relaxed) as f64 / successes as f64 / 1000.0
-        } else {
-            0.0
-        };
-        let by_concurrency = if mean_latency_ms > 0.0 {
-            self.capacity as f64 / (mean_latency_ms / 1000.0)
-        } else {
-            f64::INFINITY
-        };
         Goodput {
             peak: self.peak.load(Ordering::SeqCst),
             successes,
             throttled_concurrency: self.throttled_concurrency.load(Ordering::Relaxed),
             throttled_rate: self.throttled_rate.load(Ordering::Relaxed),
             mean_latency_ms,
-            bound: self.rate.min(by_concurrency),
+            bound,
             saturated,
             saturated_seconds,
+            throttling_seconds,
             steady,
         }
     }
@@ -729,7 +819,8 @@ pub type ChaosHandler = Idempotent<
 /// The processor with every seam wrapped.
 pub type ChaosProcessor = BatchProcessor<ChaosHandler, ChaosQueue>;
 
-/// Builds the production processor (`import_processor::Parts`), each seam behind its injector.
+/// Builds the production processor (`import_processor::Parts`), each seam behind its injector:
+/// once per execution environment, when the function starts one.
 pub fn function(
     config: &ProcessorConfig,
     sdk: &SdkConfig,
@@ -737,67 +828,98 @@ pub fn function(
     stats: &Arc<Stats>,
     function_timeout: Duration,
 ) -> ChaosFunction {
-    let chaos = Arc::clone(chaos);
-    let Parts {
-        guard,
-        source,
-        writer,
-        imports,
-        jobs,
-        queue,
-        config,
-    } = Parts::new(config, sdk);
-    let processor = Parts {
-        guard: ChaosStore {
-            inner: guard,
-            chaos: Arc::clone(&chaos),
-        },
-        source: ChaosSource {
-            inner: source,
-            chaos: Arc::clone(&chaos),
-        },
-        writer: CapacityWriter {
-            inner: writer,
-            chaos: Arc::clone(&chaos),
-        },
-        imports: ChaosResults {
-            inner: imports,
-            chaos: Arc::clone(&chaos),
-        },
-        jobs: ChaosJobs {
-            inner: jobs,
-            chaos: Arc::clone(&chaos),
-        },
-        queue: ChaosQueue {
-            inner: queue,
-            chaos: Arc::clone(&chaos),
-        },
-        config,
-    }
-    .build();
-    let processor = Arc::new(processor);
-    watch_circuit(Arc::downgrade(&processor), Arc::clone(&chaos));
+    let (config, sdk, chaos_of_start) = (config.clone(), sdk.clone(), Arc::clone(chaos));
+    // The items table's bound in one environment: records at once x writes in flight each.
+    let bound = config.batch.concurrency.get() * config.item_writes_in_flight.get();
+    let concurrency = if chaos.knobs.adaptive {
+        Concurrency::Adaptive { max: bound }
+    } else {
+        Concurrency::Fixed { max: bound }
+    };
+    let start = move || {
+        let chaos = &chaos_of_start;
+        chaos.environments.fetch_add(1, Ordering::Relaxed);
+        let Parts {
+            guard,
+            source,
+            writer,
+            imports,
+            jobs,
+            queue,
+            config,
+        } = Parts::new(&config, &sdk);
+        let processor = Parts {
+            guard: ChaosStore {
+                inner: guard,
+                chaos: Arc::clone(chaos),
+            },
+            source: ChaosSource {
+                inner: source,
+                chaos: Arc::clone(chaos),
+            },
+            writer: CapacityWriter {
+                inner: writer,
+                chaos: Arc::clone(chaos),
+            },
+            imports: ChaosResults {
+                inner: imports,
+                chaos: Arc::clone(chaos),
+            },
+            jobs: ChaosJobs {
+                inner: jobs,
+                chaos: Arc::clone(chaos),
+            },
+            queue: ChaosQueue {
+                inner: queue,
+                chaos: Arc::clone(chaos),
+            },
+            config,
+        }
+        .build();
+        processor
+            .handler()
+            .worker()
+            .items_table()
+            .concurrency_limit()
+            .set_policy(concurrency);
+        let processor = Arc::new(processor);
+        watch_environment(Arc::downgrade(&processor), Arc::clone(chaos));
+        processor
+    };
     ChaosFunction {
-        inner: Processor::new(processor, Arc::clone(stats)),
-        chaos,
+        start: Box::new(start),
+        idle: Mutex::default(),
+        stats: Arc::clone(stats),
+        chaos: Arc::clone(chaos),
         function_timeout,
     }
 }
 
-/// Counts the items table's circuit openings, sampling every 5 ms while the processor lives.
-fn watch_circuit(processor: Weak<ChaosProcessor>, chaos: Arc<Chaos>) {
+/// Counts the items table's circuit openings of one environment and samples its concurrency
+/// limit, every 5 ms while the environment lives.
+fn watch_environment(processor: Weak<ChaosProcessor>, chaos: Arc<Chaos>) {
     tokio::spawn(async move {
         let mut was_open = false;
+        let mut sampled = Instant::now();
         loop {
             let Some(processor) = processor.upgrade() else {
                 return;
             };
-            let open = processor.handler().worker().items_table().is_circuit_open();
+            let items_table = processor.handler().worker().items_table();
+            let open = items_table.is_circuit_open();
+            let limit = items_table.concurrency_limit().limit() as u64;
+            let pending = items_table.pending_calls();
             drop(processor);
+            chaos.downstream.demand(pending, sampled.elapsed());
+            sampled = Instant::now();
             if open && !was_open {
                 chaos.circuit_openings.fetch_add(1, Ordering::Relaxed);
             }
             was_open = open;
+            if let Ok(mut limits) = chaos.limits.lock() {
+                limits.0 += limit;
+                limits.1 += 1;
+            }
             tokio::time::sleep(Duration::from_millis(5)).await;
         }
     });
@@ -824,7 +946,7 @@ pub async fn run(
     println!(
         "chaos soak: {} requests, maximum concurrency {}, function timeout {} s, visibility \
          timeout {} s; kills {}/invocation + {}/kill point; duplicates {}; AWS faults {}; \
-         S3 cuts {}; downstream C={} R={}/s",
+         S3 cuts {}; downstream C={} R={}/s, {} ({}); panics {}",
         burst.imports,
         burst.maximum_concurrency,
         pipeline.function_timeout.as_secs_f64(),
@@ -835,7 +957,18 @@ pub async fn run(
         k.fault_rate,
         k.cut_rate,
         k.capacity,
-        k.rate
+        k.rate,
+        if k.latency.is_zero() {
+            "the items table".to_owned()
+        } else {
+            format!("a fake partner API taking {} ms", k.latency.as_millis())
+        },
+        if k.adaptive {
+            "adaptive concurrency limit"
+        } else {
+            "fixed concurrency limit"
+        },
+        k.panic_rate,
     );
     let started = std::time::Instant::now();
     let (accepted, replays) = demo::fire(pipeline, &requests, &samples, burst).await?;
@@ -1037,6 +1170,17 @@ async fn check(
     let faults = Chaos::snapshot(&chaos.faults);
     let parked = chaos.parked.lock().map(|p| p.clone()).unwrap_or_default();
     let seconds = drained_in.as_secs_f64();
+    let mean_limit = chaos
+        .limits
+        .lock()
+        .map(|l| {
+            if l.1 > 0 {
+                l.0 as f64 / l.1 as f64
+            } else {
+                0.0
+            }
+        })
+        .unwrap_or(0.0);
     let summary = json!({
         "requests": burst.imports,
         "maximum_concurrency": burst.maximum_concurrency,
@@ -1081,6 +1225,7 @@ async fn check(
             "bound_requests_per_second": g.bound,
             "goodput_saturated_requests_per_second": g.saturated,
             "saturated_seconds": g.saturated_seconds,
+            "throttling_seconds": g.throttling_seconds,
             "goodput_fraction": fraction,
             "steady_requests_per_second": g.steady,
         },
@@ -1105,6 +1250,19 @@ async fn check(
             .collect::<Vec<_>>(),
         "check_passed": problems.is_empty(),
     });
+    let mut summary = summary;
+    let limit_mode = if chaos.knobs.adaptive {
+        "adaptive"
+    } else {
+        "fixed"
+    };
+    summary["knobs"]["panic_rate"] = json!(chaos.knobs.panic_rate);
+    summary["knobs"]["downstream_latency_ms"] = json!(chaos.knobs.latency.as_millis() as u64);
+    summary["concurrency_limit"] = json!(limit_mode);
+    summary["mean_concurrency_limit"] = json!(mean_limit);
+    summary["environments_started"] = json!(chaos.environments.load(Ordering::Relaxed));
+    summary["panics"] = json!(chaos.panics.load(Ordering::Relaxed));
+    summary["records_panicked"] = json!(stats.count(RecordStatus::Panicked));
     let mut table = Table::new();
     table
         .load_style(UTF8_FULL)
@@ -1163,7 +1321,7 @@ async fn check(
         ("mean write latency", format!("{:.1} ms", g.mean_latency_ms)),
         ("bound min(R, C/latency)", format!("{:.0} req/s", g.bound)),
         (
-            "goodput while saturated",
+            "goodput while saturated (callers keep >= bound x latency calls pending)",
             format!(
                 "{} req/s over {} s = {}",
                 g.saturated.map_or("-".into(), |s| format!("{s:.0}")),
@@ -1171,6 +1329,7 @@ async fn check(
                 pct(fraction)
             ),
         ),
+        ("seconds with throttling", g.throttling_seconds.to_string()),
         (
             "goodput, middle 80% of writing",
             format!("{:.0} req/s", g.steady),
@@ -1203,6 +1362,21 @@ async fn check(
             "circuit openings (items table)",
             chaos.circuit_openings.load(Ordering::Relaxed).to_string(),
         ),
+        (
+            "items-table concurrency limit per environment (mean of samples)",
+            format!(
+                "{limit_mode} {mean_limit:.1} over {} environments started",
+                chaos.environments.load(Ordering::Relaxed)
+            ),
+        ),
+        (
+            "panics injected / records reported panicked",
+            format!(
+                "{} / {}",
+                chaos.panics.load(Ordering::Relaxed),
+                stats.count(RecordStatus::Panicked)
+            ),
+        ),
         ("kills", format!("{kills:?}")),
         (
             "duplicate deliveries",
@@ -1233,6 +1407,9 @@ mod tests {
             capacity,
             rate,
             visibility_timeout: Duration::from_secs(10),
+            panic_rate: 0.0,
+            adaptive: true,
+            latency: Duration::ZERO,
         }
     }
 
@@ -1272,7 +1449,7 @@ mod tests {
             results
                 .iter()
                 .filter_map(|r| r.as_ref().err())
-                .all(|e| matches!(e, WriteError::Unavailable(_)))
+                .all(|e| matches!(e, WriteError::Throttled(_)))
         );
         let goodput = chaos.downstream.goodput();
         assert_eq!(goodput.peak, 3);

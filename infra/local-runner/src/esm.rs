@@ -12,10 +12,15 @@
 //!   Without it, any successful response acknowledges the whole batch.
 //! - **Acknowledging**: acknowledged messages are deleted in batches of 10; failed ones are left
 //!   to reappear after their visibility timeout (or the delay the function set).
+//! - **Backing off after function errors**: Lambda scales an SQS mapping down while the function
+//!   fails. Here the slot of an invocation that failed as a whole (an error, a crash, a time-out)
+//!   stays taken for a delay that doubles with each consecutive failed invocation, from
+//!   [`ERROR_BACKOFF_BASE`] up to [`ERROR_BACKOFF_MAX`], and a successful invocation resets it.
+//!   AWS does not publish its exact schedule; this one is a model of it.
 
 use std::collections::HashSet;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsEvent;
@@ -23,6 +28,19 @@ use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, Message, MessageSystemA
 use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+
+/// The first delay before a slot polls again after a failed invocation.
+pub const ERROR_BACKOFF_BASE: Duration = Duration::from_secs(1);
+/// The longest delay before a slot polls again after failed invocations.
+pub const ERROR_BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// How long the slot of a failed invocation waits, after `consecutive` failed invocations in a
+/// row (from 1).
+pub fn error_backoff(consecutive: u32) -> Duration {
+    ERROR_BACKOFF_BASE
+        .saturating_mul(1 << consecutive.saturating_sub(1).min(16))
+        .min(ERROR_BACKOFF_MAX)
+}
 
 /// The event source mapping's settings (the template's SQS event and function timeout).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,6 +172,8 @@ pub struct EventSourceMapping<F> {
     settings: MappingSettings,
     function: Arc<F>,
     chaos: MappingChaos,
+    /// Invocations failed as a whole in a row.
+    failing: AtomicU32,
 }
 
 impl<F: Function> EventSourceMapping<F> {
@@ -172,6 +192,7 @@ impl<F: Function> EventSourceMapping<F> {
             settings,
             function: Arc::new(function),
             chaos: MappingChaos::default(),
+            failing: AtomicU32::new(0),
         }
     }
 
@@ -240,7 +261,15 @@ impl<F: Function> EventSourceMapping<F> {
         let reports = reports.clone();
         tokio::spawn(async move {
             let report = mapping.invoke(batch).await;
+            let failed = matches!(&report.disposition, Disposition::FailBatch(_))
+                && report.acknowledged == 0;
             let _ = reports.send(report);
+            if failed {
+                let consecutive = mapping.failing.fetch_add(1, Ordering::Relaxed) + 1;
+                tokio::time::sleep(error_backoff(consecutive)).await;
+            } else {
+                mapping.failing.store(0, Ordering::Relaxed);
+            }
             drop(slot);
         });
     }
@@ -474,6 +503,13 @@ mod tests {
             disposition(&Invocation::TimedOut, &ids(), false),
             Disposition::FailBatch(_)
         ));
+    }
+
+    #[test]
+    fn after_failed_invocations_a_slot_waits_longer_up_to_a_cap() {
+        let delays: Vec<u64> = (1..=7).map(|n| error_backoff(n).as_secs()).collect();
+        assert_eq!(delays, [1, 2, 4, 8, 16, 30, 30]);
+        assert_eq!(error_backoff(u32::MAX), ERROR_BACKOFF_MAX);
     }
 
     #[test]

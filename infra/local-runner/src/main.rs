@@ -66,7 +66,7 @@ enum Command {
     /// checked and measured, the report written as JSON.
     Chaos {
         /// Import requests in the burst (2% poison, 10% client retries).
-        #[arg(long, default_value_t = 1000)]
+        #[arg(long, default_value_t = 10_000)]
         imports: usize,
         /// Rows per small file.
         #[arg(long, default_value_t = 10)]
@@ -103,6 +103,17 @@ enum Command {
         /// back after it.
         #[arg(long, default_value_t = 10, value_name = "SECONDS")]
         visibility_timeout: u64,
+        /// The downstream's service time per request in ms: a fake partner API (rows counted in
+        /// memory). 0 writes to the items table in the emulator instead.
+        #[arg(long, default_value_t = 20, value_name = "MS")]
+        downstream_latency: u64,
+        /// Share of item writes that panic.
+        #[arg(long, default_value_t = 0.0)]
+        panic_rate: f64,
+        /// How each execution environment limits its concurrent item writes: `adaptive` (AIMD
+        /// on throttling) or `fixed` (the configuration's bound).
+        #[arg(long, default_value = "adaptive", value_parser = ["adaptive", "fixed"])]
+        concurrency_limit: String,
         /// Give up after this many seconds.
         #[arg(long, default_value_t = 3600)]
         timeout: u64,
@@ -183,6 +194,9 @@ async fn main() -> anyhow::Result<()> {
             capacity,
             rate,
             visibility_timeout,
+            downstream_latency,
+            panic_rate,
+            concurrency_limit,
             timeout,
             report,
         } => {
@@ -192,6 +206,7 @@ async fn main() -> anyhow::Result<()> {
                 ("duplicate rate", duplicate_rate),
                 ("fault rate", fault_rate),
                 ("cut rate", cut_rate),
+                ("panic rate", panic_rate),
             ] {
                 anyhow::ensure!(
                     (0.0..=1.0).contains(&value),
@@ -212,6 +227,9 @@ async fn main() -> anyhow::Result<()> {
                 capacity,
                 rate,
                 visibility_timeout: Duration::from_secs(visibility_timeout),
+                panic_rate,
+                adaptive: concurrency_limit == "adaptive",
+                latency: Duration::from_millis(downstream_latency),
             }));
             options.chaos = Some(std::sync::Arc::clone(&chaos));
             let pipeline = Pipeline::start(&template, &stack, &options).await?;
