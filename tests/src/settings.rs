@@ -1,13 +1,20 @@
 //! One source of truth per setting: the code holds every default; a function's environment in
-//! `template.yaml` holds only what a deployment decides (resource names, values derived from
-//! the template's own parameters), names only variables the code reads, and is a configuration
-//! the code starts with.
+//! `template.yaml` holds what a deployment decides (resource names, values derived from the
+//! template's own parameters, a deliberate override), never a value the code already defaults
+//! to, names only variables the code reads, and is a configuration the code starts with.
 
 use std::collections::BTreeSet;
 
 use local_runner::template::reference;
 use queue_worker::Env;
 use serde_yaml_ng::Value;
+
+/// Variables the library reads outside a configuration struct (the trust store, the log
+/// filter): any function may set them, and no default of theirs lives in a struct.
+const LIBRARY: [&[&str]; 2] = [
+    &[queue_worker::aws::CA_BUNDLE_VARIABLE],
+    queue_worker::telemetry::VARIABLES,
+];
 
 /// The environment variables a function's code reads, by the `Binary` it is built from.
 pub fn variables_read_by(binary: &str) -> Option<BTreeSet<&'static str>> {
@@ -21,17 +28,25 @@ pub fn variables_read_by(binary: &str) -> Option<BTreeSet<&'static str>> {
         ],
         _ => return None,
     };
-    Some(lists.into_iter().flatten().copied().collect())
+    Some(
+        lists
+            .into_iter()
+            .chain(LIBRARY)
+            .flatten()
+            .copied()
+            .collect(),
+    )
 }
 
-/// Reads the configuration of `binary` from `env` as its `main` does; the error as text.
-fn start(binary: &str, env: &Env) -> Result<(), String> {
+/// Reads the configuration of `binary` from `env` as its `main` does: the configuration as
+/// text (to compare two), or the error as text.
+fn start(binary: &str, env: &Env) -> Result<String, String> {
     match binary {
         "import-producer" => import_producer::ProducerConfig::from_env(env)
-            .map(drop)
+            .map(|config| format!("{config:?}"))
             .map_err(|e| e.to_string()),
         "import-processor" => import_processor::ProcessorConfig::from_env(env)
-            .map(drop)
+            .map(|config| format!("{config:?}"))
             .map_err(|e| e.to_string()),
         _ => Err(format!("unknown binary {binary:?}")),
     }
@@ -84,21 +99,36 @@ pub fn environment_violations(
                 "{name}: the template sets {key} but the code never reads it"
             ));
         }
-        if !matches!(value, Value::Tagged(_) | Value::Mapping(_)) {
-            found.push(format!(
-                "{name}: the template sets {key} to a literal; the code's default is the one \
-                 source of truth (delete it, or derive it from a parameter)"
-            ));
-        }
         match deployed_value(template, value) {
             Ok(value) => env.push((key.to_owned(), value)),
             Err(reason) => found.push(format!("{name}: {key}: {reason}")),
         }
     }
-    if let Err(error) = start(binary, &Env::from_pairs(env)) {
-        found.push(format!(
-            "{name}: the code cannot start with the template's environment: {error}"
-        ));
+    let started = match start(binary, &Env::from_pairs(env.clone())) {
+        Ok(config) => config,
+        Err(error) => {
+            found.push(format!(
+                "{name}: the code cannot start with the template's environment: {error}"
+            ));
+            return found;
+        }
+    };
+    // A literal the code would take anyway is a second source of truth for its default.
+    for (key, value) in variables.as_mapping().into_iter().flatten() {
+        let Some(key) = key.as_str() else {
+            continue;
+        };
+        if matches!(value, Value::Tagged(_) | Value::Mapping(_)) || LIBRARY.concat().contains(&key)
+        {
+            continue;
+        }
+        let without = env.iter().filter(|(k, _)| k != key).cloned();
+        if start(binary, &Env::from_pairs(without)).as_ref() == Ok(&started) {
+            found.push(format!(
+                "{name}: the template sets {key} to the code's default; the code is the one \
+                 source of truth for it (delete the line)"
+            ));
+        }
     }
     found
 }

@@ -4,7 +4,9 @@
 //! under the chunk's key (`{import id}#{chunk}`), releases the claim on failure, sends the
 //! continuation and completes the claim. What is left here is the import:
 //!
-//! 1. the job is checked (schema version, object key): a bad one fails the import;
+//! 1. the job is checked (schema version, object key): a bad one fails the import. This runs
+//!    under the claim, so a copy of a job already done is a duplicate, and a different job
+//!    under a used key is a `payload_mismatch`, before anything is checked or marked;
 //! 2. a redelivery or a continuation reads the import record first (one `GetItem`): a chunk an
 //!    earlier delivery committed is not redone, only its continuation re-sent;
 //! 3. rows are read from the checkpoint's offset on and written, a few requests in flight
@@ -19,7 +21,9 @@
 //!    its own claim collapses copies).
 //!
 //! A worker killed before 4 leaves nothing recorded: the chunk comes back and is redone from the
-//! same offset. Killed after 4, the redelivered chunk finds it committed (step 2).
+//! same offset. Killed after 4, the redelivered chunk finds it committed (step 2). Every request
+//! here is bounded by the invocation's time: the read by its stop time, the commit and marking
+//! an import failed by its finishing time; a commit that runs out of time keeps the claim.
 
 use std::num::NonZeroUsize;
 use std::time::SystemTime;
@@ -28,7 +32,7 @@ use imports::{
     ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION, ObjectKey,
     StoreError, Transition,
 };
-use queue_worker::batch::RecordError;
+use queue_worker::batch::{Invocation, RecordError};
 use queue_worker::protection::Dependency;
 use queue_worker::worker::{Done, Run, Worker};
 use tokio::time::timeout_at;
@@ -45,7 +49,7 @@ pub const DEFAULT_WRITES_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(2).expect("
 
 /// What an import wrote, over all its chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Counts {
+pub(crate) struct Counts {
     /// Valid rows written.
     pub written: u64,
     /// Rows rejected by validation.
@@ -112,20 +116,24 @@ where
 
     /// Checks what the queue is not trusted with: the body's schema version and the object
     /// key. A bad job fails its import.
-    async fn admit(&self, job: &ImportJob) -> Result<ObjectKey, RecordError> {
+    async fn admit(
+        &self,
+        job: &ImportJob,
+        invocation: &Invocation,
+    ) -> Result<ObjectKey, RecordError> {
         if job.schema_version != JOB_SCHEMA_VERSION {
             let reason = format!(
                 "job schema version {} is not {JOB_SCHEMA_VERSION}",
                 job.schema_version
             );
-            self.fail(job.import_id, &reason).await?;
+            self.fail(job.import_id, &reason, invocation).await?;
             return Err(ImportFailure::UnsupportedSchema.error(reason));
         }
         match ObjectKey::parse(&job.object_key, &self.upload_prefix) {
             Ok(key) => Ok(key),
             Err(e) => {
                 let reason = format!("objectKey {e}");
-                self.fail(job.import_id, &reason).await?;
+                self.fail(job.import_id, &reason, invocation).await?;
                 Err(ImportFailure::UnsafeObjectKey.error(reason))
             }
         }
@@ -133,16 +141,23 @@ where
 
     /// Records a permanent failure on the import. If that fails, the job is retried instead of
     /// parked, so the failure is not lost.
-    async fn fail(&self, import_id: ImportId, reason: &str) -> Result<(), RecordError> {
-        match self
+    async fn fail(
+        &self,
+        import_id: ImportId,
+        reason: &str,
+        invocation: &Invocation,
+    ) -> Result<(), RecordError> {
+        let marked = self
             .imports
-            .mark_failed(import_id, reason, SystemTime::now())
-            .await
-        {
-            Ok(_) => Ok(()),
-            Err(e) => {
+            .mark_failed(import_id, reason, SystemTime::now());
+        match timeout_at(invocation.finish_instant(), marked).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(e)) => {
                 Err(RecordError::retryable("could not record the import as failed").with_source(e))
             }
+            Err(_) => Err(RecordError::retryable(
+                "the invocation ended before the import was recorded as failed",
+            )),
         }
     }
 }
@@ -156,16 +171,20 @@ where
     type Job = ImportJob;
 
     async fn run(&self, job: &ImportJob, run: &Run<'_>) -> Result<Done<ImportJob>, RecordError> {
-        let key = self.admit(job).await?;
+        let key = self.admit(job, run.invocation).await?;
         // A redelivery, or a continuation (which may be a second copy), may find its chunk
         // committed by an earlier delivery that died before completing its claim: one read
         // tells, so the chunk's writes are not redone (a redo could also overwrite a later
         // chunk's newer value of a repeated SKU).
         if job.chunk() > 0 || run.receive_count > 1 {
-            let stored = self
-                .imports
-                .progress(job.import_id)
+            let read = self.imports.progress(job.import_id);
+            let stored = timeout_at(run.invocation.stop_instant(), read)
                 .await
+                .map_err(|_| {
+                    RecordError::retryable(
+                        "the invocation ended before the import's progress was read",
+                    )
+                })?
                 .map_err(|e| {
                     RecordError::retryable("could not read the import's progress").with_source(e)
                 })?
@@ -182,7 +201,7 @@ where
             Ok(outcome) => outcome,
             Err(error) => {
                 if let RecordError::Permanent { reason, .. } = &error {
-                    self.fail(job.import_id, reason).await?;
+                    self.fail(job.import_id, reason, run.invocation).await?;
                 }
                 return Err(error);
             }

@@ -1,8 +1,8 @@
-//! AWS SDK configuration and clients.
+//! AWS SDK configuration.
 //!
-//! Build [`AwsClients`] once per execution environment (in `main`, before the runtime loop) and
-//! share it: SDK clients hold connection pools and credential caches that are expensive to
-//! rebuild per invocation.
+//! Load it once per execution environment ([`load_sdk_config`], in `main`, before the runtime
+//! loop) and build the clients from it once: SDK clients hold connection pools and credential
+//! caches that are expensive to rebuild per invocation.
 //!
 //! Endpoints are not configured here on purpose: the SDK reads `AWS_ENDPOINT_URL` and the
 //! per-service `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_S3`

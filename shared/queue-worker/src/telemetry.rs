@@ -18,6 +18,10 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+/// The environment variable this module reads besides the ones Lambda sets itself
+/// (`AWS_LAMBDA_LOG_LEVEL`, `AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_FUNCTION_NAME`).
+pub const VARIABLES: &[&str] = &["RUST_LOG"];
+
 /// Installs the global tracing subscriber. Call once, first thing in `main`.
 pub fn init() {
     init_with_default_level("info");

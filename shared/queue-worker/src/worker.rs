@@ -16,7 +16,9 @@
 //! in between leaves the claim to expire and the job to come back: its worker must be able to
 //! tell that its work is already done (see the example's chunk commit). The finishing steps
 //! (continuation, completion, release) give up at [`Invocation::finish_instant`], so an
-//! invocation never times out as a whole.
+//! invocation never times out as a whole; a worker that fails after that instant (it ran out of
+//! time recording its work) keeps its claim until the lease ends, since its work may be
+//! recorded.
 
 use std::time::SystemTime;
 
@@ -181,6 +183,7 @@ where
                 return Err(error);
             }
         };
+        let settling = tokio::time::Instant::now();
         let mut result = serde_json::json!({ "ack": ack_name(done.ack) });
         if let Some(next) = &done.next {
             let trace = message
@@ -210,12 +213,23 @@ where
             }
             Err(_) => tracing::warn!("work done, but no time was left to complete its claim"),
         }
+        // What settling costs (continuation and completion), against the margin it may use.
+        tracing::debug!(
+            settle_ms = u64::try_from(settling.elapsed().as_millis()).unwrap_or(u64::MAX),
+            "job settled"
+        );
         Ok(done.ack)
     }
 
-    /// Releases `claim` so the next delivery can proceed at once; failing that (or out of
-    /// time), the claim expires with its lease.
+    /// Releases `claim` so the next delivery can proceed at once; failing that, the claim
+    /// expires with its lease. Past `finish_by` the claim is kept: a worker that ran out of time
+    /// while recording its work may have recorded it, and the claim keeps a second copy of the
+    /// job from redoing it before the lease ends.
     async fn release(&self, claim: &Claim, finish_by: tokio::time::Instant) {
+        if tokio::time::Instant::now() >= finish_by {
+            tracing::debug!("out of time: the claim is kept until its lease ends");
+            return;
+        }
         match timeout_at(finish_by, self.guard.release(claim)).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => tracing::warn!(

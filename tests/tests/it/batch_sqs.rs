@@ -112,12 +112,12 @@ async fn a_permanent_failure_is_parked_in_the_dlq_with_its_reason_and_leaves_the
     let dlq = TestQueue::create(&sqs, "park-dlq", &[]).await;
     sqs.send_message()
         .queue_url(&queue.url)
-        .message_body(r#"{"importId":"imp-7"}"#)
+        .message_body(r#"{"id":"job-7"}"#)
         .message_attributes(
-            "import_id",
+            "job_id",
             MessageAttributeValue::builder()
                 .data_type("String")
-                .string_value("imp-7")
+                .string_value("job-7")
                 .build()
                 .unwrap(),
         )
@@ -148,7 +148,7 @@ async fn a_permanent_failure_is_parked_in_the_dlq_with_its_reason_and_leaves_the
     let parked = dlq.receive_event(&sqs, 10, Duration::from_secs(1)).await;
     assert_eq!(parked.records.len(), 1);
     let parked = &parked.records[0];
-    assert_eq!(parked.body.as_deref(), Some(r#"{"importId":"imp-7"}"#));
+    assert_eq!(parked.body.as_deref(), Some(r#"{"id":"job-7"}"#));
     let attribute = |name: &str| {
         parked
             .message_attributes
@@ -176,8 +176,8 @@ async fn a_permanent_failure_is_parked_in_the_dlq_with_its_reason_and_leaves_the
         Some(queue.arn.clone())
     );
     assert_eq!(
-        attribute("import_id").as_deref(),
-        Some("imp-7"),
+        attribute("job_id").as_deref(),
+        Some("job-7"),
         "original attributes are kept"
     );
 }

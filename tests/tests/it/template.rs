@@ -174,7 +174,19 @@ fn a_default_repeated_in_the_template_is_caught() {
         t["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]["CIRCUIT_OPEN_SECONDS"] =
             yaml("30");
     });
-    assert_caught(&found, "sets CIRCUIT_OPEN_SECONDS to a literal");
+    assert_caught(&found, "sets CIRCUIT_OPEN_SECONDS to the code's default");
+}
+
+#[test]
+fn a_deliberate_override_and_the_librarys_own_variables_are_allowed() {
+    let found = mutated(|t| {
+        let variables =
+            &mut t["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"];
+        variables["CIRCUIT_OPEN_SECONDS"] = yaml("60");
+        variables["AWS_CA_BUNDLE"] = yaml("/var/task/ca.pem");
+        variables["RUST_LOG"] = yaml("info,aws_smithy_runtime=debug");
+    });
+    assert_eq!(found, Vec::<String>::new());
 }
 
 #[test]

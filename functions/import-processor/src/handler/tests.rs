@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
 use imports::{ImportFormat, ImportStatus};
@@ -99,9 +99,10 @@ struct Record {
     reason: Option<String>,
 }
 
-/// The imports table, with the DynamoDB store's conditions.
+/// The imports table, with the DynamoDB store's conditions; while `down`, marking an import
+/// failed fails.
 #[derive(Default)]
-struct Records(Mutex<HashMap<ImportId, Record>>);
+struct Records(Mutex<HashMap<ImportId, Record>>, AtomicBool);
 
 impl Records {
     fn queued(&self, id: ImportId) {
@@ -185,6 +186,9 @@ impl ImportResults for Records {
         reason: &str,
         _: SystemTime,
     ) -> Result<Transition, StoreError> {
+        if self.1.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the imports table is down".into()));
+        }
         let mut records = self.0.lock().unwrap();
         let Some(record) = records.get_mut(&id) else {
             return Ok(Transition::UnknownImport);
@@ -323,6 +327,25 @@ async fn a_bad_job_or_file_fails_its_import_with_the_reason_and_is_parked_with_i
         assert!(record.reason.is_some_and(|r| !r.is_empty()));
     }
     assert_eq!(worker.writer.requests.load(Ordering::SeqCst), 0);
+}
+
+#[tokio::test]
+async fn a_bad_file_whose_failure_cannot_be_recorded_is_retried_not_parked() {
+    let worker = worker(Items::default());
+    let missing = submit(&worker, "gone.csv", None);
+    worker.imports.1.store(true, Ordering::SeqCst);
+    let result = run(&worker, &missing, 1).await;
+    assert!(
+        matches!(result, Err(RecordError::Retryable { .. })),
+        "{result:?}"
+    );
+    worker.imports.1.store(false, Ordering::SeqCst);
+    let again = run(&worker, &missing, 2).await;
+    assert_eq!(class(&again), Some(ImportFailure::ObjectMissing.as_str()));
+    assert_eq!(
+        worker.imports.get(missing.import_id).status,
+        ImportStatus::Failed
+    );
 }
 
 #[tokio::test]

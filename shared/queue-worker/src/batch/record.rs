@@ -140,7 +140,14 @@ impl Invocation {
             .deadline
             .duration_since(self.stop_at)
             .unwrap_or_default();
-        self.stop_instant() + margin.mul_f64(0.75)
+        let finish_at = self
+            .deadline
+            .checked_sub(margin / 4)
+            .unwrap_or(self.stop_at);
+        tokio::time::Instant::now()
+            + finish_at
+                .duration_since(SystemTime::now())
+                .unwrap_or_default()
     }
 }
 

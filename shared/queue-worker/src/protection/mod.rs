@@ -242,11 +242,6 @@ impl Dependency {
         self
     }
 
-    /// The dependency's name.
-    pub fn name(&self) -> &'static str {
-        self.name
-    }
-
     /// Whether calls currently fail fast.
     pub fn is_circuit_open(&self) -> bool {
         self.breaker.is_open()

@@ -14,7 +14,7 @@ use crate::BoxError;
 use crate::idempotency::{GuardSettings, IdempotencyKey, InMemoryStore};
 
 /// A job whose `script` says what the worker does: `ok`, `duplicate`, `continue`, `retry`,
-/// `permanent`.
+/// `permanent`, `late` (fails after the invocation's finishing time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestJob {
@@ -57,6 +57,10 @@ impl Worker for Scripted {
             })),
             "retry" => Err(RecordError::retryable("the downstream is throttling")),
             "permanent" => Err(RecordError::permanent("bad_input", "the input is bad")),
+            "late" => {
+                tokio::time::sleep(Duration::from_secs(120)).await;
+                Err(RecordError::retryable("ran out of time recording the work"))
+            }
             other => panic!("unknown script {other}"),
         }
     }
@@ -306,4 +310,22 @@ async fn a_continuation_that_cannot_be_sent_is_retried_with_the_claim_released()
 
 fn message_of(job: &TestJob) -> SqsMessage {
     message(Some(&job.to_body()))
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_worker_failing_after_the_finishing_time_keeps_its_claim_until_the_lease_ends() {
+    let store = Arc::new(InMemoryStore::default());
+    let handler = handler(&store, Recorded::default());
+    let late = handler.handle(&job("a", "late"), &invocation()).await;
+    assert!(matches!(late, Err(RecordError::Retryable { .. })));
+    // Its work may be recorded: another copy waits for the lease instead of redoing it.
+    let copy = handler.handle(&job("a", "late"), &invocation()).await;
+    assert!(matches!(
+        copy,
+        Err(RecordError::Retryable {
+            retry_after: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(runs(&handler), 1);
 }
