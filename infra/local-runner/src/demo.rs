@@ -60,6 +60,29 @@ pub struct Burst {
     pub maximum_concurrency: usize,
 }
 
+impl Burst {
+    /// A burst of `imports` requests as the demo and the chaos soak send them: every 10th
+    /// request a client retry, every 50th import a poison file, 32 requests in flight.
+    pub fn new(
+        imports: usize,
+        (rows, large_files, large_rows): (usize, usize, usize),
+        drain_timeout: Duration,
+        maximum_concurrency: usize,
+    ) -> Self {
+        Self {
+            imports,
+            rows,
+            large_files,
+            large_rows,
+            repeat_every: 10,
+            poison_every: 50,
+            concurrency: 32,
+            drain_timeout,
+            maximum_concurrency,
+        }
+    }
+}
+
 /// What a sample file is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Kind {

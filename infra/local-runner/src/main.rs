@@ -166,17 +166,12 @@ async fn main() -> anyhow::Result<()> {
                 .function_timeout
                 .get_or_insert(demo::FUNCTION_TIMEOUT);
             let pipeline = Pipeline::start(&template, &stack, &options).await?;
-            let burst = Burst {
+            let burst = Burst::new(
                 imports,
-                rows,
-                large_files,
-                large_rows,
-                repeat_every: 10,
-                poison_every: 50,
-                concurrency: 32,
-                drain_timeout: Duration::from_secs(timeout),
-                maximum_concurrency: pipeline.maximum_concurrency,
-            };
+                (rows, large_files, large_rows),
+                Duration::from_secs(timeout),
+                pipeline.maximum_concurrency,
+            );
             let outcome = demo::run(&pipeline, burst, report.as_deref()).await;
             pipeline.stop().await;
             outcome?;
@@ -233,17 +228,12 @@ async fn main() -> anyhow::Result<()> {
             }));
             options.chaos = Some(std::sync::Arc::clone(&chaos));
             let pipeline = Pipeline::start(&template, &stack, &options).await?;
-            let burst = Burst {
+            let burst = Burst::new(
                 imports,
-                rows,
-                large_files,
-                large_rows,
-                repeat_every: 10,
-                poison_every: 50,
-                concurrency: 32,
-                drain_timeout: Duration::from_secs(timeout),
-                maximum_concurrency: pipeline.maximum_concurrency,
-            };
+                (rows, large_files, large_rows),
+                Duration::from_secs(timeout),
+                pipeline.maximum_concurrency,
+            );
             let outcome = chaos::run(&pipeline, &chaos, burst, &report).await;
             pipeline.stop().await;
             outcome?;
