@@ -73,8 +73,10 @@ pub struct Knobs {
     /// Share of invocations killed at a random time (half within 300 ms of the start, half
     /// anywhere up to the function timeout).
     pub kill_rate: f64,
-    /// Chance, at each kill point a call passes (claim, item write, commit, complete), that the
-    /// invocation is killed there.
+    /// Share of invocations killed at a kill point, chosen at random among [`KILL_POINTS`]: at
+    /// the first record reaching it (at an item write: after ~50 writes on average). One
+    /// decision per invocation, as a crash is on Lambda, so that large chunks, which pass many
+    /// points, are not singled out.
     pub kill_point_rate: f64,
     /// Share of received messages also handed to a second, concurrent invocation.
     pub duplicate_rate: f64,
@@ -162,14 +164,15 @@ impl Chaos {
         hit
     }
 
-    /// At a kill point: maybe kills the current invocation here (never returns then).
+    /// At a kill point: kills the current invocation here if it was chosen to die here (never
+    /// returns then).
     async fn kill_point(&self, point: &'static str) {
-        if self.knobs.kill_point_rate <= 0.0 || fastrand::f64() >= self.knobs.kill_point_rate {
-            return;
-        }
         let Ok(switch) = KILL.try_with(Arc::clone) else {
             return;
         };
+        if switch.target != Some(point) || (point == ITEM_WRITE && fastrand::f64() >= 0.02) {
+            return;
+        }
         if !switch.fired.swap(true, Ordering::SeqCst) {
             if let Ok(mut at) = switch.point.lock() {
                 *at = Some(point);
@@ -196,8 +199,21 @@ tokio::task_local! {
     static KILL: Arc<KillSwitch>;
 }
 
+/// Where an invocation can be killed: before the claim, at an item write, between the last write
+/// and the chunk's commit, between the commit and the claim's completion.
+pub const KILL_POINTS: [&str; 4] = [
+    "before the claim",
+    ITEM_WRITE,
+    "after the writes, before the commit",
+    "after the commit, before complete",
+];
+
+const ITEM_WRITE: &str = "at an item write";
+
 #[derive(Default)]
 struct KillSwitch {
+    /// The kill point this invocation dies at, if any.
+    target: Option<&'static str>,
     notify: tokio::sync::Notify,
     fired: AtomicBool,
     point: Mutex<Option<&'static str>>,
@@ -219,8 +235,13 @@ pub struct ChaosFunction {
 
 impl Function for ChaosFunction {
     async fn invoke(&self, event: SqsEvent, deadline: SystemTime) -> Result<Value, String> {
-        let switch = Arc::new(KillSwitch::default());
         let knobs = self.chaos.knobs;
+        let target = (knobs.kill_point_rate > 0.0 && fastrand::f64() < knobs.kill_point_rate)
+            .then(|| KILL_POINTS[fastrand::usize(..KILL_POINTS.len())]);
+        let switch = Arc::new(KillSwitch {
+            target,
+            ..KillSwitch::default()
+        });
         let timer = (knobs.kill_rate > 0.0 && fastrand::f64() < knobs.kill_rate).then(|| {
             let window = if fastrand::bool() {
                 Duration::from_millis(300)
@@ -665,7 +686,7 @@ pub struct CapacityWriter<W> {
 
 impl<W: ItemWriter> ItemWriter for CapacityWriter<W> {
     async fn write(&self, import_id: ImportId, rows: &[Row]) -> Result<(), WriteError> {
-        self.chaos.kill_point("at an item write").await;
+        self.chaos.kill_point(ITEM_WRITE).await;
         let panic_rate = self.chaos.knobs.panic_rate;
         if panic_rate > 0.0 && fastrand::f64() < panic_rate {
             self.chaos.panics.fetch_add(1, Ordering::Relaxed);

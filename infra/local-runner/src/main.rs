@@ -80,9 +80,9 @@ enum Command {
         /// Share of invocations killed at a random time.
         #[arg(long, default_value_t = 0.03)]
         kill_rate: f64,
-        /// Chance of a kill at each kill point a call passes (claim, item write, commit,
-        /// complete).
-        #[arg(long, default_value_t = 0.002)]
+        /// Share of invocations killed at a kill point (claim, item write, commit, complete),
+        /// one chosen at random.
+        #[arg(long, default_value_t = 0.03)]
         kill_point_rate: f64,
         /// Share of received messages also delivered to a second, concurrent invocation.
         #[arg(long, default_value_t = 0.05)]
