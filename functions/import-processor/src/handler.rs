@@ -64,8 +64,9 @@ pub(crate) struct Counts {
 ///   permanent (the import is marked `FAILED` with the reason and the job is parked).
 /// - Throttling, timeouts, a table or bucket that is down, an open circuit: retryable (the
 ///   chunk comes back after its backoff and is redone).
-/// - Out of this invocation's time: the rows written so far are checkpointed and the next chunk
-///   is the continuation; a chunk that could not write anything is retried.
+/// - Out of this invocation's time, or a retryable failure after some rows were written (a cut
+///   stream, a write that used up its attempts): the rows written so far are checkpointed and
+///   the next chunk is the continuation; a chunk that could not write anything is retried.
 /// - A chunk an earlier delivery committed: a duplicate, nothing written.
 pub struct ImportWorker<O, W, R> {
     source: O,
@@ -255,7 +256,7 @@ pub(crate) fn settle(
                     rows_written = next.rows_written,
                     rows_rejected = next.rows_rejected,
                     chunk,
-                    "out of time: import checkpointed, continuing in the next chunk"
+                    "import checkpointed, continuing in the next chunk"
                 );
                 Ok(Done::processed().then(job.continued(next.clone())))
             }

@@ -20,7 +20,7 @@ use crate::source::{ObjectSource, ReadFrom, SourceError};
 pub(super) enum ChunkOutcome {
     /// The object is done.
     Done(Counts),
-    /// Time ran out after some progress: continue from here.
+    /// Time ran out, or a retryable failure struck, after some progress: continue from here.
     Stopped(Checkpoint),
     /// Time ran out before anything could be written or counted.
     NoProgress,
@@ -93,11 +93,22 @@ where
         let mut in_flight = FuturesOrdered::new();
         let mut skus_in_flight: HashMap<String, usize> = HashMap::new();
         let mut pending = Unit::starting();
+        // The whole object was read.
         let mut finished = false;
+        // The units in flight all precede the point where the chunk ended, so they may count.
+        let mut drain = false;
+        // A retryable failure that ended the chunk early (a cut stream, a write that used up
+        // its attempts): like the stop time, it ends the chunk with what was written kept.
+        let mut failure = None;
         'read: loop {
             let before = rows.position();
             let next = match timeout_at(stop, rows.next()).await {
-                Ok(next) => next.map_err(file_error)?,
+                Ok(Ok(next)) => next,
+                Ok(Err(e)) => {
+                    failure = Some(unless_permanent(file_error(e))?);
+                    drain = true;
+                    break 'read;
+                }
                 Err(_) => break 'read,
             };
             let row = match next {
@@ -131,7 +142,12 @@ where
                         .any(|r| skus_in_flight.contains_key(&r.sku))
                 {
                     match timeout_at(stop, in_flight.next()).await {
-                        Ok(Some(written)) => done.commit(written?, &mut skus_in_flight),
+                        Ok(Some(Ok(unit))) => done.commit(unit, &mut skus_in_flight),
+                        // The units behind a failed one must not count: the chunk ends here.
+                        Ok(Some(Err(e))) => {
+                            failure = Some(unless_permanent(e)?);
+                            break 'read;
+                        }
                         Ok(None) => break,
                         Err(_) => break 'read,
                     }
@@ -143,21 +159,32 @@ where
             }
             match row {
                 Some(row) => pending.rows.push(row),
-                None => break 'read,
+                None => {
+                    drain = true;
+                    break 'read;
+                }
             }
         }
-        while finished {
+        let mut all_written = false;
+        while drain {
             match timeout_at(stop, in_flight.next()).await {
-                Ok(Some(written)) => done.commit(written?, &mut skus_in_flight),
-                Ok(None) => break,
-                Err(_) => finished = false,
+                Ok(Some(Ok(unit))) => done.commit(unit, &mut skus_in_flight),
+                Ok(Some(Err(e))) => {
+                    failure = Some(unless_permanent(e)?);
+                    drain = false;
+                }
+                Ok(None) => {
+                    all_written = true;
+                    drain = false;
+                }
+                Err(_) => drain = false,
             }
         }
         // Writes still in flight are dropped: what they wrote is not counted, and the next
         // chunk writes those rows again.
         drop(in_flight);
 
-        if finished {
+        if finished && all_written && failure.is_none() {
             let rejected = done.rejections.count();
             if done.written == 0 && rejected > 0 {
                 let summary = done.rejections.summary().unwrap_or_default();
@@ -170,7 +197,16 @@ where
             }));
         }
         if done.position == start {
-            return Ok(ChunkOutcome::NoProgress);
+            return match failure {
+                Some(error) => Err(error),
+                None => Ok(ChunkOutcome::NoProgress),
+            };
+        }
+        if let Some(error) = &failure {
+            tracing::warn!(
+                error = %error,
+                "the chunk ended early on a retryable failure; what it wrote is checkpointed"
+            );
         }
         Ok(ChunkOutcome::Stopped(Checkpoint {
             chunk: job.chunk() + 1,
@@ -248,6 +284,15 @@ impl Written {
         self.written += unit.rows.len() as u64;
         self.rejections.extend(unit.rejections);
         self.position = unit.end;
+    }
+}
+
+/// A permanent failure ends the chunk as it is (`Err`); a retryable one is kept (`Ok`) to end
+/// the chunk with its progress checkpointed.
+fn unless_permanent(error: RecordError) -> Result<RecordError, RecordError> {
+    match error {
+        RecordError::Permanent { .. } => Err(error),
+        retryable => Ok(retryable),
     }
 }
 

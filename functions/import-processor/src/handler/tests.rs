@@ -11,7 +11,7 @@ use imports::{ImportFormat, ImportStatus};
 use queue_worker::Env;
 use queue_worker::batch::{Ack, Invocation};
 use queue_worker::protection::DependencySettings;
-use tokio::io::BufReader;
+use tokio::io::{AsyncReadExt, BufReader};
 
 use super::*;
 use crate::items::WriteError;
@@ -19,9 +19,25 @@ use crate::rows::Row;
 use crate::source::{Opened, ReadFrom, SourceError};
 use imports::Checkpoint;
 
-/// Objects by key, each with its ETag.
+/// Objects by key, each with its ETag; `cut` cuts the next stream opened after that many bytes.
 #[derive(Default)]
-struct Objects(Mutex<HashMap<String, (Vec<u8>, String)>>);
+struct Objects(
+    Mutex<HashMap<String, (Vec<u8>, String)>>,
+    Mutex<Option<usize>>,
+);
+
+/// A stream that was cut: every read fails.
+struct Cut;
+
+impl tokio::io::AsyncRead for Cut {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+        _: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        std::task::Poll::Ready(Err(std::io::ErrorKind::ConnectionReset.into()))
+    }
+}
 
 impl Objects {
     fn put(&self, key: &str, contents: &str, etag: &str) {
@@ -54,29 +70,37 @@ impl ObjectSource for Objects {
             Some(from) => usize::try_from(from.offset).unwrap(),
             None => 0,
         };
+        let rest = bytes[offset..].to_vec();
+        let body: crate::source::ObjectBody = match self.1.lock().unwrap().take() {
+            Some(cut) => Box::new(BufReader::new(
+                std::io::Cursor::new(rest[..cut].to_vec()).chain(Cut),
+            )),
+            None => Box::new(BufReader::new(std::io::Cursor::new(rest))),
+        };
         Ok(Opened {
-            body: Box::new(BufReader::new(std::io::Cursor::new(
-                bytes[offset..].to_vec(),
-            ))),
+            body,
             etag: etag.clone(),
         })
     }
 }
 
 /// The items table: the last row per SKU, and how many requests it took. Each request takes
-/// `latency` of (paused) time; while `down`, every request fails as unavailable.
+/// `latency` of (paused) time; while `down`, or from request number `fails_from` on (counting
+/// from 0; 0 means never), every request fails as unavailable.
 #[derive(Default)]
 struct Items {
     rows: Mutex<HashMap<String, Row>>,
     requests: AtomicU32,
     latency: Duration,
     down: bool,
+    fails_from: AtomicU32,
 }
 
 impl ItemWriter for Items {
     async fn write(&self, _: ImportId, rows: &[Row]) -> Result<(), WriteError> {
-        self.requests.fetch_add(1, Ordering::SeqCst);
-        if self.down {
+        let request = self.requests.fetch_add(1, Ordering::SeqCst);
+        let fails_from = self.fails_from.load(Ordering::SeqCst);
+        if self.down || (fails_from > 0 && request >= fails_from) {
             return Err(WriteError::Unavailable("the table is down".into()));
         }
         tokio::time::sleep(self.latency).await;
@@ -441,6 +465,79 @@ async fn a_redelivered_chunk_that_was_committed_writes_nothing_and_resends_its_c
         requests,
         "nothing rewritten"
     );
+}
+
+/// Runs `job` and its continuations to the end, each chunk as a first delivery; returns the
+/// chunks it took.
+async fn run_to_the_end(worker: &Subject, job: &ImportJob) -> u32 {
+    let mut job = job.clone();
+    let mut chunks = 1;
+    while let Some(next) = run(worker, &job, 1).await.unwrap().next().cloned() {
+        job = next;
+        chunks += 1;
+        assert!(chunks < 50, "the import makes progress");
+    }
+    chunks
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_write_failing_mid_chunk_keeps_the_rows_written_before_it_and_continues() {
+    let worker = worker(Items::default());
+    // Requests 0 to 2 succeed, then the table fails every attempt of the 4th request.
+    worker.writer.fails_from.store(3, Ordering::SeqCst);
+    let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
+    let done = run(&worker, &job, 1).await.unwrap();
+    let next = done.next().cloned().expect("a continuation");
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(record.status, ImportStatus::Processing);
+    assert_eq!(next.resume.as_ref().unwrap().rows_written, 75, "3 requests");
+    assert_eq!(record.rows_written, 75);
+
+    worker.writer.fails_from.store(0, Ordering::SeqCst);
+    run_to_the_end(&worker, &next).await;
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(record.status, ImportStatus::Completed);
+    assert_eq!(record.rows_written, 200, "each row counted once");
+    assert_eq!(worker.writer.rows.lock().unwrap().len(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_mid_object_keeps_the_rows_written_before_it_and_continues() {
+    let worker = worker(Items::default());
+    let contents = csv(200, &["bad-1,,1,1.00"]);
+    let job = submit(&worker, "a.csv", Some(&contents));
+    *worker.source.1.lock().unwrap() = Some(contents.len() / 2);
+    let done = run(&worker, &job, 1).await.unwrap();
+    let next = done.next().cloned().expect("a continuation");
+    let written = next.resume.as_ref().unwrap().rows_written;
+    assert!(
+        (25..200).contains(&written),
+        "{written} rows before the cut"
+    );
+
+    run_to_the_end(&worker, &next).await;
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(record.status, ImportStatus::Completed);
+    assert_eq!((record.rows_written, record.rows_rejected), (200, 1));
+    assert_eq!(worker.writer.rows.lock().unwrap().len(), 200);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stream_cut_before_any_row_was_written_is_retried() {
+    let worker = worker(Items::default());
+    let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
+    *worker.source.1.lock().unwrap() = Some(10);
+    let result = run(&worker, &job, 1).await;
+    assert!(
+        matches!(result, Err(RecordError::Retryable { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Queued
+    );
+    assert_eq!(run_to_the_end(&worker, &job).await, 1);
+    assert_eq!(worker.imports.get(job.import_id).rows_written, 200);
 }
 
 #[tokio::test]
