@@ -62,11 +62,14 @@ pub(crate) struct Counts {
 ///
 /// - A bad schema version, an unsafe key, a missing, oversize, invalid or replaced file:
 ///   permanent (the import is marked `FAILED` with the reason and the job is parked).
-/// - Throttling, timeouts, a table or bucket that is down, an open circuit: retryable (the
-///   chunk comes back after its backoff and is redone).
+/// - Timeouts, a table or bucket that is down, an open circuit, before any row was written:
+///   retryable (the chunk comes back after its backoff, an open circuit's no sooner than its
+///   cool-down, and is redone).
 /// - Out of this invocation's time, or a retryable failure after some rows were written (a cut
-///   stream, a write that used up its attempts): the rows written so far are checkpointed and
-///   the next chunk is the continuation; a chunk that could not write anything is retried.
+///   stream, a write that used up its attempts, a circuit that opened): the rows written so far
+///   are checkpointed and the next chunk is the continuation, queued at once (a circuit still
+///   open fails it fast, and then it waits out the cool-down). Throttling slows the writes down
+///   and ends the chunk at its stop time the same way.
 /// - A chunk an earlier delivery committed: a duplicate, nothing written.
 pub struct ImportWorker<O, W, R> {
     source: O,

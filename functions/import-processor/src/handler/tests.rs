@@ -85,22 +85,22 @@ impl ObjectSource for Objects {
 }
 
 /// The items table: the last row per SKU, and how many requests it took. Each request takes
-/// `latency` of (paused) time; while `down`, or from request number `fails_from` on (counting
-/// from 0; 0 means never), every request fails as unavailable.
+/// `latency` of (paused) time; while `down`, every request fails as unavailable, and while
+/// `failing` names a SKU, every request holding it does.
 #[derive(Default)]
 struct Items {
     rows: Mutex<HashMap<String, Row>>,
     requests: AtomicU32,
     latency: Duration,
     down: bool,
-    fails_from: AtomicU32,
+    failing: Mutex<Option<String>>,
 }
 
 impl ItemWriter for Items {
     async fn write(&self, _: ImportId, rows: &[Row]) -> Result<(), WriteError> {
-        let request = self.requests.fetch_add(1, Ordering::SeqCst);
-        let fails_from = self.fails_from.load(Ordering::SeqCst);
-        if self.down || (fails_from > 0 && request >= fails_from) {
+        self.requests.fetch_add(1, Ordering::SeqCst);
+        let failing = self.failing.lock().unwrap().clone();
+        if self.down || rows.iter().any(|row| Some(&row.sku) == failing.as_ref()) {
             return Err(WriteError::Unavailable("the table is down".into()));
         }
         tokio::time::sleep(self.latency).await;
@@ -483,8 +483,9 @@ async fn run_to_the_end(worker: &Subject, job: &ImportJob) -> u32 {
 #[tokio::test(start_paused = true)]
 async fn a_write_failing_mid_chunk_keeps_the_rows_written_before_it_and_continues() {
     let worker = worker(Items::default());
-    // Requests 0 to 2 succeed, then the table fails every attempt of the 4th request.
-    worker.writer.fails_from.store(3, Ordering::SeqCst);
+    // The 4th request (rows 75 to 99) fails every attempt; the one in flight beside it, and
+    // any after it, succeed but must not count.
+    *worker.writer.failing.lock().unwrap() = Some("sku-80".into());
     let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
     let done = run(&worker, &job, 1).await.unwrap();
     let next = done.next().cloned().expect("a continuation");
@@ -492,8 +493,12 @@ async fn a_write_failing_mid_chunk_keeps_the_rows_written_before_it_and_continue
     assert_eq!(record.status, ImportStatus::Processing);
     assert_eq!(next.resume.as_ref().unwrap().rows_written, 75, "3 requests");
     assert_eq!(record.rows_written, 75);
+    assert!(
+        worker.writer.rows.lock().unwrap().contains_key("sku-100"),
+        "a later request went through"
+    );
 
-    worker.writer.fails_from.store(0, Ordering::SeqCst);
+    *worker.writer.failing.lock().unwrap() = None;
     run_to_the_end(&worker, &next).await;
     let record = worker.imports.get(job.import_id);
     assert_eq!(record.status, ImportStatus::Completed);
@@ -504,16 +509,17 @@ async fn a_write_failing_mid_chunk_keeps_the_rows_written_before_it_and_continue
 #[tokio::test(start_paused = true)]
 async fn a_stream_cut_mid_object_keeps_the_rows_written_before_it_and_continues() {
     let worker = worker(Items::default());
-    let contents = csv(200, &["bad-1,,1,1.00"]);
+    // A rejected row among the first 100, then a cut before row 110: the two requests in
+    // flight at the cut (rows 50 to 99) finish and count, the rows read after them do not.
+    let mut contents = csv(200, &[]);
+    let row_90 = contents.find("sku-90,").unwrap();
+    contents.insert_str(row_90, "bad-1,,1,1.00\n");
     let job = submit(&worker, "a.csv", Some(&contents));
-    *worker.source.1.lock().unwrap() = Some(contents.len() / 2);
+    *worker.source.1.lock().unwrap() = Some(contents.find("sku-110,").unwrap());
     let done = run(&worker, &job, 1).await.unwrap();
     let next = done.next().cloned().expect("a continuation");
-    let written = next.resume.as_ref().unwrap().rows_written;
-    assert!(
-        (25..200).contains(&written),
-        "{written} rows before the cut"
-    );
+    let resume = next.resume.as_ref().unwrap();
+    assert_eq!((resume.rows_written, resume.rows_rejected), (100, 1));
 
     run_to_the_end(&worker, &next).await;
     let record = worker.imports.get(job.import_id);
@@ -525,8 +531,10 @@ async fn a_stream_cut_mid_object_keeps_the_rows_written_before_it_and_continues(
 #[tokio::test(start_paused = true)]
 async fn a_stream_cut_before_any_row_was_written_is_retried() {
     let worker = worker(Items::default());
-    let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
-    *worker.source.1.lock().unwrap() = Some(10);
+    let contents = csv(200, &[]);
+    let job = submit(&worker, "a.csv", Some(&contents));
+    // After the header and a few rows: fewer than one request's worth.
+    *worker.source.1.lock().unwrap() = Some(contents.find("sku-10,").unwrap());
     let result = run(&worker, &job, 1).await;
     assert!(
         matches!(result, Err(RecordError::Retryable { .. })),
