@@ -32,10 +32,13 @@ import copy
 import heapq
 import itertools
 
+import moto
+
 from moto.core.utils import unix_time, unix_time_millis
 from moto.sqs.exceptions import InvalidParameterValue, ReceiptHandleIsInvalid
 from moto.sqs.models import Queue, SQSBackend, _filter_message_attributes
 
+MOTO_VERSION = "5.2.5"
 READY, IN_FLIGHT, DELAYED = "ready", "in_flight", "delayed"
 
 # A message's arrival in its queue: moto's list order, which receives follow.
@@ -180,6 +183,12 @@ def install():
     """Patches moto's SQS classes (once); serve.py calls it before serving."""
     if getattr(Queue, "_sqs_fast_installed", False):
         return
+    # The index follows moto's private state (`_messages`, `pending_messages`, the receipt
+    # handles): check it again before moving to another moto.
+    if moto.__version__ != MOTO_VERSION:
+        raise RuntimeError(
+            f"sqs_fast.py is written for moto {MOTO_VERSION}, this is moto {moto.__version__}"
+        )
     Queue._sqs_fast_installed = True
 
     receive_message = SQSBackend.receive_message
