@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Response, StatusCode};
@@ -93,7 +93,13 @@ impl MemoryQueue {
 }
 
 impl JobQueue<ImportJob> for MemoryQueue {
-    async fn send(&self, job: &ImportJob, trace: Option<&str>) -> Result<(), BoxError> {
+    async fn send_after(
+        &self,
+        job: &ImportJob,
+        delay: Duration,
+        trace: Option<&str>,
+    ) -> Result<(), BoxError> {
+        assert_eq!(delay, Duration::ZERO, "the producer sends jobs for now");
         if self.down.load(Ordering::SeqCst) {
             return Err("queue down".into());
         }

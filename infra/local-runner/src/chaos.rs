@@ -536,11 +536,16 @@ pub struct ChaosJobs<Q> {
 }
 
 impl<Q: JobQueue<ImportJob>> JobQueue<ImportJob> for ChaosJobs<Q> {
-    async fn send(&self, job: &ImportJob, trace_context: Option<&str>) -> Result<(), BoxError> {
+    async fn send_after(
+        &self,
+        job: &ImportJob,
+        delay: Duration,
+        trace_context: Option<&str>,
+    ) -> Result<(), BoxError> {
         if self.chaos.fault("sqs.send_continuation") {
             return Err(injected("SQS SendMessage (continuation)"));
         }
-        self.inner.send(job, trace_context).await
+        self.inner.send_after(job, delay, trace_context).await
     }
 }
 

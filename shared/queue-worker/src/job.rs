@@ -6,6 +6,7 @@
 //! attributes in [`attributes`] that let operators inspect and route a job without parsing it.
 
 use std::sync::LazyLock;
+use std::time::Duration;
 
 use aws_config::SdkConfig;
 use aws_sdk_sqs::types::{
@@ -49,14 +50,28 @@ pub mod attributes {
     pub const TRACE_CONTEXT: &str = "trace_context";
 }
 
+/// The longest delay SQS holds a message back: 15 minutes.
+pub const MAX_DELAY: Duration = Duration::from_secs(900);
+
 /// Where jobs are put: by the producer, and by a worker for a job's continuation.
 pub trait JobQueue<J>: Send + Sync {
-    /// Sends `job`; `trace_context` is the X-Ray trace header of the request, if any.
+    /// Sends `job`, to be delivered no sooner than `delay` from now (at most [`MAX_DELAY`]);
+    /// `trace_context` is the X-Ray trace header of the request, if any.
+    fn send_after(
+        &self,
+        job: &J,
+        delay: Duration,
+        trace_context: Option<&str>,
+    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+
+    /// Sends `job` for delivery now.
     fn send(
         &self,
         job: &J,
         trace_context: Option<&str>,
-    ) -> impl Future<Output = Result<(), BoxError>> + Send;
+    ) -> impl Future<Output = Result<(), BoxError>> + Send {
+        self.send_after(job, Duration::ZERO, trace_context)
+    }
 }
 
 /// A [`JobQueue`] on SQS, for any [`Job`]. Needs `sqs:SendMessage` on the queue (and
@@ -96,7 +111,13 @@ fn attribute(data_type: &str, value: String) -> Result<MessageAttributeValue, Bo
 }
 
 impl<J: Job> JobQueue<J> for SqsJobQueue {
-    async fn send(&self, job: &J, trace_context: Option<&str>) -> Result<(), BoxError> {
+    /// A FIFO queue takes no per-message delay: there the job is sent at once.
+    async fn send_after(
+        &self,
+        job: &J,
+        delay: Duration,
+        trace_context: Option<&str>,
+    ) -> Result<(), BoxError> {
         let id = job.id();
         let mut send = self
             .client
@@ -128,6 +149,10 @@ impl<J: Job> JobQueue<J> for SqsJobQueue {
             send = send
                 .message_group_id(id)
                 .message_deduplication_id(job.idempotency_key().as_str());
+        } else if !delay.is_zero() {
+            // Whole seconds, rounded up so a short delay is not lost.
+            let seconds = delay.min(MAX_DELAY).as_secs_f64().ceil() as i32;
+            send = send.delay_seconds(seconds);
         }
         send.send().await?;
         Ok(())

@@ -12,7 +12,8 @@
 //! | `InProgress` | retried no earlier than the holder's lease ends |
 //! | `PayloadMismatch` | parked as [`JobFailure::PayloadMismatch`] |
 //!
-//! A continuation ([`Done::then`]) is sent before the claim is completed, so a worker that dies
+//! A continuation ([`Done::then`], or [`Done::then_after`] to hold it back a while) is sent
+//! before the claim is completed, so a worker that dies
 //! in between leaves the claim to expire and the job to come back: its worker must be able to
 //! tell that its work is already done (see the example's chunk commit). The finishing steps
 //! (continuation, completion, release) give up at [`Invocation::finish_instant`], so an
@@ -20,7 +21,7 @@
 //! time recording its work) keeps its claim until the lease ends, since its work may be
 //! recorded.
 
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsMessage;
 use tokio::time::timeout_at;
@@ -98,6 +99,7 @@ pub struct Run<'a> {
 pub struct Done<J> {
     ack: Ack,
     next: Option<J>,
+    delay: Duration,
 }
 
 impl<J> Done<J> {
@@ -106,6 +108,7 @@ impl<J> Done<J> {
         Self {
             ack: Ack::Processed,
             next: None,
+            delay: Duration::ZERO,
         }
     }
 
@@ -114,13 +117,22 @@ impl<J> Done<J> {
         Self {
             ack: Ack::Duplicate,
             next: None,
+            delay: Duration::ZERO,
         }
     }
 
     /// Also queue `next`, the job that continues this one, before completing the claim.
     pub fn then(self, next: J) -> Self {
+        self.then_after(next, Duration::ZERO)
+    }
+
+    /// Also queue `next`, to be delivered no sooner than `delay` from now (SQS holds a message
+    /// back at most [`MAX_DELAY`](crate::job::MAX_DELAY)): a continuation that waits out a
+    /// struggling dependency without using up a receive.
+    pub fn then_after(self, next: J, delay: Duration) -> Self {
         Self {
             next: Some(next),
+            delay,
             ..self
         }
     }
@@ -133,6 +145,11 @@ impl<J> Done<J> {
     /// The continuation, if any.
     pub fn next(&self) -> Option<&J> {
         self.next.as_ref()
+    }
+
+    /// How long the continuation is held back (zero without one).
+    pub fn delay(&self) -> Duration {
+        self.delay
     }
 }
 
@@ -191,7 +208,8 @@ where
                 .get(attributes::TRACE_CONTEXT)
                 .and_then(|a| a.string_value.as_deref());
             // The work is recorded: the redelivery finds it done and sends the continuation.
-            match timeout_at(finish_by, self.continuations.send(next, trace)).await {
+            let send = self.continuations.send_after(next, done.delay, trace);
+            match timeout_at(finish_by, send).await {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
                     self.release(&claim, finish_by).await;

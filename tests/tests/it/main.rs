@@ -8,6 +8,7 @@ mod batch_sqs;
 mod esm;
 mod guard_dynamodb;
 mod guard_memory;
+mod job_queue;
 mod layout;
 mod ops;
 mod processor;

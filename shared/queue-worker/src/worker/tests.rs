@@ -13,8 +13,9 @@ use super::*;
 use crate::BoxError;
 use crate::idempotency::{GuardSettings, IdempotencyKey, InMemoryStore};
 
-/// A job whose `script` says what the worker does: `ok`, `duplicate`, `continue`, `retry`,
-/// `permanent`, `late` (fails after the invocation's finishing time).
+/// A job whose `script` says what the worker does: `ok`, `duplicate`, `continue`, `wait`
+/// (continues in 30 s), `retry`, `permanent`, `late` (fails after the invocation's finishing
+/// time).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct TestJob {
@@ -55,6 +56,14 @@ impl Worker for Scripted {
                 script: "ok".into(),
                 ..job.clone()
             })),
+            "wait" => Ok(Done::processed().then_after(
+                TestJob {
+                    part: job.part + 1,
+                    script: "ok".into(),
+                    ..job.clone()
+                },
+                Duration::from_secs(30),
+            )),
             "retry" => Err(RecordError::retryable("the downstream is throttling")),
             "permanent" => Err(RecordError::permanent("bad_input", "the input is bad")),
             "late" => {
@@ -69,19 +78,24 @@ impl Worker for Scripted {
 /// Records what is sent; fails every send while `down`.
 #[derive(Default)]
 struct Recorded {
-    sent: Mutex<Vec<(TestJob, Option<String>)>>,
+    sent: Mutex<Vec<(TestJob, Duration, Option<String>)>>,
     down: bool,
 }
 
 impl JobQueue<TestJob> for Recorded {
-    async fn send(&self, job: &TestJob, trace: Option<&str>) -> Result<(), BoxError> {
+    async fn send_after(
+        &self,
+        job: &TestJob,
+        delay: Duration,
+        trace: Option<&str>,
+    ) -> Result<(), BoxError> {
         if self.down {
             return Err("the queue is down".into());
         }
         self.sent
             .lock()
             .unwrap()
-            .push((job.clone(), trace.map(str::to_owned)));
+            .push((job.clone(), delay, trace.map(str::to_owned)));
         Ok(())
     }
 }
@@ -276,9 +290,12 @@ async fn a_continuation_is_sent_with_the_trace_context_before_the_claim_complete
     let result = handler.handle(&message, &invocation()).await;
     assert_eq!(result.unwrap(), Ack::Processed);
     let sent = handler.continuations.sent.lock().unwrap().clone();
-    let (next, trace) = sent.first().expect("the continuation was sent");
+    let (next, delay, trace) = sent.first().expect("the continuation was sent");
     assert_eq!(sent.len(), 1);
-    assert_eq!((next.part, trace.as_deref()), (1, Some("Root=1-abc")));
+    assert_eq!(
+        (next.part, *delay, trace.as_deref()),
+        (1, Duration::ZERO, Some("Root=1-abc"))
+    );
     // The first part is completed; the continuation has its own key.
     assert_eq!(
         handler.handle(&message, &invocation()).await.unwrap(),
@@ -288,6 +305,25 @@ async fn a_continuation_is_sent_with_the_trace_context_before_the_claim_complete
     assert_eq!(
         handler.handle(&continued, &invocation()).await.unwrap(),
         Ack::Processed
+    );
+}
+
+#[tokio::test]
+async fn a_held_back_continuation_is_sent_with_its_delay_and_the_job_acknowledged() {
+    let store = Arc::new(InMemoryStore::default());
+    let handler = handler(&store, Recorded::default());
+    let message = job("a", "wait");
+    assert_eq!(
+        handler.handle(&message, &invocation()).await.unwrap(),
+        Ack::Processed
+    );
+    let sent = handler.continuations.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    let (next, delay, _) = &sent[0];
+    assert_eq!((next.part, *delay), (1, Duration::from_secs(30)));
+    assert_eq!(
+        handler.handle(&message, &invocation()).await.unwrap(),
+        Ack::Duplicate
     );
 }
 

@@ -1,0 +1,77 @@
+//! `SqsJobQueue` against real SQS semantics (the emulator): a job sent for now is received with
+//! its attributes, a held-back one is delayed by SQS and not received before its time.
+
+use std::time::Duration;
+
+use aws_sdk_sqs::types::QueueAttributeName;
+use harness::{TestQueue, sdk_config};
+use queue_worker::idempotency::IdempotencyKey;
+use queue_worker::job::{Job, JobQueue, MAX_DELAY, SqsJobQueue, attributes};
+use serde::{Deserialize, Serialize};
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+struct Note {
+    id: String,
+}
+
+impl Job for Note {
+    const SCHEMA_VERSION: u32 = 3;
+
+    fn id(&self) -> String {
+        self.id.clone()
+    }
+
+    fn idempotency_key(&self) -> IdempotencyKey {
+        IdempotencyKey::parse(self.id.clone()).unwrap()
+    }
+}
+
+/// The queue's (visible, delayed) counts.
+async fn counts(sqs: &aws_sdk_sqs::Client, queue: &TestQueue) -> (u64, u64) {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(&queue.url)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+        .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
+        .send()
+        .await
+        .unwrap()
+        .attributes
+        .unwrap_or_default();
+    let count = |name| attributes.get(&name).map_or(0, |v| v.parse().unwrap());
+    (
+        count(QueueAttributeName::ApproximateNumberOfMessages),
+        count(QueueAttributeName::ApproximateNumberOfMessagesDelayed),
+    )
+}
+
+#[tokio::test]
+async fn a_held_back_job_is_delayed_by_sqs_and_one_for_now_is_received_with_its_attributes() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queue = TestQueue::create(&sqs, "job-queue", &[]).await;
+    let jobs = SqsJobQueue::new(sqs.clone(), &queue.url);
+    let later = Note { id: "later".into() };
+    // Longer than SQS allows: held back the longest it can, not refused.
+    jobs.send_after(&later, MAX_DELAY * 4, None).await.unwrap();
+    assert_eq!(counts(&sqs, &queue).await, (0, 1));
+    let event = queue.receive_event(&sqs, 10, Duration::ZERO).await;
+    assert!(event.records.is_empty(), "a delayed job was received");
+
+    let now = Note { id: "now".into() };
+    jobs.send(&now, Some("Root=1-abc")).await.unwrap();
+    assert_eq!(counts(&sqs, &queue).await.0, 1);
+    let event = queue.receive_event(&sqs, 10, Duration::ZERO).await;
+    assert_eq!(event.records.len(), 1);
+    let record = &event.records[0];
+    let body: Note = serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
+    assert_eq!(body, now);
+    let attribute = |name: &str| {
+        record.message_attributes[name]
+            .string_value
+            .clone()
+            .unwrap_or_default()
+    };
+    assert_eq!(attribute(attributes::JOB_ID), "now");
+    assert_eq!(attribute(attributes::SCHEMA_VERSION), "3");
+    assert_eq!(attribute(attributes::TRACE_CONTEXT), "Root=1-abc");
+}
