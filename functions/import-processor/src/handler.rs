@@ -20,13 +20,20 @@
 //!    continuation from the committed checkpoint (the same job whichever delivery sends it, so
 //!    its own claim collapses copies).
 //!
+//! A chunk whose whole work time passes without a row written (a dependency so slow or throttled
+//! that nothing completes) is not a failure of the job: it records an empty chunk (a checkpoint
+//! at the same place, counting the stall) and continues after a delay that doubles with each
+//! stall in a row ([`stall_delay`]), without using up a receive. After [`MAX_STALLS`] in a row,
+//! it is retried as a failure instead, so an import that can never progress ends in the
+//! dead-letter queue rather than looping.
+//!
 //! A worker killed before 4 leaves nothing recorded: the chunk comes back and is redone from the
 //! same offset. Killed after 4, the redelivered chunk finds it committed (step 2). Every request
 //! here is bounded by the invocation's time: the read by its stop time, the commit and marking
 //! an import failed by its finishing time; a commit that runs out of time keeps the claim.
 
 use std::num::NonZeroUsize;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use imports::{
     ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION, ObjectKey,
@@ -46,6 +53,24 @@ mod chunk;
 
 /// Item writes one job keeps in flight by default (`ITEM_WRITES_IN_FLIGHT`).
 pub const DEFAULT_WRITES_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(2).expect("2 > 0");
+
+/// Chunks in a row that may end without progress and still continue; the next stall is retried
+/// as a failure (and uses up a receive).
+pub const MAX_STALLS: u32 = 8;
+
+/// The delay before the chunk after the `stalls`-th stall in a row: 30 s doubling, at most
+/// SQS's 15 minutes, drawn between half of that and all of it so stalled imports do not all
+/// come back at once. With [`MAX_STALLS`], an import waits out a stalled dependency for about
+/// half an hour to an hour before its receives are used.
+pub fn stall_delay(stalls: u32) -> Duration {
+    if stalls == 0 {
+        return Duration::ZERO;
+    }
+    let full = Duration::from_secs(30)
+        .saturating_mul(1 << stalls.min(6).saturating_sub(1))
+        .min(queue_worker::job::MAX_DELAY);
+    full / 2 + full.mul_f64(fastrand::f64() / 2.0)
+}
 
 /// What an import wrote, over all its chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -216,6 +241,11 @@ where
                 rows_rejected: counts.rejected,
                 summary: counts.summary.as_deref(),
             },
+            ChunkOutcome::Stopped(next) if next.stalls > MAX_STALLS => {
+                return Err(RecordError::retryable(
+                    "the import made no progress in too many invocations in a row",
+                ));
+            }
             ChunkOutcome::Stopped(next) => ChunkEnd::Continued { next },
             ChunkOutcome::NoProgress => {
                 return Err(RecordError::retryable(
@@ -254,6 +284,14 @@ pub(crate) fn settle(
                 tracing::info!(rows_written, rows_rejected, chunk, "import completed");
                 Ok(Done::processed())
             }
+            Some(ChunkEnd::Continued { next }) if next.stalls > 0 => {
+                tracing::warn!(
+                    stalls = next.stalls,
+                    chunk,
+                    "import made no progress in this invocation's work time, continuing later"
+                );
+                Ok(continuation(Done::processed(), job, next.clone()))
+            }
             Some(ChunkEnd::Continued { next }) => {
                 tracing::info!(
                     rows_written = next.rows_written,
@@ -261,7 +299,7 @@ pub(crate) fn settle(
                     chunk,
                     "import checkpointed, continuing in the next chunk"
                 );
-                Ok(Done::processed().then(job.continued(next.clone())))
+                Ok(continuation(Done::processed(), job, next.clone()))
             }
             // Only a commit applies a change; a read never does.
             None => Ok(Done::duplicate()),
@@ -275,7 +313,7 @@ pub(crate) fn settle(
             status: ImportStatus::Processing,
             chunks,
             checkpoint: Some(checkpoint),
-        }) if chunks == chunk + 1 => Ok(Done::duplicate().then(job.continued(*checkpoint))),
+        }) if chunks == chunk + 1 => Ok(continuation(Done::duplicate(), job, *checkpoint)),
         Ok(Transition::Superseded { status, chunks, .. })
             if chunks > chunk || status == ImportStatus::Failed =>
         {
@@ -293,6 +331,16 @@ pub(crate) fn settle(
             Err(RecordError::retryable("could not record the import's progress").with_source(e))
         }
     }
+}
+
+/// `done`, continued from `checkpoint`: held back by [`stall_delay`] if the chunk stalled.
+fn continuation(
+    done: Done<ImportJob>,
+    job: &ImportJob,
+    checkpoint: imports::Checkpoint,
+) -> Done<ImportJob> {
+    let delay = stall_delay(checkpoint.stalls);
+    done.then_after(job.continued(checkpoint), delay)
 }
 
 #[cfg(test)]

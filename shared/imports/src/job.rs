@@ -56,12 +56,31 @@ pub struct Checkpoint {
     /// [`Checkpoint::MAX_EXAMPLES`], for the import's summary.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rejected_examples: Vec<String>,
+    /// How many chunks in a row, up to the one that ended here, made no progress (0 once one
+    /// does): a stalled import waits longer before each try, and is retried as a failure after
+    /// too many.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub stalls: u32,
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 impl Checkpoint {
     /// The most rejected-row examples kept across chunks: the summary stays bounded however
     /// many chunks an import takes.
     pub const MAX_EXAMPLES: usize = 5;
+
+    /// The checkpoint of the chunk after this one when that chunk made no progress: the same
+    /// place, one more stall.
+    pub fn stalled(&self) -> Self {
+        Self {
+            chunk: self.chunk + 1,
+            stalls: self.stalls + 1,
+            ..self.clone()
+        }
+    }
 }
 
 impl ImportJob {
@@ -147,6 +166,7 @@ mod tests {
             rows_written: 38,
             rows_rejected: 1,
             rejected_examples: vec!["line 7: bad".into()],
+            stalls: 0,
         });
         assert_eq!(first.chunk(), 0);
         assert_eq!(next.chunk(), 2);
@@ -154,6 +174,15 @@ mod tests {
         assert_eq!(next.idempotency_key().as_str(), format!("{id}#2"));
         let parsed: ImportJob = serde_json::from_str(&next.to_body()).unwrap();
         assert_eq!(parsed, next);
+        // A checkpoint without stalls says nothing of them, so bodies stay as they were.
+        assert!(!next.to_body().contains("stalls"));
+        let stalled = next.resume.as_ref().unwrap().stalled();
+        assert_eq!(
+            (stalled.chunk, stalled.stalls, stalled.offset),
+            (3, 1, 1024)
+        );
+        let parsed: ImportJob = serde_json::from_str(&next.continued(stalled).to_body()).unwrap();
+        assert_eq!(parsed.resume.unwrap().stalls, 1);
     }
 
     #[test]

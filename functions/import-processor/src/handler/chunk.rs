@@ -21,8 +21,9 @@ pub(super) enum ChunkOutcome {
     /// The object is done.
     Done(Counts),
     /// Time ran out, or a retryable failure struck, after some progress: continue from here.
+    /// Also when time ran out with no progress (the checkpoint counts the stall).
     Stopped(Checkpoint),
-    /// Time ran out before anything could be written or counted.
+    /// Time ran out on chunk 0 before the object was opened: there is no checkpoint yet.
     NoProgress,
 }
 
@@ -62,7 +63,9 @@ where
             etag: &r.etag,
         });
         let Ok(opened) = timeout_at(stop, self.source.open(key, from)).await else {
-            return Ok(ChunkOutcome::NoProgress);
+            return Ok(resume.map_or(ChunkOutcome::NoProgress, |r| {
+                ChunkOutcome::Stopped(r.stalled())
+            }));
         };
         let opened = opened.map_err(source_error)?;
         let mut rows = match resume {
@@ -196,17 +199,15 @@ where
                 summary: done.rejections.summary(),
             }));
         }
-        if done.position == start {
-            return match failure {
-                Some(error) => Err(error),
-                None => Ok(ChunkOutcome::NoProgress),
-            };
-        }
-        if let Some(error) = &failure {
-            tracing::warn!(
+        // No progress: a failure is retried; running out of time continues, counted as a stall.
+        let stalled = done.position == start;
+        match failure {
+            Some(error) if stalled => return Err(error),
+            Some(error) => tracing::warn!(
                 error = %error,
                 "the chunk ended early on a retryable failure; what it wrote is checkpointed"
-            );
+            ),
+            None => {}
         }
         Ok(ChunkOutcome::Stopped(Checkpoint {
             chunk: job.chunk() + 1,
@@ -217,6 +218,11 @@ where
             rows_written: done.written,
             rows_rejected: done.rejections.count(),
             rejected_examples: done.rejections.examples().to_vec(),
+            stalls: if stalled {
+                resume.map_or(0, |r| r.stalls) + 1
+            } else {
+                0
+            },
         }))
     }
 

@@ -430,18 +430,85 @@ async fn out_of_time_the_import_is_checkpointed_and_continued_until_it_completes
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_chunk_with_no_time_to_make_progress_is_retried_not_failed() {
-    let worker = slow_worker(10);
+async fn a_chunk_with_no_time_to_make_progress_continues_later_from_the_same_place() {
+    // Each request takes 4 s: an invocation with 5 s (2 s of work) writes nothing.
+    let worker = slow_worker(4);
     let job = submit(&worker, "a.csv", Some(&csv(10, &[])));
-    let result = run_within(&worker, &job, 1, 5).await;
+    let mut next = job.clone();
+    for stall in 1..=2 {
+        let done = run_within(&worker, &next, 1, 5).await.unwrap();
+        assert_eq!(done.ack(), Ack::Processed);
+        next = done.next().expect("a stalled chunk continues").clone();
+        let checkpoint = next.resume.clone().unwrap();
+        // The same place (after the header), one more stall, nothing counted.
+        assert_eq!((checkpoint.chunk, checkpoint.stalls), (stall, stall));
+        assert_eq!((checkpoint.offset, checkpoint.line), (24, 1));
+        assert_eq!((checkpoint.rows_written, checkpoint.rows_rejected), (0, 0));
+        // Held back: 30 s doubling, drawn between half of it and all of it.
+        let full = Duration::from_secs(30 << (stall - 1));
+        assert!(
+            (full / 2..=full).contains(&done.delay()),
+            "{:?}",
+            done.delay()
+        );
+        let record = worker.imports.get(job.import_id);
+        assert_eq!(
+            (record.status, record.chunks),
+            (ImportStatus::Processing, stall)
+        );
+    }
+    // With time to write, it completes exactly, and its next stall would count from zero.
+    loop {
+        let done = run_within(&worker, &next, 1, 60).await.unwrap();
+        match done.next() {
+            Some(more) => {
+                assert_eq!(more.resume.as_ref().unwrap().stalls, 0);
+                assert_eq!(done.delay(), Duration::ZERO);
+                next = more.clone();
+            }
+            None => break,
+        }
+    }
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(record.status, ImportStatus::Completed);
+    assert_eq!((record.rows_written, record.rows_rejected), (10, 0));
+    assert_eq!(worker.writer.rows.lock().unwrap().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_import_that_stalls_too_often_in_a_row_is_retried_as_a_failure() {
+    let worker = slow_worker(4);
+    let job = submit(&worker, "a.csv", Some(&csv(10, &[])));
+    let mut next = job.clone();
+    for _ in 0..MAX_STALLS {
+        let done = run_within(&worker, &next, 1, 5).await.unwrap();
+        next = done.next().expect("a stalled chunk continues").clone();
+    }
+    assert_eq!(next.resume.as_ref().unwrap().stalls, MAX_STALLS);
+    let result = run_within(&worker, &next, 1, 5).await;
     assert!(
-        matches!(result, Err(RecordError::Retryable { .. })),
+        matches!(&result, Err(RecordError::Retryable { reason, .. }) if reason.contains("no progress")),
         "{result:?}"
     );
+    // Nothing more is recorded, and the import is not failed: a later delivery may progress.
+    let record = worker.imports.get(job.import_id);
     assert_eq!(
-        worker.imports.get(job.import_id).status,
-        ImportStatus::Queued
+        (record.status, record.chunks),
+        (ImportStatus::Processing, MAX_STALLS)
     );
+    assert!(run_within(&worker, &next, 2, 60).await.is_ok());
+}
+
+#[test]
+fn the_stall_delay_doubles_from_30_seconds_up_to_sqs_s_15_minutes() {
+    assert_eq!(stall_delay(0), Duration::ZERO);
+    for (stalls, full) in [(1, 30), (2, 60), (5, 480), (6, 900), (MAX_STALLS, 900)] {
+        let full = Duration::from_secs(full);
+        for _ in 0..100 {
+            let delay = stall_delay(stalls);
+            assert!((full / 2..=full).contains(&delay), "{stalls}: {delay:?}");
+        }
+    }
 }
 
 #[tokio::test(start_paused = true)]
@@ -587,6 +654,7 @@ fn settle_maps_every_state_of_the_record_to_an_outcome() {
         rows_written: 4,
         rows_rejected: 0,
         rejected_examples: Vec::new(),
+        stalls: 0,
     };
     let second = job.continued(checkpoint(2));
     let superseded = |status, chunks, checkpoint: Option<Checkpoint>| {
