@@ -1240,6 +1240,7 @@ async fn check(
         "stray_rows": strays,
         "chunks": chunks,
         "continued_imports": continued,
+        "stalled_chunks": stats.stalls(),
         "downstream": {
             "capacity": chaos.knobs.capacity,
             "rate": chaos.knobs.rate,
@@ -1333,8 +1334,8 @@ async fn check(
             format!("{strays}; {poison_not_parked}"),
         ),
         (
-            "chunks (imports continued)",
-            format!("{chunks} ({continued})"),
+            "chunks (imports continued; chunks that stalled)",
+            format!("{chunks} ({continued}; {})", stats.stalls()),
         ),
         (
             "downstream peak concurrency (C)",

@@ -1,7 +1,7 @@
 //! The whole pipeline in one process: provisioned resources, the producer's router served over
 //! HTTP on 127.0.0.1, and the processor behind the emulated event source mapping.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -32,8 +32,9 @@ pub struct Stats {
     timed_out_invocations: AtomicU64,
     faults_injected: Arc<AtomicU64>,
     /// The continuation jobs delivered, as `(import id, chunk)`: each is one chunk that ran
-    /// out of time and continued, however often its job was delivered.
-    continuations: Mutex<HashSet<(String, u32)>>,
+    /// out of time and continued, however often its job was delivered; `true` if that chunk
+    /// stalled (continued with no progress).
+    continuations: Mutex<HashMap<(String, u32), bool>>,
 }
 
 impl Stats {
@@ -74,14 +75,24 @@ impl Stats {
             .map_or(0, |seen| seen.len() as u64)
     }
 
+    /// Of the [`continuations`](Self::continuations), those after a chunk that wrote nothing in
+    /// its work time (a stall, held back instead of retried).
+    pub fn stalls(&self) -> u64 {
+        self.continuations
+            .lock()
+            .map_or(0, |seen| seen.values().filter(|stalled| **stalled).count() as u64)
+    }
+
     /// Notes the continuation jobs among `event`'s records.
     fn observe(&self, event: &SqsEvent) {
         let continued = event
             .records
             .iter()
             .filter_map(|record| serde_json::from_str::<ImportJob>(record.body.as_deref()?).ok())
-            .filter(|job| job.resume.is_some())
-            .map(|job| (job.import_id.to_string(), job.chunk()));
+            .filter_map(|job| {
+                let stalled = job.resume.as_ref()?.stalls > 0;
+                Some(((job.import_id.to_string(), job.chunk()), stalled))
+            });
         if let Ok(mut seen) = self.continuations.lock() {
             seen.extend(continued);
         }
