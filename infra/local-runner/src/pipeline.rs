@@ -78,9 +78,9 @@ impl Stats {
     /// Of the [`continuations`](Self::continuations), those after a chunk that wrote nothing in
     /// its work time (a stall, held back instead of retried).
     pub fn stalls(&self) -> u64 {
-        self.continuations
-            .lock()
-            .map_or(0, |seen| seen.values().filter(|stalled| **stalled).count() as u64)
+        self.continuations.lock().map_or(0, |seen| {
+            seen.values().filter(|stalled| **stalled).count() as u64
+        })
     }
 
     /// Notes the continuation jobs among `event`'s records.
