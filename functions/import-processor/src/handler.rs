@@ -33,7 +33,7 @@
 //! an import failed by its finishing time; a commit that runs out of time keeps the claim.
 
 use std::num::NonZeroUsize;
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use imports::{
     ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION, ObjectKey,
@@ -47,30 +47,12 @@ use tokio::time::timeout_at;
 use crate::failure::ImportFailure;
 use crate::items::ItemWriter;
 use crate::source::ObjectSource;
-use chunk::ChunkOutcome;
+use chunk::{ChunkOutcome, MAX_STALLS, stall_delay};
 
 mod chunk;
 
 /// Item writes one job keeps in flight by default (`ITEM_WRITES_IN_FLIGHT`).
 pub const DEFAULT_WRITES_IN_FLIGHT: NonZeroUsize = NonZeroUsize::new(2).expect("2 > 0");
-
-/// Chunks in a row that may end without progress and still continue; the next stall is retried
-/// as a failure (and uses up a receive).
-pub const MAX_STALLS: u32 = 8;
-
-/// The delay before the chunk after the `stalls`-th stall in a row: 30 s doubling, at most
-/// SQS's 15 minutes, drawn between half of that and all of it so stalled imports do not all
-/// come back at once. With [`MAX_STALLS`], an import waits out a stalled dependency for about
-/// half an hour to an hour before its receives are used.
-pub fn stall_delay(stalls: u32) -> Duration {
-    if stalls == 0 {
-        return Duration::ZERO;
-    }
-    let full = Duration::from_secs(30)
-        .saturating_mul(1 << stalls.min(6).saturating_sub(1))
-        .min(queue_worker::job::MAX_DELAY);
-    full / 2 + full.mul_f64(fastrand::f64() / 2.0)
-}
 
 /// What an import wrote, over all its chunks.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -95,6 +77,9 @@ pub(crate) struct Counts {
 ///   are checkpointed and the next chunk is the continuation, queued at once (a circuit still
 ///   open fails it fast, and then it waits out the cool-down). Throttling slows the writes down
 ///   and ends the chunk at its stop time the same way.
+/// - Out of time with nothing written (a stall): the same place is checkpointed and the
+///   continuation held back (30 s doubling, at most 15 min), using no receive; the ninth stall
+///   in a row is retried instead.
 /// - A chunk an earlier delivery committed: a duplicate, nothing written.
 pub struct ImportWorker<O, W, R> {
     source: O,

@@ -2,6 +2,7 @@
 //! flight, until the object or the invocation's work time ends.
 
 use std::collections::HashMap;
+use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
@@ -15,6 +16,24 @@ use crate::failure::ImportFailure;
 use crate::items::{BATCH_SIZE, ItemWriter, WriteError};
 use crate::rows::{FileError, Position, Rejections, Row, RowReader};
 use crate::source::{ObjectSource, ReadFrom, SourceError};
+
+/// Chunks in a row that may end without progress and still continue; the next stall is retried
+/// as a failure (and uses up a receive).
+pub(crate) const MAX_STALLS: u32 = 8;
+
+/// The delay before the chunk after the `stalls`-th stall in a row: 30 s doubling, at most
+/// SQS's 15 minutes, drawn between half of that and all of it so stalled imports do not all
+/// come back at once. With [`MAX_STALLS`], an import waits out a stalled dependency for about
+/// half an hour to an hour before its receives are used.
+pub(crate) fn stall_delay(stalls: u32) -> Duration {
+    if stalls == 0 {
+        return Duration::ZERO;
+    }
+    let full = Duration::from_secs(30)
+        .saturating_mul(1 << stalls.min(6).saturating_sub(1))
+        .min(queue_worker::job::MAX_DELAY);
+    full / 2 + full.mul_f64(fastrand::f64() / 2.0)
+}
 
 /// How one chunk's work ended.
 pub(super) enum ChunkOutcome {
