@@ -26,8 +26,8 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, Select, WriteRequest};
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    ProcessorResources, TestQueue, acknowledge, create_bucket, create_idempotency_table,
-    create_imports_table, create_items_table, processor_config, s3_client, sdk_config,
+    TestQueue, acknowledge, create_bucket, create_idempotency_table, create_imports_table,
+    create_items_table, processor_config, s3_client, sdk_config,
 };
 use import_processor::{BATCH_SIZE, DynamoDbItems, Parts, Row};
 use imports::{
@@ -178,14 +178,14 @@ impl Bench {
 
         let in_flight = in_flight.to_string();
         let config = processor_config(
-            &ProcessorResources {
-                guard_table: &self.guard_table,
-                imports_table: &self.imports_table,
-                items_table: &items_table,
-                bucket: &self.bucket,
-                queue_url: &self.queue.url,
-                dlq_url: &self.dlq.url,
-            },
+            &[
+                ("IdempotencyTable", &self.guard_table),
+                ("ImportsTable", &self.imports_table),
+                ("ItemsTable", &items_table),
+                ("UploadBucket", &self.bucket),
+                ("JobQueue", &self.queue.url),
+                ("DeadLetterQueue", &self.dlq.url),
+            ],
             &[
                 ("IDEMPOTENCY_RETENTION_SECONDS", "3600"),
                 ("IDEMPOTENCY_LEASE_MARGIN_SECONDS", "10"),

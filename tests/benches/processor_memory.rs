@@ -10,8 +10,8 @@ use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    ProcessorResources, TestQueue, create_bucket, create_idempotency_table, create_imports_table,
-    create_items_table, processor_config, s3_client, sdk_config,
+    TestQueue, create_bucket, create_idempotency_table, create_imports_table, create_items_table,
+    processor_config, s3_client, sdk_config,
 };
 use import_processor::Parts;
 use imports::{
@@ -92,14 +92,14 @@ async fn main() {
     // The production processor, every seam its own.
     let processor = Parts::new(
         &processor_config(
-            &ProcessorResources {
-                guard_table: &guard_table,
-                imports_table: &imports_table,
-                items_table: &items_table,
-                bucket: &bucket,
-                queue_url: &queue.url,
-                dlq_url: &dlq.url,
-            },
+            &[
+                ("IdempotencyTable", &guard_table),
+                ("ImportsTable", &imports_table),
+                ("ItemsTable", &items_table),
+                ("UploadBucket", &bucket),
+                ("JobQueue", &queue.url),
+                ("DeadLetterQueue", &dlq.url),
+            ],
             &[
                 ("IDEMPOTENCY_RETENTION_SECONDS", "3600"),
                 ("IDEMPOTENCY_LEASE_MARGIN_SECONDS", "10"),

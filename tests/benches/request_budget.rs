@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    ProcessorResources, RequestCounter, TestQueue, create_bucket, create_idempotency_table,
-    create_imports_table, create_items_table, processor_config, s3_client, sdk_config,
+    RequestCounter, TestQueue, create_bucket, create_idempotency_table, create_imports_table,
+    create_items_table, processor_config, s3_client, sdk_config,
 };
 use import_processor::{DynamoDbItems, Parts, ProcessorConfig, ProductionProcessor};
 use imports::{
@@ -170,14 +170,14 @@ impl Bench {
         let queue = TestQueue::create(&sqs, "jobs", &[]).await;
         let dlq = TestQueue::create(&sqs, "dlq", &[]).await;
         let config = processor_config(
-            &ProcessorResources {
-                guard_table: &guard_table,
-                imports_table: &imports_table,
-                items_table: &items_table,
-                bucket: &bucket,
-                queue_url: &queue.url,
-                dlq_url: &dlq.url,
-            },
+            &[
+                ("IdempotencyTable", &guard_table),
+                ("ImportsTable", &imports_table),
+                ("ItemsTable", &items_table),
+                ("UploadBucket", &bucket),
+                ("JobQueue", &queue.url),
+                ("DeadLetterQueue", &dlq.url),
+            ],
             &[],
         );
         Self {

@@ -10,6 +10,8 @@
 //! Layout: this file holds endpoint checks, names and resource helpers; [`guard_suite`] is the
 //! behaviour suite of the idempotency guard, run against every store; [`template`] and
 //! [`profiles`] check the invariants of `template.yaml` and of the build profiles it uses;
+//! [`settings`] checks each function's environment against its code, and reads it to wire a
+//! test's processor as the template wires the deployed one ([`processor_config`]);
 //! [`TestQueue`] turns real SQS messages into the Lambda event the event source mapping would
 //! deliver.
 
@@ -31,6 +33,7 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use imports::import_attributes;
+use local_runner::template::reference;
 use queue_worker::idempotency::attributes;
 
 /// Loads the SDK configuration for the emulator, or panics with instructions when no local
@@ -138,39 +141,66 @@ pub async fn serve(router: axum::Router) -> String {
     format!("http://{address}")
 }
 
-/// The resources a test's processor works on.
-pub struct ProcessorResources<'a> {
-    /// The idempotency table.
-    pub guard_table: &'a str,
-    /// The imports table.
-    pub imports_table: &'a str,
-    /// The items table.
-    pub items_table: &'a str,
-    /// The upload bucket.
-    pub bucket: &'a str,
-    /// The job queue's URL.
-    pub queue_url: &'a str,
-    /// The dead-letter queue's URL.
-    pub dlq_url: &'a str,
-}
-
-/// The processor's configuration for a test's own resources, read as Lambda reads it
-/// (`ProcessorConfig::from_env`), so every setting not in `overrides` is the code's default.
-/// Objects must be under `uploads/`.
+/// The processor's configuration for a test's own resources, wired as `template.yaml` wires
+/// `ProcessorFunction` ([`settings::function_env`]): a variable that names a resource gets
+/// what `resources` gives for its logical id (a table's or bucket's name, a queue's URL), every
+/// other the template's value with the parameters' defaults; then `overrides`. Read as Lambda
+/// reads it (`ProcessorConfig::from_env`), so a setting neither sets is the code's default.
+/// Objects must be under the template's default `UploadPrefix` (`uploads/`).
+///
+/// # Panics
+/// When the environment names a resource `resources` lacks, or `resources` holds one it does
+/// not name.
 pub fn processor_config(
-    resources: &ProcessorResources<'_>,
+    resources: &[(&str, &str)],
     overrides: &[(&str, &str)],
 ) -> import_processor::ProcessorConfig {
-    let mut vars = vec![
-        ("IDEMPOTENCY_TABLE", resources.guard_table),
-        ("IMPORTS_TABLE", resources.imports_table),
-        ("ITEMS_TABLE", resources.items_table),
-        ("UPLOAD_BUCKET", resources.bucket),
-        ("UPLOAD_PREFIX", "uploads/"),
-        ("JOB_QUEUE_URL", resources.queue_url),
-        ("DEAD_LETTER_QUEUE_URL", resources.dlq_url),
-    ];
-    vars.extend_from_slice(overrides);
-    import_processor::ProcessorConfig::from_env(&queue_worker::Env::from_pairs(vars))
+    const FUNCTION: &str = "ProcessorFunction";
+    let mut unused: Vec<&str> = resources.iter().map(|(id, _)| *id).collect();
+    let mut env = settings::function_env(&template::load(), FUNCTION, |value| {
+        let id = reference(value)
+            .ok_or_else(|| format!("the harness supplies resources by !Ref only, not {value:?}"))?;
+        unused.retain(|unused| *unused != id);
+        resources
+            .iter()
+            .find(|(supplied, _)| *supplied == id)
+            .map(|(_, physical)| (*physical).to_owned())
+            .ok_or_else(|| format!("references {id}, which the test does not supply"))
+    });
+    assert!(
+        unused.is_empty(),
+        "{FUNCTION}'s environment names none of {unused:?}"
+    );
+    env.extend(
+        overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned())),
+    );
+    import_processor::ProcessorConfig::from_env(&queue_worker::Env::from_pairs(env))
         .expect("a valid test configuration")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[should_panic(expected = "which the test does not supply")]
+    fn a_resource_the_environment_names_but_the_test_does_not_supply_is_named() {
+        processor_config(&[], &[]);
+    }
+
+    #[test]
+    #[should_panic(expected = "NoSuchResource")]
+    fn a_supplied_resource_the_environment_does_not_name_is_refused() {
+        let template = template::load();
+        let mut resources: Vec<(&str, &str)> = template["Resources"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+            .filter_map(|(id, _)| Some((id.as_str()?, "stand-in")))
+            .collect();
+        resources.push(("NoSuchResource", "stand-in"));
+        processor_config(&resources, &[]);
+    }
 }

@@ -2,10 +2,13 @@
 //! `template.yaml` holds what a deployment decides (resource names, values derived from the
 //! template's own parameters, a deliberate override), never a value the code already defaults
 //! to, names only variables the code reads, and is a configuration the code starts with.
+//!
+//! The same reading of a function's environment wires the tests: [`function_env`] gives the
+//! variables as a deploy sets them, with the resources a test supplies.
 
 use std::collections::BTreeSet;
 
-use local_runner::template::reference;
+use local_runner::template::{reference, scalar_text};
 use queue_worker::Env;
 use serde_yaml_ng::Value;
 
@@ -52,30 +55,58 @@ fn start(binary: &str, env: &Env) -> Result<String, String> {
     }
 }
 
-/// What a variable of the template is set to at deploy time, as far as the check needs: a
-/// literal's text, a parameter's default, or a stand-in for a resource's name or URL.
-fn deployed_value(template: &Value, value: &Value) -> Result<String, String> {
+/// The environment `template` gives `function`, as a deploy with the parameters' defaults sets
+/// it: literals as they are, `!Ref Parameter` as its default, and every other intrinsic function
+/// (`!Ref Resource`, `!GetAtt`, `!Sub`) as `resource` resolves it, or the reason it cannot.
+///
+/// # Panics
+/// When `function` is not in the template, or a variable cannot be resolved (naming it).
+pub fn function_env(
+    template: &Value,
+    function: &str,
+    mut resource: impl FnMut(&Value) -> Result<String, String>,
+) -> Vec<(String, String)> {
+    let definition = &template["Resources"][function];
+    assert!(definition.is_mapping(), "template.yaml has no {function}");
+    definition["Properties"]["Environment"]["Variables"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .map(|(key, value)| {
+            let key = key.as_str().unwrap_or_default();
+            let value = deployed_value(template, value, &mut resource)
+                .unwrap_or_else(|reason| panic!("{function}: {key}: {reason}"));
+            (key.to_owned(), value)
+        })
+        .collect()
+}
+
+/// What a variable of the template is set to at deploy time: a literal's text, a parameter's
+/// default, or what `resource` makes of an intrinsic function of the resources.
+fn deployed_value(
+    template: &Value,
+    value: &Value,
+    resource: &mut impl FnMut(&Value) -> Result<String, String>,
+) -> Result<String, String> {
     if let Some(name) = reference(value) {
         let parameter = &template["Parameters"][name];
         if parameter.is_mapping() {
-            return scalar(&parameter["Default"])
+            return scalar_text(&parameter["Default"])
                 .ok_or_else(|| format!("parameter {name} has no default"));
         }
-        return Ok(format!("resolved-{name}"));
     }
     match value {
-        Value::Tagged(_) | Value::Mapping(_) => Ok("resolved-by-cloudformation".into()),
-        other => scalar(other).ok_or_else(|| format!("{other:?} is not a scalar")),
+        Value::Tagged(_) | Value::Mapping(_) => resource(value),
+        other => scalar_text(other).ok_or_else(|| format!("{other:?} is not a scalar")),
     }
 }
 
-fn scalar(value: &Value) -> Option<String> {
-    match value {
-        Value::String(text) => Some(text.clone()),
-        Value::Number(number) => Some(number.to_string()),
-        Value::Bool(flag) => Some(flag.to_string()),
-        _ => None,
-    }
+/// A stand-in for what CloudFormation resolves: enough to start the code with.
+fn stand_in(value: &Value) -> Result<String, String> {
+    Ok(match reference(value) {
+        Some(name) => format!("resolved-{name}"),
+        None => "resolved-by-cloudformation".into(),
+    })
 }
 
 /// Every way the environment of function `name` (built from `binary`) breaks the rule.
@@ -99,7 +130,7 @@ pub fn environment_violations(
                 "{name}: the template sets {key} but the code never reads it"
             ));
         }
-        match deployed_value(template, value) {
+        match deployed_value(template, value, &mut stand_in) {
             Ok(value) => env.push((key.to_owned(), value)),
             Err(reason) => found.push(format!("{name}: {key}: {reason}")),
         }

@@ -12,9 +12,8 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
 use harness::{
-    ProcessorResources, RequestCounter, TestQueue, acknowledge, create_bucket,
-    create_idempotency_table, create_imports_table, create_items_table, processor_config,
-    s3_client, sdk_config,
+    RequestCounter, TestQueue, acknowledge, create_bucket, create_idempotency_table,
+    create_imports_table, create_items_table, processor_config, s3_client, sdk_config,
 };
 use import_processor::{DynamoDbItems, ItemWriter, Parts, Row, S3ObjectSource, WriteError};
 use imports::{
@@ -136,14 +135,14 @@ impl Pipeline {
     ) -> Processor {
         let sdk = sdk_config().await;
         let mut config = processor_config(
-            &ProcessorResources {
-                guard_table,
-                imports_table: self.imports.table_name(),
-                items_table: &self.items_table,
-                bucket: &self.bucket,
-                queue_url: &self.queue.url,
-                dlq_url: &self.dlq.url,
-            },
+            &[
+                ("IdempotencyTable", guard_table),
+                ("ImportsTable", self.imports.table_name()),
+                ("ItemsTable", &self.items_table),
+                ("UploadBucket", &self.bucket),
+                ("JobQueue", &self.queue.url),
+                ("DeadLetterQueue", &self.dlq.url),
+            ],
             &[
                 ("IDEMPOTENCY_RETENTION_SECONDS", "3600"),
                 ("IDEMPOTENCY_LEASE_MARGIN_SECONDS", "5"),

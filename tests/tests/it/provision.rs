@@ -6,7 +6,7 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use harness::{s3_client, sdk_config, unique_name};
 use local_runner::provision::{Clients, mapping_settings, provision};
-use local_runner::template::Template;
+use local_runner::template::{Template, get_att, reference};
 
 fn template() -> Template {
     Template::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap()
@@ -98,11 +98,23 @@ async fn function_environments_resolve_to_the_local_resources_and_start_the_code
         let names: BTreeSet<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
         let read = harness::settings::variables_read_by(binary).unwrap();
         assert!(names.is_subset(&read), "{names:?} not all read: {read:?}");
-        let value = |name: &str| env.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
-        assert_eq!(
-            value("IMPORTS_TABLE").as_deref(),
-            provisioned.reference("ImportsTable")
-        );
+
+        // What each variable must be: a resource's name, URL or ARN as provisioned, as the
+        // kind of reference dictates; a parameter's default; a literal.
+        let mut resources = BTreeSet::new();
+        let expected = harness::settings::function_env(template.root(), function, |value| {
+            let (id, physical) = match (reference(value), get_att(value)) {
+                (Some(id), _) => (id, provisioned.reference(id)),
+                (None, Some((id, "Arn"))) => (id, provisioned.arn(id)),
+                _ => return Err(format!("{value:?} is not a resource's name, URL or ARN")),
+            };
+            resources.insert(id.to_owned());
+            physical
+                .map(str::to_owned)
+                .ok_or_else(|| format!("references {id}, which was not provisioned"))
+        });
+        assert!(!resources.is_empty(), "{function} names no resource");
+        assert_eq!(env, expected, "{function} (resources {resources:?})");
     }
     let env = provisioned
         .function_env(&template, "ProcessorFunction")
