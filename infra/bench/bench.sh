@@ -61,12 +61,49 @@ PY
 
 step "init time (x86_64, ${BENCH_INIT_RUNS:-100} interleaved runs each)"
 # Each binary gets Lambda's own variables (import-bench sets them) and the functions' settings
-# below (the union of both functions', as the template sets them), and nothing of this shell's.
+# (the union of both functions' environments as the template sets them: parameters at their
+# defaults, a stand-in name or queue URL for each resource), and nothing of this shell's.
 lambda="$out/lambda-x86_64"
-settings=(IMPORTS_TABLE=bench-imports ITEMS_TABLE=bench-items IDEMPOTENCY_TABLE=bench-idempotency
-    UPLOAD_BUCKET=bench-uploads
-    JOB_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/bench-jobs
-    DEAD_LETTER_QUEUE_URL=https://sqs.us-east-1.amazonaws.com/123456789012/bench-dlq)
+settings_text="$("$tools" python3 - template.yaml <<'PY'
+import re, sys, yaml
+
+class Loader(yaml.SafeLoader):
+    """Reads SAM's short-form intrinsic functions (!Ref X) as their long form ({Ref: X})."""
+
+def intrinsic(loader, tag, node):
+    construct = {yaml.ScalarNode: loader.construct_scalar, yaml.SequenceNode: loader.construct_sequence,
+                 yaml.MappingNode: loader.construct_mapping}[type(node)]
+    return {tag if tag == "Ref" else "Fn::" + tag: construct(node)}
+
+Loader.add_multi_constructor("!", intrinsic)
+template = yaml.load(open(sys.argv[1]), Loader)
+parameters, resources = template.get("Parameters", {}), template["Resources"]
+
+def deployed(where, value):
+    ref = value.get("Ref") if isinstance(value, dict) else None
+    if ref in resources:
+        stand_in = "bench-" + re.sub(r"(?<!^)(?=[A-Z])", "-", ref).lower()
+        if resources[ref]["Type"] == "AWS::SQS::Queue":
+            stand_in = "https://sqs.us-east-1.amazonaws.com/123456789012/" + stand_in
+        return stand_in
+    if ref in parameters:
+        value = parameters[ref]["Default"]
+    if isinstance(value, (dict, list)):
+        sys.exit(f"{where}: only literals and !Ref are read here, not {value}")
+    return str(value)
+
+settings = {}
+for function, resource in resources.items():
+    if resource["Type"] == "AWS::Serverless::Function":
+        variables = resource["Properties"].get("Environment", {}).get("Variables", {})
+        for name, value in variables.items():
+            value = deployed(f"{function}: {name}", value)
+            if settings.setdefault(name, value) != value:
+                sys.exit(f"{function}: {name} differs from another function: {value}")
+print("\n".join(f"{name}={value}" for name, value in settings.items()))
+PY
+)"
+mapfile -t settings <<<"$settings_text"
 cargo run --quiet -p import-bench --bin import-bench -- init-time --runs "${BENCH_INIT_RUNS:-100}" \
     --out "$out/init.json" "${settings[@]/#/--env=}" \
     "hello-world=$lambda/hello-lambda/bootstrap" \
