@@ -36,8 +36,8 @@ use std::num::NonZeroUsize;
 use std::time::SystemTime;
 
 use imports::{
-    ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION, ObjectKey,
-    StoreError, Transition,
+    Checkpoint, ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION,
+    ObjectKey, StoreError, Transition,
 };
 use queue_worker::batch::{Invocation, RecordError};
 use queue_worker::protection::Dependency;
@@ -269,21 +269,21 @@ pub(crate) fn settle(
                 tracing::info!(rows_written, rows_rejected, chunk, "import completed");
                 Ok(Done::processed())
             }
-            Some(ChunkEnd::Continued { next }) if next.stalls > 0 => {
-                tracing::warn!(
-                    stalls = next.stalls,
-                    chunk,
-                    "import made no progress in this invocation's work time, continuing later"
-                );
-                Ok(continuation(Done::processed(), job, next.clone()))
-            }
             Some(ChunkEnd::Continued { next }) => {
-                tracing::info!(
-                    rows_written = next.rows_written,
-                    rows_rejected = next.rows_rejected,
-                    chunk,
-                    "import checkpointed, continuing in the next chunk"
-                );
+                if next.stalls > 0 {
+                    tracing::warn!(
+                        stalls = next.stalls,
+                        chunk,
+                        "import made no progress in this invocation's work time, continuing later"
+                    );
+                } else {
+                    tracing::info!(
+                        rows_written = next.rows_written,
+                        rows_rejected = next.rows_rejected,
+                        chunk,
+                        "import checkpointed, continuing in the next chunk"
+                    );
+                }
                 Ok(continuation(Done::processed(), job, next.clone()))
             }
             // Only a commit applies a change; a read never does.
@@ -319,11 +319,7 @@ pub(crate) fn settle(
 }
 
 /// `done`, continued from `checkpoint`: held back by [`stall_delay`] if the chunk stalled.
-fn continuation(
-    done: Done<ImportJob>,
-    job: &ImportJob,
-    checkpoint: imports::Checkpoint,
-) -> Done<ImportJob> {
+fn continuation(done: Done<ImportJob>, job: &ImportJob, checkpoint: Checkpoint) -> Done<ImportJob> {
     let delay = stall_delay(checkpoint.stalls);
     done.then_after(job.continued(checkpoint), delay)
 }

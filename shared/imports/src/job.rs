@@ -58,7 +58,8 @@ pub struct Checkpoint {
     pub rejected_examples: Vec<String>,
     /// How many chunks in a row, up to the one that ended here, made no progress (0 once one
     /// does): a stalled import waits longer before each try, and is retried as a failure after
-    /// too many.
+    /// too many. Code from before this field rejects a checkpoint that carries it (the job's
+    /// and the import record's): once a stall was recorded, roll forward, not back.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub stalls: u32,
 }
@@ -77,7 +78,7 @@ impl Checkpoint {
     pub fn stalled(&self) -> Self {
         Self {
             chunk: self.chunk + 1,
-            stalls: self.stalls + 1,
+            stalls: self.stalls.saturating_add(1),
             ..self.clone()
         }
     }

@@ -127,8 +127,8 @@ impl<J> Done<J> {
     }
 
     /// Also queue `next`, to be delivered no sooner than `delay` from now (SQS holds a message
-    /// back at most [`MAX_DELAY`](crate::job::MAX_DELAY)): a continuation that waits out a
-    /// struggling dependency without using up a receive.
+    /// back at most [`MAX_DELAY`](crate::job::MAX_DELAY), and a FIFO queue not at all): a
+    /// continuation that waits out a struggling dependency without using up a receive.
     pub fn then_after(self, next: J, delay: Duration) -> Self {
         Self {
             next: Some(next),

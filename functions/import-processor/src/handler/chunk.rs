@@ -8,6 +8,7 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use imports::{Checkpoint, ImportId, ImportJob, ImportResults, ObjectKey};
 use queue_worker::batch::{Invocation, RecordError};
+use queue_worker::job::MAX_DELAY;
 use queue_worker::protection::DependencyError;
 use tokio::time::{Instant, timeout_at};
 
@@ -26,12 +27,13 @@ pub(crate) const MAX_STALLS: u32 = 8;
 /// come back at once. With [`MAX_STALLS`], an import waits out a stalled dependency for about
 /// half an hour to an hour before its receives are used.
 pub(crate) fn stall_delay(stalls: u32) -> Duration {
-    if stalls == 0 {
+    const FIRST: Duration = Duration::from_secs(30);
+    let Some(doublings) = stalls.checked_sub(1) else {
         return Duration::ZERO;
-    }
-    let full = Duration::from_secs(30)
-        .saturating_mul(1 << stalls.min(6).saturating_sub(1))
-        .min(queue_worker::job::MAX_DELAY);
+    };
+    let full = FIRST
+        .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
+        .min(MAX_DELAY);
     full / 2 + full.mul_f64(fastrand::f64() / 2.0)
 }
 
@@ -42,7 +44,8 @@ pub(super) enum ChunkOutcome {
     /// Time ran out, or a retryable failure struck, after some progress: continue from here.
     /// Also when time ran out with no progress (the checkpoint counts the stall).
     Stopped(Checkpoint),
-    /// Time ran out on chunk 0 before the object was opened: there is no checkpoint yet.
+    /// Time ran out on chunk 0 before the object was opened and its header read: there is no
+    /// checkpoint yet.
     NoProgress,
 }
 
@@ -238,7 +241,7 @@ where
             rows_rejected: done.rejections.count(),
             rejected_examples: done.rejections.examples().to_vec(),
             stalls: if stalled {
-                resume.map_or(0, |r| r.stalls) + 1
+                resume.map_or(0, |r| r.stalls).saturating_add(1)
             } else {
                 0
             },

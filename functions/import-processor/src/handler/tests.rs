@@ -19,11 +19,13 @@ use crate::rows::Row;
 use crate::source::{Opened, ReadFrom, SourceError};
 use imports::Checkpoint;
 
-/// Objects by key, each with its ETag; `cut` cuts the next stream opened after that many bytes.
+/// Objects by key, each with its ETag; `cut` cuts the next stream opened after that many bytes,
+/// `slow` makes the next open take that long.
 #[derive(Default)]
 struct Objects(
     Mutex<HashMap<String, (Vec<u8>, String)>>,
     Mutex<Option<usize>>,
+    Mutex<Option<Duration>>,
 );
 
 /// A stream that was cut: every read fails.
@@ -54,6 +56,10 @@ impl ObjectSource for Objects {
         key: &ObjectKey,
         from: Option<ReadFrom<'_>>,
     ) -> Result<Opened, SourceError> {
+        let slow = self.2.lock().unwrap().take();
+        if let Some(slow) = slow {
+            tokio::time::sleep(slow).await;
+        }
         let objects = self.0.lock().unwrap();
         let Some((bytes, etag)) = objects.get(key.as_str()) else {
             return Err(SourceError::NotFound {
@@ -431,7 +437,7 @@ async fn out_of_time_the_import_is_checkpointed_and_continued_until_it_completes
 
 #[tokio::test(start_paused = true)]
 async fn a_chunk_with_no_time_to_make_progress_continues_later_from_the_same_place() {
-    // Each request takes 4 s: an invocation with 5 s (2 s of work) writes nothing.
+    // Each item write takes 4 s: an invocation with 5 s (2 s of work) writes nothing.
     let worker = slow_worker(4);
     let job = submit(&worker, "a.csv", Some(&csv(10, &[])));
     let mut next = job.clone();
@@ -473,6 +479,37 @@ async fn a_chunk_with_no_time_to_make_progress_continues_later_from_the_same_pla
     assert_eq!(record.status, ImportStatus::Completed);
     assert_eq!((record.rows_written, record.rows_rejected), (10, 0));
     assert_eq!(worker.writer.rows.lock().unwrap().len(), 10);
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_that_opens_too_slowly_stalls_a_continuation_and_retries_chunk_0() {
+    let worker = slow_worker(1);
+    let job = submit(&worker, "a.csv", Some(&csv(400, &[])));
+    // Chunk 0 has no checkpoint to continue from: it is retried, the import untouched.
+    *worker.source.2.lock().unwrap() = Some(Duration::from_secs(10));
+    let result = run_within(&worker, &job, 1, 5).await;
+    assert!(
+        matches!(result, Err(RecordError::Retryable { .. })),
+        "{result:?}"
+    );
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Queued
+    );
+    let first = run_within(&worker, &job, 2, 5).await.unwrap();
+    let second = first.next().unwrap().clone();
+    let at = second.resume.clone().unwrap();
+    assert!(at.rows_written > 0);
+    // A continuation keeps its place and counts the stall.
+    *worker.source.2.lock().unwrap() = Some(Duration::from_secs(10));
+    let done = run_within(&worker, &second, 1, 5).await.unwrap();
+    let third = done.next().unwrap().clone();
+    assert_eq!(third.resume, Some(at.stalled()));
+    assert_eq!((third.chunk(), at.stalled().stalls), (2, 1));
+    run_to_the_end(&worker, &third).await;
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(record.status, ImportStatus::Completed);
+    assert_eq!((record.rows_written, record.rows_rejected), (400, 0));
 }
 
 #[tokio::test(start_paused = true)]
@@ -741,6 +778,25 @@ fn settle_maps_every_state_of_the_record_to_an_outcome() {
     for (i, (result, expected)) in cases.into_iter().enumerate() {
         assert_eq!(outcome(result), expected, "case {i}");
     }
+
+    // A stall committed by an earlier delivery: its continuation is sent again with the same
+    // count, held back again; a continuation with progress is not held back.
+    let stalled = Checkpoint {
+        stalls: 2,
+        ..checkpoint(1)
+    };
+    let stored = superseded(ImportStatus::Processing, 1, Some(stalled.clone()));
+    let done = settle(&job, None, stored).unwrap();
+    assert_eq!(done.ack(), Ack::Duplicate);
+    assert_eq!(done.next().unwrap().resume.as_ref(), Some(&stalled));
+    let held = Duration::from_secs(30)..=Duration::from_secs(60);
+    assert!(held.contains(&done.delay()), "{:?}", done.delay());
+    let continued = ChunkEnd::Continued { next: &stalled };
+    let done = settle(&job, Some(continued), Ok(Transition::Applied)).unwrap();
+    assert!(held.contains(&done.delay()), "{:?}", done.delay());
+    let continued = ChunkEnd::Continued { next: &next };
+    let done = settle(&job, Some(continued), Ok(Transition::Applied)).unwrap();
+    assert_eq!(done.delay(), Duration::ZERO);
 }
 
 #[test]
