@@ -75,3 +75,41 @@ async fn a_held_back_job_is_delayed_by_sqs_and_one_for_now_is_received_with_its_
     assert_eq!(attribute(attributes::SCHEMA_VERSION), "3");
     assert_eq!(attribute(attributes::TRACE_CONTEXT), "Root=1-abc");
 }
+
+#[tokio::test]
+async fn on_a_fifo_queue_a_held_back_job_is_sent_at_once_in_its_own_group() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let name = harness::unique_name("job-queue");
+    let url = sqs
+        .create_queue()
+        .queue_name(format!("{name}.fifo"))
+        .attributes(QueueAttributeName::FifoQueue, "true")
+        .send()
+        .await
+        .unwrap()
+        .queue_url
+        .unwrap();
+    let jobs = SqsJobQueue::new(sqs.clone(), &url);
+    // SQS refuses a per-message delay on a FIFO queue: the job goes at once.
+    let job = Note { id: "fifo".into() };
+    jobs.send_after(&job, Duration::from_secs(60), None)
+        .await
+        .unwrap();
+    let received = sqs
+        .receive_message()
+        .queue_url(&url)
+        .message_system_attribute_names(aws_sdk_sqs::types::MessageSystemAttributeName::All)
+        .send()
+        .await
+        .unwrap();
+    let message = &received.messages()[0];
+    let group = message
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::MessageSystemAttributeName::MessageGroupId))
+        .cloned();
+    assert_eq!(group.as_deref(), Some("fifo"));
+    assert_eq!(
+        serde_json::from_str::<Note>(message.body().unwrap()).unwrap(),
+        job
+    );
+}
