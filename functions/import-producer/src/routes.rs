@@ -271,3 +271,6 @@ fn caller(parts: &Parts) -> String {
         })
         .unwrap_or_else(|| "anonymous".to_owned())
 }
+
+#[cfg(test)]
+mod tests;

@@ -1,4 +1,4 @@
-//! The producer's routes driven by API Gateway HTTP API (payload v2) events, decoded by
+//! The routes driven by API Gateway HTTP API (payload v2) events, decoded by
 //! `lambda_http` exactly as in Lambda, against in-memory fakes of the store and the queue.
 
 use std::collections::HashMap;
@@ -8,7 +8,6 @@ use std::time::{Duration, SystemTime};
 
 use axum::body::{Body, to_bytes};
 use axum::http::{Response, StatusCode};
-use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
 use imports::{
     CreateOutcome, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     StoreError,
@@ -17,6 +16,8 @@ use queue_worker::BoxError;
 use queue_worker::job::JobQueue;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+
+use crate::{Api, PROBLEM_TYPE_PREFIX, router};
 
 #[derive(Default)]
 struct MemoryImports {
