@@ -70,12 +70,13 @@ impl TestQueue {
         local_runner::esm::lambda_event(received.messages(), &self.arn)
     }
 
-    /// Visible plus in-flight messages.
+    /// Every message on the queue: visible, held back (a delayed send) and in flight.
     pub async fn depth(&self, sqs: &aws_sdk_sqs::Client) -> usize {
         let attributes = sqs
             .get_queue_attributes()
             .queue_url(&self.url)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessages)
+            .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesDelayed)
             .attribute_names(QueueAttributeName::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await
@@ -84,6 +85,7 @@ impl TestQueue {
             .unwrap_or_default();
         [
             QueueAttributeName::ApproximateNumberOfMessages,
+            QueueAttributeName::ApproximateNumberOfMessagesDelayed,
             QueueAttributeName::ApproximateNumberOfMessagesNotVisible,
         ]
         .iter()

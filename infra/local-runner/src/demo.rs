@@ -449,9 +449,12 @@ pub(crate) async fn watch(
             .count(RecordStatus::Processed)
             .saturating_sub(continued);
         let done = completed + stats.count(RecordStatus::Parked);
-        let (waiting, in_flight) = pipeline.queue_depth("JobQueue").await?;
+        let depth = pipeline.queue_depth("JobQueue").await?;
         let mut message = format!(
-            "queued {waiting} | in flight {in_flight} | completed {completed} | continued {continued} | duplicates {} | retried {} | parked {}",
+            "queued {} | held back {} | in flight {} | completed {completed} | continued {continued} | duplicates {} | retried {} | parked {}",
+            depth.waiting,
+            depth.delayed,
+            depth.in_flight,
             stats.count(RecordStatus::Duplicate),
             stats.count(RecordStatus::Retried),
             stats.count(RecordStatus::Parked),
@@ -468,10 +471,11 @@ pub(crate) async fn watch(
             last_line = Instant::now();
         }
         bar.set_message(message);
-        // Every import not finished has a job on the queue, waiting or in flight: the
-        // producer queues it before answering, a chunk queues the next one and a retried
-        // record is made invisible before its message is let go.
-        if waiting == 0 && in_flight == 0 {
+        // Every import not finished has a job on the queue, waiting, held back or in flight:
+        // the producer queues it before answering, a chunk queues the next one (a stalled
+        // chunk's with a delay) and a retried record is made invisible before its message is
+        // let go.
+        if depth.is_empty() {
             bar.finish();
             return Ok(started.elapsed());
         }

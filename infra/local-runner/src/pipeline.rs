@@ -23,6 +23,24 @@ use crate::flaky::FlakyWriter;
 use crate::provision::{Clients, Provisioned, mapping_settings, provision};
 use crate::template::Template;
 
+/// What a queue holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Visible messages.
+    pub waiting: u64,
+    /// Messages sent with a delay that has not passed yet.
+    pub delayed: u64,
+    /// Messages received and not yet deleted or made visible again.
+    pub in_flight: u64,
+}
+
+impl QueueDepth {
+    /// Whether the queue holds no message at all.
+    pub fn is_empty(&self) -> bool {
+        self.waiting == 0 && self.delayed == 0 && self.in_flight == 0
+    }
+}
+
 /// Running counts of what the processor did, across invocations.
 #[derive(Debug, Default)]
 pub struct Stats {
@@ -315,8 +333,8 @@ impl Pipeline {
             server,
         })
     }
-    /// Messages waiting plus in flight on the queue `logical_id`.
-    pub async fn queue_depth(&self, logical_id: &str) -> anyhow::Result<(u64, u64)> {
+    /// Messages on the queue `logical_id`: waiting, held back (a delayed send) and in flight.
+    pub async fn queue_depth(&self, logical_id: &str) -> anyhow::Result<QueueDepth> {
         use aws_sdk_sqs::types::QueueAttributeName as Name;
         let url = self.resources.reference(logical_id).context("queue")?;
         let attributes = self
@@ -325,6 +343,7 @@ impl Pipeline {
             .get_queue_attributes()
             .queue_url(url)
             .attribute_names(Name::ApproximateNumberOfMessages)
+            .attribute_names(Name::ApproximateNumberOfMessagesDelayed)
             .attribute_names(Name::ApproximateNumberOfMessagesNotVisible)
             .send()
             .await?
@@ -336,10 +355,11 @@ impl Pipeline {
                 .and_then(|v| v.parse().ok())
                 .unwrap_or(0)
         };
-        Ok((
-            read(&Name::ApproximateNumberOfMessages),
-            read(&Name::ApproximateNumberOfMessagesNotVisible),
-        ))
+        Ok(QueueDepth {
+            waiting: read(&Name::ApproximateNumberOfMessages),
+            delayed: read(&Name::ApproximateNumberOfMessagesDelayed),
+            in_flight: read(&Name::ApproximateNumberOfMessagesNotVisible),
+        })
     }
 
     /// Stops the mapping (waiting for invocations in flight) and the server.
