@@ -22,10 +22,10 @@
 //!
 //! A chunk whose whole work time passes without a row written (a dependency so slow or throttled
 //! that nothing completes) is not a failure of the job: it records an empty chunk (a checkpoint
-//! at the same place, counting the stall) and continues after a delay that doubles with each
-//! stall in a row ([`stall_delay`]), without using up a receive. After [`MAX_STALLS`] in a row,
-//! it is retried as a failure instead, so an import that can never progress ends in the
-//! dead-letter queue rather than looping.
+//! at the same place, counting the stall) and continues after the delay a retry would wait
+//! after as many failed receives (the batch's backoff policy), without using up a receive.
+//! After [`MAX_STALLS`] in a row, it is retried as a failure instead, so an import that can
+//! never progress ends in the dead-letter queue rather than looping.
 //!
 //! A worker killed before 4 leaves nothing recorded: the chunk comes back and is redone from the
 //! same offset. Killed after 4, the redelivered chunk finds it committed (step 2). Every request
@@ -36,10 +36,10 @@ use std::num::NonZeroUsize;
 use std::time::SystemTime;
 
 use imports::{
-    Checkpoint, ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION,
-    ObjectKey, StoreError, Transition,
+    ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION, ObjectKey,
+    StoreError, Transition,
 };
-use queue_worker::batch::{Invocation, RecordError};
+use queue_worker::batch::{BackoffPolicy, Invocation, RecordError};
 use queue_worker::protection::Dependency;
 use queue_worker::worker::{Done, Run, Worker};
 use tokio::time::timeout_at;
@@ -47,7 +47,7 @@ use tokio::time::timeout_at;
 use crate::failure::ImportFailure;
 use crate::items::ItemWriter;
 use crate::source::ObjectSource;
-use chunk::{ChunkOutcome, MAX_STALLS, stall_delay};
+use chunk::{ChunkOutcome, MAX_STALLS};
 
 mod chunk;
 
@@ -78,8 +78,8 @@ pub(crate) struct Counts {
 ///   open fails it fast, and then it waits out the cool-down). Throttling slows the writes down
 ///   and ends the chunk at its stop time the same way.
 /// - Out of time with nothing written (a stall): the same place is checkpointed and the
-///   continuation held back (30 s doubling, at most 15 min), using no receive; the ninth stall
-///   in a row is retried instead.
+///   continuation held back as a retry would be, using no receive; the ninth stall in a row is
+///   retried instead.
 /// - A chunk an earlier delivery committed: a duplicate, nothing written.
 pub struct ImportWorker<O, W, R> {
     source: O,
@@ -88,6 +88,7 @@ pub struct ImportWorker<O, W, R> {
     items_table: Dependency,
     upload_prefix: String,
     writes_in_flight: NonZeroUsize,
+    stall_backoff: Option<BackoffPolicy>,
 }
 
 impl<O, W, R> ImportWorker<O, W, R>
@@ -112,7 +113,15 @@ where
             items_table,
             upload_prefix: upload_prefix.into(),
             writes_in_flight: DEFAULT_WRITES_IN_FLIGHT,
+            stall_backoff: None,
         }
+    }
+
+    /// Holds a stalled chunk's continuation back by `policy` after as many stalls in a row as
+    /// it counts (`Parts` passes the batch's retry backoff); without one, it is sent at once.
+    pub fn with_stall_backoff(mut self, policy: Option<BackoffPolicy>) -> Self {
+        self.stall_backoff = policy;
+        self
     }
 
     /// Keeps up to `writes` item writes of one job in flight at once. The most concurrent
@@ -208,7 +217,7 @@ where
                 _ => true,
             };
             if committed {
-                return settle(job, None, Ok(stored));
+                return self.settle(job, None, Ok(stored));
             }
         }
         let outcome = match self.run_chunk(job, &key, run.invocation).await {
@@ -246,82 +255,79 @@ where
                 "the invocation ended before the chunk's progress was recorded",
             ));
         };
-        settle(job, Some(end), transition)
+        self.settle(job, Some(end), transition)
     }
 }
 
-/// The outcome of a chunk from what the import record says: after this chunk's commit
-/// (`end`), or, without `end`, before the chunk ran. A checkpoint nobody has queued for certain
-/// becomes the continuation.
-pub(crate) fn settle(
-    job: &ImportJob,
-    end: Option<ChunkEnd<'_>>,
-    transition: Result<Transition, StoreError>,
-) -> Result<Done<ImportJob>, RecordError> {
-    let chunk = job.chunk();
-    match transition {
-        Ok(Transition::Applied) => match end {
-            Some(ChunkEnd::Completed {
-                rows_written,
-                rows_rejected,
-                ..
-            }) => {
-                tracing::info!(rows_written, rows_rejected, chunk, "import completed");
-                Ok(Done::processed())
-            }
-            Some(ChunkEnd::Continued { next }) => {
-                if next.stalls > 0 {
-                    tracing::warn!(
-                        stalls = next.stalls,
-                        chunk,
-                        "import made no progress in this invocation's work time, continuing later"
-                    );
-                } else {
-                    tracing::info!(
-                        rows_written = next.rows_written,
-                        rows_rejected = next.rows_rejected,
-                        chunk,
-                        "import checkpointed, continuing in the next chunk"
-                    );
+impl<O, W, R> ImportWorker<O, W, R> {
+    /// The outcome of a chunk from what the import record says: after this chunk's commit
+    /// (`end`), or, without `end`, before the chunk ran. A checkpoint nobody has queued for
+    /// certain becomes the continuation.
+    pub(crate) fn settle(
+        &self,
+        job: &ImportJob,
+        end: Option<ChunkEnd<'_>>,
+        transition: Result<Transition, StoreError>,
+    ) -> Result<Done<ImportJob>, RecordError> {
+        let chunk = job.chunk();
+        match transition {
+            Ok(Transition::Applied) => match end {
+                Some(ChunkEnd::Completed {
+                    rows_written,
+                    rows_rejected,
+                    ..
+                }) => {
+                    tracing::info!(rows_written, rows_rejected, chunk, "import completed");
+                    Ok(Done::processed())
                 }
-                Ok(continuation(Done::processed(), job, next.clone()))
+                Some(ChunkEnd::Continued { next }) => {
+                    if next.stalls > 0 {
+                        tracing::warn!(
+                            stalls = next.stalls,
+                            chunk,
+                            "import made no progress in its work time, continuing later"
+                        );
+                    } else {
+                        tracing::info!(
+                            rows_written = next.rows_written,
+                            rows_rejected = next.rows_rejected,
+                            chunk,
+                            "import checkpointed, continuing in the next chunk"
+                        );
+                    }
+                    Ok(self.continuation(Done::processed(), job, next.clone()))
+                }
+                // Only a commit applies a change; a read never does.
+                None => Ok(Done::duplicate()),
+            },
+            // Another delivery completed this import first (its idempotency record was lost or
+            // could not be completed): this one only redid idempotent writes.
+            Ok(Transition::AlreadyCompleted) => Ok(Done::duplicate()),
+            // An earlier delivery of this chunk committed it and may have died before queueing the
+            // next chunk: queue it from what that delivery recorded.
+            Ok(Transition::Superseded {
+                status: ImportStatus::Processing,
+                chunks,
+                checkpoint: Some(checkpoint),
+            }) if chunks == chunk + 1 => Ok(self.continuation(Done::duplicate(), job, *checkpoint)),
+            Ok(Transition::Superseded { status, chunks, .. })
+                if chunks > chunk || status == ImportStatus::Failed =>
+            {
+                Ok(Done::duplicate())
             }
-            // Only a commit applies a change; a read never does.
-            None => Ok(Done::duplicate()),
-        },
-        // Another delivery completed this import first (its idempotency record was lost or
-        // could not be completed): this one only redid idempotent writes.
-        Ok(Transition::AlreadyCompleted) => Ok(Done::duplicate()),
-        // An earlier delivery of this chunk committed it and may have died before queueing the
-        // next chunk: queue it from what that delivery recorded.
-        Ok(Transition::Superseded {
-            status: ImportStatus::Processing,
-            chunks,
-            checkpoint: Some(checkpoint),
-        }) if chunks == chunk + 1 => Ok(continuation(Done::duplicate(), job, *checkpoint)),
-        Ok(Transition::Superseded { status, chunks, .. })
-            if chunks > chunk || status == ImportStatus::Failed =>
-        {
-            Ok(Done::duplicate())
-        }
-        Ok(Transition::Superseded { chunks, .. }) => {
-            Err(ImportFailure::UnexpectedChunk.error(format!(
-                "chunk {chunk} of import {} arrived, but its record has {chunks} chunks done",
-                job.import_id
-            )))
-        }
-        Ok(Transition::UnknownImport) => Err(ImportFailure::UnknownImport
-            .error(format!("no import record has id {}", job.import_id))),
-        Err(e) => {
-            Err(RecordError::retryable("could not record the import's progress").with_source(e))
+            Ok(Transition::Superseded { chunks, .. }) => {
+                Err(ImportFailure::UnexpectedChunk.error(format!(
+                    "chunk {chunk} of import {} arrived, but its record has {chunks} chunks done",
+                    job.import_id
+                )))
+            }
+            Ok(Transition::UnknownImport) => Err(ImportFailure::UnknownImport
+                .error(format!("no import record has id {}", job.import_id))),
+            Err(e) => {
+                Err(RecordError::retryable("could not record the import's progress").with_source(e))
+            }
         }
     }
-}
-
-/// `done`, continued from `checkpoint`: held back by [`stall_delay`] if the chunk stalled.
-fn continuation(done: Done<ImportJob>, job: &ImportJob, checkpoint: Checkpoint) -> Done<ImportJob> {
-    let delay = stall_delay(checkpoint.stalls);
-    done.then_after(job.continued(checkpoint), delay)
 }
 
 #[cfg(test)]

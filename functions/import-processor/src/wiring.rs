@@ -122,7 +122,8 @@ where
             Dependency::new("items-table", config.items_table_protection),
             &config.upload_prefix,
         )
-        .with_writes_in_flight(config.item_writes_in_flight);
+        .with_writes_in_flight(config.item_writes_in_flight)
+        .with_stall_backoff(config.batch.backoff);
         let guard = IdempotencyGuard::new(self.guard, GuardSettings::from(&config.guard));
         BatchProcessor::new(
             Idempotent::new(worker, guard, self.jobs),

@@ -8,8 +8,8 @@ use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
 use imports::{Checkpoint, ImportId, ImportJob, ImportResults, ObjectKey};
 use queue_worker::batch::{Invocation, RecordError};
-use queue_worker::job::MAX_DELAY;
 use queue_worker::protection::DependencyError;
+use queue_worker::worker::Done;
 use tokio::time::{Instant, timeout_at};
 
 use super::{Counts, ImportWorker};
@@ -21,21 +21,6 @@ use crate::source::{ObjectSource, ReadFrom, SourceError};
 /// Chunks in a row that may end without progress and still continue; the next stall is retried
 /// as a failure (and uses up a receive).
 pub(crate) const MAX_STALLS: u32 = 8;
-
-/// The delay before the chunk after the `stalls`-th stall in a row: 30 s doubling, at most
-/// SQS's 15 minutes, drawn between half of that and all of it so stalled imports do not all
-/// come back at once. With [`MAX_STALLS`], an import waits out a stalled dependency for about
-/// half an hour to an hour before its receives are used.
-pub(crate) fn stall_delay(stalls: u32) -> Duration {
-    const FIRST: Duration = Duration::from_secs(30);
-    let Some(doublings) = stalls.checked_sub(1) else {
-        return Duration::ZERO;
-    };
-    let full = FIRST
-        .saturating_mul(1u32.checked_shl(doublings).unwrap_or(u32::MAX))
-        .min(MAX_DELAY);
-    full / 2 + full.mul_f64(fastrand::f64() / 2.0)
-}
 
 /// How one chunk's work ended.
 pub(super) enum ChunkOutcome {
@@ -61,6 +46,22 @@ struct Written {
     position: Position,
     written: u64,
     rejections: Rejections,
+}
+
+impl<O, W, R> ImportWorker<O, W, R> {
+    /// `done`, continued from `checkpoint`: held back if the chunk stalled.
+    pub(super) fn continuation(
+        &self,
+        done: Done<ImportJob>,
+        job: &ImportJob,
+        checkpoint: Checkpoint,
+    ) -> Done<ImportJob> {
+        let delay = match (checkpoint.stalls, self.stall_backoff) {
+            (0, _) | (_, None) => Duration::ZERO,
+            (stalls, Some(policy)) => policy.delay(stalls, fastrand::f64()),
+        };
+        done.then_after(job.continued(checkpoint), delay)
+    }
 }
 
 impl<O, W, R> ImportWorker<O, W, R>

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use imports::{ImportFormat, ImportStatus};
 use queue_worker::Env;
-use queue_worker::batch::{Ack, Invocation};
+use queue_worker::batch::{Ack, BatchSettings, Invocation};
 use queue_worker::protection::DependencySettings;
 use tokio::io::{AsyncReadExt, BufReader};
 
@@ -234,8 +234,10 @@ impl ImportResults for Records {
 
 type Subject = ImportWorker<Objects, Items, Records>;
 
+/// A worker with the default settings, its stalls held back by the default retry backoff.
 fn worker(items: Items) -> Subject {
-    let defaults = DependencySettings::from_env(&Env::from_pairs::<&str, &str>([])).unwrap();
+    let none = Env::from_pairs::<&str, &str>([]);
+    let defaults = DependencySettings::from_env(&none).unwrap();
     ImportWorker::new(
         Objects::default(),
         items,
@@ -243,6 +245,7 @@ fn worker(items: Items) -> Subject {
         Dependency::new("items-table", defaults),
         "uploads/",
     )
+    .with_stall_backoff(BatchSettings::from_env(&none).unwrap().backoff)
 }
 
 /// `rows` valid rows (`sku-0`...), then the lines in `bad`.
@@ -450,8 +453,8 @@ async fn a_chunk_with_no_time_to_make_progress_continues_later_from_the_same_pla
         assert_eq!((checkpoint.chunk, checkpoint.stalls), (stall, stall));
         assert_eq!((checkpoint.offset, checkpoint.line), (24, 1));
         assert_eq!((checkpoint.rows_written, checkpoint.rows_rejected), (0, 0));
-        // Held back: 30 s doubling, drawn between half of it and all of it.
-        let full = Duration::from_secs(30 << (stall - 1));
+        // Held back as a retry would be: 10 s doubling, in the upper half.
+        let full = Duration::from_secs(10 << (stall - 1));
         assert!(
             (full / 2..=full).contains(&done.delay()),
             "{:?}",
@@ -537,15 +540,38 @@ async fn an_import_that_stalls_too_often_in_a_row_is_retried_as_a_failure() {
 }
 
 #[test]
-fn the_stall_delay_doubles_from_30_seconds_up_to_sqs_s_15_minutes() {
-    assert_eq!(stall_delay(0), Duration::ZERO);
-    for (stalls, full) in [(1, 30), (2, 60), (5, 480), (6, 900), (MAX_STALLS, 900)] {
+fn a_stall_is_held_back_as_long_as_a_retry_after_as_many_receives_or_not_without_backoff() {
+    let key = ObjectKey::parse("uploads/a.csv", "uploads/").unwrap();
+    let job = ImportJob::new(ImportId::generate(), &key, ImportFormat::Csv);
+    let at = |stalls| Checkpoint {
+        chunk: 1,
+        offset: 24,
+        line: 1,
+        etag: "\"v1\"".into(),
+        header: None,
+        rows_written: 0,
+        rows_rejected: 0,
+        rejected_examples: Vec::new(),
+        stalls,
+    };
+    let delay = |worker: &Subject, stalls| {
+        let end = ChunkEnd::Continued { next: &at(stalls) };
+        worker
+            .settle(&job, Some(end), Ok(Transition::Applied))
+            .unwrap()
+            .delay()
+    };
+    let worker = worker(Items::default());
+    assert_eq!(delay(&worker, 0), Duration::ZERO);
+    for (stalls, full) in [(1, 10), (2, 20), (5, 160), (7, 640), (MAX_STALLS, 900)] {
         let full = Duration::from_secs(full);
         for _ in 0..100 {
-            let delay = stall_delay(stalls);
+            let delay = delay(&worker, stalls);
             assert!((full / 2..=full).contains(&delay), "{stalls}: {delay:?}");
         }
     }
+    let at_once = worker.with_stall_backoff(None);
+    assert_eq!(delay(&at_once, 3), Duration::ZERO);
 }
 
 #[tokio::test(start_paused = true)]
@@ -680,6 +706,7 @@ async fn an_object_replaced_mid_import_fails_the_import_as_changed() {
 
 #[test]
 fn settle_maps_every_state_of_the_record_to_an_outcome() {
+    let w = worker(Items::default());
     let key = ObjectKey::parse("uploads/a.csv", "uploads/").unwrap();
     let job = ImportJob::new(ImportId::generate(), &key, ImportFormat::Csv);
     let checkpoint = |chunk| Checkpoint {
@@ -719,23 +746,23 @@ fn settle_maps_every_state_of_the_record_to_an_outcome() {
     };
     let cases = [
         (
-            settle(&job, Some(completed), Ok(Transition::Applied)),
+            w.settle(&job, Some(completed), Ok(Transition::Applied)),
             "Processed next=None",
         ),
         (
-            settle(&job, Some(continued), Ok(Transition::Applied)),
+            w.settle(&job, Some(continued), Ok(Transition::Applied)),
             "Processed next=Some(1)",
         ),
         (
-            settle(&job, None, Ok(Transition::Applied)),
+            w.settle(&job, None, Ok(Transition::Applied)),
             "Duplicate next=None",
         ),
         (
-            settle(&job, Some(completed), Ok(Transition::AlreadyCompleted)),
+            w.settle(&job, Some(completed), Ok(Transition::AlreadyCompleted)),
             "Duplicate next=None",
         ),
         (
-            settle(
+            w.settle(
                 &job,
                 None,
                 superseded(ImportStatus::Processing, 1, Some(checkpoint(1))),
@@ -743,7 +770,7 @@ fn settle_maps_every_state_of_the_record_to_an_outcome() {
             "Duplicate next=Some(1)",
         ),
         (
-            settle(
+            w.settle(
                 &job,
                 None,
                 superseded(ImportStatus::Processing, 3, Some(checkpoint(3))),
@@ -751,11 +778,11 @@ fn settle_maps_every_state_of_the_record_to_an_outcome() {
             "Duplicate next=None",
         ),
         (
-            settle(&job, None, superseded(ImportStatus::Failed, 0, None)),
+            w.settle(&job, None, superseded(ImportStatus::Failed, 0, None)),
             "Duplicate next=None",
         ),
         (
-            settle(
+            w.settle(
                 &second,
                 None,
                 superseded(ImportStatus::Processing, 1, Some(checkpoint(1))),
@@ -763,11 +790,11 @@ fn settle_maps_every_state_of_the_record_to_an_outcome() {
             "parked unexpected_chunk",
         ),
         (
-            settle(&job, None, Ok(Transition::UnknownImport)),
+            w.settle(&job, None, Ok(Transition::UnknownImport)),
             "parked unknown_import",
         ),
         (
-            settle(
+            w.settle(
                 &job,
                 Some(completed),
                 Err(StoreError::Unavailable("the table is down".into())),
@@ -786,16 +813,20 @@ fn settle_maps_every_state_of_the_record_to_an_outcome() {
         ..checkpoint(1)
     };
     let stored = superseded(ImportStatus::Processing, 1, Some(stalled.clone()));
-    let done = settle(&job, None, stored).unwrap();
+    let done = w.settle(&job, None, stored).unwrap();
     assert_eq!(done.ack(), Ack::Duplicate);
     assert_eq!(done.next().unwrap().resume.as_ref(), Some(&stalled));
-    let held = Duration::from_secs(30)..=Duration::from_secs(60);
+    let held = Duration::from_secs(10)..=Duration::from_secs(20);
     assert!(held.contains(&done.delay()), "{:?}", done.delay());
     let continued = ChunkEnd::Continued { next: &stalled };
-    let done = settle(&job, Some(continued), Ok(Transition::Applied)).unwrap();
+    let done = w
+        .settle(&job, Some(continued), Ok(Transition::Applied))
+        .unwrap();
     assert!(held.contains(&done.delay()), "{:?}", done.delay());
     let continued = ChunkEnd::Continued { next: &next };
-    let done = settle(&job, Some(continued), Ok(Transition::Applied)).unwrap();
+    let done = w
+        .settle(&job, Some(continued), Ok(Transition::Applied))
+        .unwrap();
     assert_eq!(done.delay(), Duration::ZERO);
 }
 
