@@ -12,6 +12,9 @@
 //! - A record without a `messageId` fails the whole invocation loudly: an empty or unknown
 //!   `itemIdentifier` would make Lambda fail the batch anyway, and silently.
 //! - Records run concurrently up to [`BatchSettings::concurrency`]; a panic fails only its record.
+//! - Every record with a `messageId` is reported, and a record is acknowledged only on a status
+//!   that says so: a record left without one (a panic outside the handler, while parking or
+//!   delaying, stops its unit) is reported failed. The processor fails closed.
 //! - FIFO queues (source ARN ending in `.fifo`): records of one message group run in order; from
 //!   the first failure on, the rest of that group is reported failed without running. Other
 //!   groups go on. A permanent failure parked in the DLQ counts as handled: its group goes on.
@@ -37,6 +40,7 @@ mod response;
 use std::collections::HashMap;
 use std::num::NonZeroUsize;
 use std::panic::AssertUnwindSafe;
+use std::sync::{Mutex, PoisonError};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
@@ -214,28 +218,34 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         let invocation = Invocation::new(deadline, self.settings.deadline_margin);
         let stop_starting_at = invocation.stop_instant();
 
-        let mut statuses: Vec<Option<RecordStatus>> = vec![None; entries.len()];
+        // Every record starts without a status, and a record whose status is never set (its
+        // unit panicked outside the record handler: while parking or delaying, or in the group
+        // logic) is reported failed below: a record is acknowledged only when a status says so.
+        let ids: Vec<MessageId> = entries.iter().map(|entry| entry.id.clone()).collect();
+        let statuses = Statuses::new(ids.len());
         let mut runs = stream::iter(units(event, entries, is_fifo(event)))
-            .map(|unit| self.run_unit(event, unit, invocation, stop_starting_at))
+            .map(|unit| {
+                AssertUnwindSafe(self.run_unit(
+                    event,
+                    unit,
+                    invocation,
+                    stop_starting_at,
+                    &statuses,
+                ))
+                .catch_unwind()
+            })
             .buffer_unordered(self.settings.concurrency.get());
-        let mut ids: Vec<Option<MessageId>> = vec![None; statuses.len()];
-        while let Some(finished) = runs.next().await {
-            let mut record = |(index, id, status): (usize, MessageId, RecordStatus)| {
-                statuses[index] = Some(status);
-                ids[index] = Some(id);
-            };
-            match finished {
-                Finished::Record(index, id, status) => record((index, id, status)),
-                Finished::Group(results) => results.into_iter().for_each(record),
+        while let Some(run) = runs.next().await {
+            if let Err(panic) = run {
+                tracing::error!(
+                    panic = panic_message(panic.as_ref()),
+                    "batch step panicked outside the record handler; its records without a status are reported failed"
+                );
             }
         }
         drop(runs);
 
-        let finished: Vec<(MessageId, RecordStatus)> = ids
-            .into_iter()
-            .zip(statuses)
-            .filter_map(|(id, status)| Some((id?, status?)))
-            .collect();
+        let finished = statuses.reported(ids);
         let summary: BatchSummary = finished.iter().map(|(_, status)| *status).collect();
         let response = batch_response(finished.iter().map(|(id, status)| (id, *status)));
         tracing::info!(
@@ -256,23 +266,24 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         BatchOutcome { result, summary }
     }
 
-    /// Runs one unit: a record, or a FIFO message group in order.
+    /// Runs one unit: a record, or a FIFO message group in order. Each record's status is set
+    /// in `statuses` as soon as it is known.
     async fn run_unit(
         &self,
         event: &SqsEvent,
         unit: Unit,
         invocation: Invocation,
         stop_starting_at: Instant,
-    ) -> Finished {
+        statuses: &Statuses,
+    ) {
         match unit {
             Unit::Record(entry) => {
                 let status = self
                     .run_entry(event, &entry, &invocation, stop_starting_at)
                     .await;
-                Finished::Record(entry.index, entry.id, status)
+                statuses.set(entry.index, status);
             }
             Unit::Group(entries) => {
-                let mut results = Vec::with_capacity(entries.len());
                 let mut group_failed = false;
                 for entry in entries {
                     let status = if group_failed {
@@ -282,9 +293,8 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                             .await
                     };
                     group_failed |= status.is_failure();
-                    results.push((entry.index, entry.id, status));
+                    statuses.set(entry.index, status);
                 }
-                Finished::Group(results)
             }
         }
     }
@@ -410,10 +420,34 @@ enum Unit {
     Group(Vec<Entry>),
 }
 
-/// What became of a [`Unit`]'s records: (index in the batch, message id, status).
-enum Finished {
-    Record(usize, MessageId, RecordStatus),
-    Group(Vec<(usize, MessageId, RecordStatus)>),
+/// What became of each record of the batch, by position; `None` until its unit sets it.
+struct Statuses(Mutex<Vec<Option<RecordStatus>>>);
+
+impl Statuses {
+    fn new(records: usize) -> Self {
+        Self(Mutex::new(vec![None; records]))
+    }
+
+    fn set(&self, index: usize, status: RecordStatus) {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)[index] = Some(status);
+    }
+
+    /// Every record with its status, in batch order. A record nothing reported on fails
+    /// closed: it is reported as [`RecordStatus::Panicked`] (what stopped its unit), so it
+    /// comes back instead of being deleted unprocessed.
+    fn reported(self, ids: Vec<MessageId>) -> Vec<(MessageId, RecordStatus)> {
+        let statuses = self.0.into_inner().unwrap_or_else(PoisonError::into_inner);
+        ids.into_iter()
+            .zip(statuses)
+            .map(|(id, status)| {
+                let status = status.unwrap_or_else(|| {
+                    tracing::error!(message_id = %id, "record has no status; reporting it failed");
+                    RecordStatus::Panicked
+                });
+                (id, status)
+            })
+            .collect()
+    }
 }
 
 /// Splits the batch into units of sequential work: one per record, or on FIFO one per message

@@ -69,6 +69,10 @@ struct FakeQueue {
     delayed: Mutex<Vec<(String, Duration)>>,
     parked: Mutex<Vec<(String, String, String)>>,
     park_fails: bool,
+    /// Parking panics (a bug in the queue adapter, outside the record handler).
+    park_panics: bool,
+    /// Changing a message's visibility panics.
+    visibility_panics: bool,
 }
 
 impl QueueActions for FakeQueue {
@@ -77,12 +81,18 @@ impl QueueActions for FakeQueue {
         message: &SqsMessage,
         delay: Duration,
     ) -> Result<(), BoxError> {
+        if self.visibility_panics {
+            panic!("queue adapter bug");
+        }
         let id = message.message_id.clone().unwrap_or_default();
         self.delayed.lock().unwrap().push((id, delay));
         Ok(())
     }
 
     async fn park(&self, message: &SqsMessage, why: ParkReason<'_>) -> Result<(), BoxError> {
+        if self.park_panics {
+            panic!("queue adapter bug");
+        }
         if self.park_fails {
             return Err("dead-letter queue unavailable".into());
         }
@@ -190,6 +200,73 @@ async fn permanent_failure_that_cannot_be_parked_is_reported_failed() {
         .await;
     assert_eq!(sorted(failed_ids(&outcome)), ["msg-2", "msg-3", "msg-5"]);
     assert_eq!(outcome.summary.count(RecordStatus::ParkFailed), 1);
+}
+
+/// One FIFO message group whose records' bodies are `bodies`, in order (`msg-1`, `msg-2`, ...).
+fn fifo_group(bodies: &[&str]) -> SqsEvent {
+    let mut event = fixture("fifo_groups.json");
+    let template = event.records[0].clone();
+    event.records = bodies
+        .iter()
+        .enumerate()
+        .map(|(i, body)| {
+            let mut record = template.clone();
+            record.message_id = Some(format!("msg-{}", i + 1));
+            record.body = Some((*body).to_owned());
+            record
+        })
+        .collect();
+    event
+}
+
+#[tokio::test]
+async fn a_panic_outside_the_handler_fails_its_records_closed_and_only_them() {
+    // Group A: msg-1 is processed, parking msg-2 panics, msg-3 never ran: neither may be
+    // acknowledged.
+    let queue = FakeQueue {
+        park_panics: true,
+        ..FakeQueue::default()
+    };
+    let processor = BatchProcessor::new(Scripted::default(), queue, settings(4));
+    let outcome = processor
+        .process(&fifo_group(&["ok", "permanent", "ok"]), far_deadline())
+        .await;
+    assert_eq!(sorted(failed_ids(&outcome)), ["msg-2", "msg-3"]);
+    assert_eq!(outcome.summary.count(RecordStatus::Processed), 1);
+    assert_eq!(outcome.summary.failed(), 2);
+    assert_eq!(processor.handler().handled(), ["msg-1", "msg-2"]);
+
+    // A standard queue: delaying the retried record panics; the others are unaffected.
+    let queue = FakeQueue {
+        visibility_panics: true,
+        ..FakeQueue::default()
+    };
+    let processor = BatchProcessor::new(Scripted::default(), queue, settings(4));
+    let outcome = processor
+        .process(&fixture("standard_mixed.json"), far_deadline())
+        .await;
+    assert_eq!(sorted(failed_ids(&outcome)), ["msg-2", "msg-5"]);
+    assert_eq!(outcome.summary.count(RecordStatus::Processed), 2);
+    assert_eq!(outcome.summary.count(RecordStatus::Parked), 1);
+}
+
+#[test]
+fn a_record_without_a_status_is_reported_failed() {
+    let ids: Vec<MessageId> = ["a", "b", "c"]
+        .iter()
+        .map(|id| MessageId::parse(Some(id)).unwrap())
+        .collect();
+    let statuses = Statuses::new(ids.len());
+    statuses.set(0, RecordStatus::Processed);
+    statuses.set(2, RecordStatus::Duplicate);
+    let reported = statuses.reported(ids);
+    let failed: Vec<&str> = reported
+        .iter()
+        .filter(|(_, status)| status.is_failure())
+        .map(|(id, _)| id.as_str())
+        .collect();
+    assert_eq!(reported.len(), 3, "every record is reported");
+    assert_eq!(failed, ["b"]);
 }
 
 #[tokio::test]
