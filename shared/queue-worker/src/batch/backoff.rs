@@ -1,9 +1,19 @@
 //! Exponential, jittered, capped redelivery delay for retryable failures.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 /// The visibility timeout SQS accepts at most (12 hours).
 const MAX_VISIBILITY: Duration = Duration::from_secs(12 * 3600);
+
+/// The longest a delivery can have been in flight when the batch processor changes its
+/// visibility: Lambda's longest batching window (5 min) before the invocation, plus its longest
+/// timeout (15 min).
+const LONGEST_DELIVERY: Duration = Duration::from_secs(20 * 60);
+
+/// Kept off the limit for clock skew between SQS and the function (the receive timestamp is
+/// approximate) and the time the request takes to arrive.
+const CLOCK_ALLOWANCE: Duration = Duration::from_secs(60);
 
 /// How long a retryably failed message stays invisible before its next delivery.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -41,6 +51,30 @@ pub(crate) fn whole_seconds(delay: Duration) -> Duration {
     Duration::from_secs(seconds.max(1)).min(MAX_VISIBILITY)
 }
 
+/// The longest visibility timeout SQS accepts for a message whose record carries `attributes`,
+/// when the request is made at `now`.
+///
+/// SQS rejects a `ChangeMessageVisibility` that would keep a message invisible more than 12 hours
+/// after it was received (the total from the receive, however many changes), rather than cutting
+/// it to what is left. The record does not carry its receive time, but
+/// `ApproximateFirstReceiveTimestamp` (epoch ms) is never later than it, so 12 hours from there
+/// is always accepted; and since a delivery is in flight at most [`LONGEST_DELIVERY`] before the
+/// processor changes it, no more than that is counted, so a message first received days ago
+/// still gets its full backoff. Without the attribute the delivery is taken to be that old.
+pub(crate) fn visibility_limit(attributes: &HashMap<String, String>, now: SystemTime) -> Duration {
+    let in_flight = attributes
+        .get("ApproximateFirstReceiveTimestamp")
+        .and_then(|ms| ms.parse::<u64>().ok())
+        .map(|ms| SystemTime::UNIX_EPOCH + Duration::from_millis(ms))
+        .map_or(LONGEST_DELIVERY, |received| {
+            now.duration_since(received)
+                .unwrap_or_default()
+                .min(LONGEST_DELIVERY)
+        });
+    let left = MAX_VISIBILITY.saturating_sub(in_flight + CLOCK_ALLOWANCE);
+    Duration::from_secs(left.as_secs())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -76,6 +110,56 @@ mod tests {
         };
         assert_eq!(huge.delay(10, 0.0), MAX_VISIBILITY / 2);
         assert!(huge.delay(10, 0.999_999) <= MAX_VISIBILITY);
+    }
+
+    /// A time in whole milliseconds, as SQS timestamps are.
+    fn now() -> SystemTime {
+        SystemTime::UNIX_EPOCH + Duration::from_millis(1_796_000_000_123)
+    }
+
+    fn first_received(ago: Duration, now: SystemTime) -> HashMap<String, String> {
+        let ms = (now - ago)
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .unwrap()
+            .as_millis();
+        HashMap::from([(
+            "ApproximateFirstReceiveTimestamp".to_owned(),
+            ms.to_string(),
+        )])
+    }
+
+    #[test]
+    fn the_visibility_limit_counts_twelve_hours_from_the_receive() {
+        let now = now();
+        let limit = visibility_limit(&first_received(Duration::from_secs(300), now), now);
+        assert_eq!(
+            limit,
+            MAX_VISIBILITY - Duration::from_secs(300) - CLOCK_ALLOWANCE
+        );
+    }
+
+    #[test]
+    fn a_delivery_counts_as_at_most_as_old_as_a_delivery_can_be() {
+        let now = now();
+        let longest = MAX_VISIBILITY - LONGEST_DELIVERY - CLOCK_ALLOWANCE;
+        let days_ago = first_received(Duration::from_secs(3 * 86_400), now);
+        assert_eq!(visibility_limit(&days_ago, now), longest);
+        assert_eq!(visibility_limit(&HashMap::new(), now), longest);
+        let garbled = HashMap::from([(
+            "ApproximateFirstReceiveTimestamp".to_owned(),
+            "soon".to_owned(),
+        )]);
+        assert_eq!(visibility_limit(&garbled, now), longest);
+    }
+
+    #[test]
+    fn a_receive_timestamp_ahead_of_the_clock_counts_as_now() {
+        let now = now();
+        let ahead = first_received(Duration::ZERO, now + Duration::from_secs(30));
+        assert_eq!(
+            visibility_limit(&ahead, now),
+            MAX_VISIBILITY - CLOCK_ALLOWANCE
+        );
     }
 
     proptest! {

@@ -19,12 +19,17 @@
 //!   the first failure on, the rest of that group is reported failed without running. Other
 //!   groups go on. A permanent failure parked in the DLQ counts as handled: its group goes on.
 //! - No record starts once the remaining time is under [`BatchSettings::deadline_margin`];
-//!   records not started are reported failed, so an invocation never times out as a whole.
+//!   records not started are reported failed, so an invocation never times out as a whole,
+//!   and held back for the backoff policy's first delay (not one keyed on their receive count:
+//!   they never ran). Each miss still costs a receive, so a deployment sizes its batches so that
+//!   every record starts (`shared/README.md`, "Records not started").
 //!   Running records see the same cut-off as [`Invocation::stop_at`]: they stop starting new
 //!   work there and use the margin to record what they did.
 //! - Retryable failures are reported failed and, with a [`BackoffPolicy`], made invisible for a
-//!   growing, jittered delay; permanent failures are parked in the dead-letter queue with their
-//!   reason and then acknowledged, or reported failed when parking fails: nothing is lost.
+//!   growing, jittered delay (cut to end within SQS's 12 hours from the receive; not attempted
+//!   past [`Invocation::finish_instant`]); permanent failures are parked in the dead-letter queue
+//!   with their reason and then acknowledged, or reported failed when parking fails: nothing is
+//!   lost.
 //! - When every record failed, the invocation itself fails ([`BatchError::AllFailed`]), so the
 //!   event source mapping backs off instead of hammering a dependency that is down.
 //!
@@ -308,6 +313,8 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         stop_starting_at: Instant,
     ) -> RecordStatus {
         if Instant::now() >= stop_starting_at {
+            self.hold_back(&event.records[entry.index], invocation)
+                .await;
             return RecordStatus::NotStarted;
         }
         self.run_record(entry, &event.records[entry.index], invocation)
@@ -340,7 +347,8 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                 Ok(Err(error)) => match &error {
                     RecordError::Retryable { retry_after, .. } => {
                         tracing::warn!(error = %error_chain(&error), "retryable failure");
-                        self.back_off(message, receive_count, *retry_after).await;
+                        self.back_off(message, receive_count, *retry_after, invocation)
+                            .await;
                         RecordStatus::Retried
                     }
                     RecordError::Permanent { code, reason, .. } => {
@@ -359,7 +367,8 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                 },
                 Err(panic) => {
                     tracing::error!(panic = panic_message(panic.as_ref()), "record handler panicked");
-                    self.back_off(message, receive_count, None).await;
+                    self.back_off(message, receive_count, None, invocation)
+                        .await;
                     RecordStatus::Panicked
                 }
             }
@@ -378,6 +387,7 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         message: &SqsMessage,
         receive_count: u32,
         retry_after: Option<Duration>,
+        invocation: &Invocation,
     ) {
         let backoff = self
             .settings
@@ -393,11 +403,49 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                     .unwrap_or_default(),
             ),
         };
-        match self.queue.change_visibility(message, delay).await {
-            Ok(()) => tracing::info!(delay_seconds = delay.as_secs(), "next delivery delayed"),
-            Err(e) => {
+        self.delay_next_delivery(message, delay, invocation).await;
+    }
+
+    /// Holds a record that was not started back for a short, jittered while: the backoff
+    /// policy's first delay (`base`, jittered into its upper half), whatever its receive count,
+    /// since it never ran. It comes back to a later invocation soon, spread out from the other
+    /// records not started with it, instead of after the queue's whole visibility timeout.
+    /// Without backoff it is left to the visibility timeout.
+    async fn hold_back(&self, message: &SqsMessage, invocation: &Invocation) {
+        if let Some(policy) = self.settings.backoff {
+            let delay = policy.delay(1, fastrand::f64());
+            self.delay_next_delivery(message, delay, invocation).await;
+        }
+    }
+
+    /// Makes `message` invisible for `delay`, cut to what SQS accepts for it (12 hours from
+    /// its receive, [`backoff::visibility_limit`]). The call gives up at the invocation's
+    /// [`finish_instant`](Invocation::finish_instant), and is not made past it: an invocation
+    /// must never time out as a whole.
+    async fn delay_next_delivery(
+        &self,
+        message: &SqsMessage,
+        delay: Duration,
+        invocation: &Invocation,
+    ) {
+        let delay = delay.min(backoff::visibility_limit(
+            &message.attributes,
+            SystemTime::now(),
+        ));
+        let give_up_at = invocation.finish_instant();
+        if Instant::now() >= give_up_at {
+            tracing::warn!("no time left to delay the next delivery");
+            return;
+        }
+        let change = self.queue.change_visibility(message, delay);
+        match tokio::time::timeout_at(give_up_at, change).await {
+            Ok(Ok(())) => {
+                tracing::info!(delay_seconds = delay.as_secs(), "next delivery delayed")
+            }
+            Ok(Err(e)) => {
                 tracing::warn!(error = %error_chain(e.as_ref()), "could not delay the next delivery")
             }
+            Err(_) => tracing::warn!("delaying the next delivery ran out of time"),
         }
     }
 }

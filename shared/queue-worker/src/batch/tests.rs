@@ -1,6 +1,6 @@
 //! Unit tests of the batch rules, driven by JSON event fixtures and a scripted handler whose
 //! behaviour each record's body names: `ok`, `duplicate`, `retry`, `permanent`, `panic`, or
-//! `sleep:<ms>` (then ok).
+//! `leased` (retry in 600 s), `leased_for_a_day`, or `sleep:<ms>` (then ok).
 
 use std::collections::{HashMap, HashSet};
 use std::sync::Mutex;
@@ -47,6 +47,10 @@ impl RecordHandler for Scripted {
             "leased" => Err(RecordError::retryable_after(
                 "in progress elsewhere",
                 Duration::from_secs(600),
+            )),
+            "leased_for_a_day" => Err(RecordError::retryable_after(
+                "in progress elsewhere",
+                Duration::from_secs(86_400),
             )),
             sleep => {
                 let ms = sleep
@@ -325,6 +329,26 @@ async fn a_known_retry_time_keeps_the_message_invisible_beyond_the_backoff() {
 }
 
 #[tokio::test]
+async fn a_delay_ends_within_twelve_hours_of_the_receive() {
+    // SQS rejects a visibility beyond 12 h from the receive: five minutes after it, a day's
+    // wait is cut to what is left (less a minute for clock skew), not to 12 h from now.
+    let mut event = single("leased_for_a_day");
+    let received = SystemTime::now() - Duration::from_secs(300);
+    let ms = received
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap()
+        .as_millis();
+    let attributes = &mut event.records[0].attributes;
+    attributes.insert("ApproximateFirstReceiveTimestamp".into(), ms.to_string());
+    attributes.insert("ApproximateReceiveCount".into(), "1".into());
+    let processor = processor(1);
+    processor.process(&event, far_deadline()).await;
+    let delay = processor.queue.delayed.lock().unwrap()[0].1.as_secs();
+    let left = 12 * 3600 - 300 - 60;
+    assert!((left - 2..=left).contains(&delay), "{delay} s");
+}
+
+#[tokio::test]
 async fn waiters_on_one_known_retry_time_come_back_spread_out() {
     let processor = processor(1);
     let mut delays = std::collections::BTreeSet::new();
@@ -420,6 +444,38 @@ async fn no_record_starts_within_the_deadline_margin_and_unstarted_ones_are_repo
     assert_eq!(processor.handler().handled(), ["msg-0", "msg-1", "msg-2"]);
     assert_eq!(sorted(failed_ids(&outcome)), ["msg-3", "msg-4"]);
     assert_eq!(outcome.summary.count(RecordStatus::NotStarted), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn records_not_started_are_held_back_briefly_whatever_their_receive_count() {
+    // As in the test above, msg-3 and msg-4 do not start. Received six times, a failure would
+    // back off for 160 to 320 s; never having run, they are held back for the first delay
+    // only (10 s base: 5 to 10 s), and the records that ran are not delayed.
+    let processor = processor(1);
+    let mut event = sleeping_batch(5, 400);
+    for record in &mut event.records {
+        record
+            .attributes
+            .insert("ApproximateReceiveCount".into(), "6".into());
+    }
+    let deadline = SystemTime::now() + Duration::from_millis(1500);
+    let outcome = processor.process(&event, deadline).await;
+    assert_eq!(outcome.summary.count(RecordStatus::NotStarted), 2);
+    let delayed: HashMap<String, Duration> = processor
+        .queue
+        .delayed
+        .lock()
+        .unwrap()
+        .iter()
+        .cloned()
+        .collect();
+    assert_eq!(
+        sorted(delayed.keys().cloned().collect()),
+        ["msg-3", "msg-4"]
+    );
+    for (id, delay) in &delayed {
+        assert!((5..=10).contains(&delay.as_secs()), "{id}: {delay:?}");
+    }
 }
 
 #[tokio::test]
