@@ -59,6 +59,7 @@ pub async fn first_claim_proceeds_and_completion_stores_the_result<S, F>(
     let key = key("first");
     let claim = proceed(&guard, &key, b"job").await;
     assert_eq!(claim.key(), &key);
+    assert!(!claim.took_over(), "a first claim replaces nothing");
 
     guard
         .complete(&claim, r#"{"rows":3}"#)
@@ -94,7 +95,11 @@ pub async fn completed_record_is_reclaimable_after_its_retention_expiry<S, F>(
     ));
 
     clock.advance(Duration::from_secs(3));
-    proceed(&guard, &key, b"job").await;
+    let reclaimed = proceed(&guard, &key, b"job").await;
+    assert!(
+        reclaimed.took_over(),
+        "a claim over a record past retention is a takeover"
+    );
 }
 
 /// While a live lease is held, other claims are told the key is in progress, and until when.
@@ -196,6 +201,10 @@ pub async fn expired_lease_is_reclaimed_and_the_old_owner_is_fenced_off<S, F>(
     clock.advance(SETTINGS.max_lease + Duration::from_secs(1));
     let current = proceed(&guard, &key, b"job").await;
     assert_ne!(stale.token(), current.token());
+    assert!(
+        current.took_over(),
+        "the write that replaced the expired claim says so"
+    );
 
     assert!(matches!(
         guard.complete(&stale, "stale").await,
@@ -228,6 +237,10 @@ where
     guard.release(&failed).await.expect("release");
 
     let retry = proceed(&guard, &key, b"job").await;
+    assert!(
+        !retry.took_over(),
+        "a released claim leaves nothing to take over"
+    );
     assert!(matches!(
         guard.complete(&failed, "late").await,
         Err(GuardError::ClaimLost { .. })

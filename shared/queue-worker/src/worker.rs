@@ -7,7 +7,7 @@
 //!
 //! | decision | outcome |
 //! |---|---|
-//! | `Proceed` | the worker runs; `Ok` completes the claim (after sending the continuation, if any), `Err` releases it |
+//! | `Proceed` | the worker runs ([`Run::took_over`] says whether an earlier delivery may have done some of the work); `Ok` completes the claim (after sending the continuation, if any), `Err` releases it |
 //! | `AlreadyCompleted` | acknowledged as a duplicate; the worker does not run |
 //! | `InProgress` | retried no earlier than the holder's lease ends |
 //! | `PayloadMismatch` | parked as [`JobFailure::PayloadMismatch`] |
@@ -19,7 +19,9 @@
 //! (continuation, completion, release) give up at [`Invocation::finish_instant`], so an
 //! invocation never times out as a whole; a worker that fails after that instant (it ran out of
 //! time recording its work) keeps its claim until the lease ends, since its work may be
-//! recorded.
+//! recorded. A claim is never released once the worker returned `Ok`: if the continuation cannot
+//! be sent, the claim is kept and the job retried when the lease ends, by a delivery that takes
+//! the claim over and finds the work recorded.
 
 use std::time::{Duration, SystemTime};
 
@@ -89,8 +91,13 @@ pub trait Worker: Send + Sync {
 pub struct Run<'a> {
     /// The invocation's deadline and stop time.
     pub invocation: &'a Invocation,
-    /// How many times SQS has delivered this message (1 the first time).
+    /// How many times SQS has delivered this message (1 the first time). Approximate: never
+    /// gate correctness on it, use [`took_over`](Self::took_over).
     pub receive_count: u32,
+    /// Whether this delivery's claim took over an expired one ([`Claim::took_over`]): an
+    /// earlier delivery may have done some or all of the work and died before completing its
+    /// claim. Read the job's progress before redoing any effect.
+    pub took_over: bool,
 }
 
 /// How a job ended: acknowledged, maybe with a continuation to queue.
@@ -191,6 +198,7 @@ where
         let run = Run {
             invocation,
             receive_count: receive_count(message),
+            took_over: claim.took_over(),
         };
         let finish_by = invocation.finish_instant();
         let done = match self.worker.run(job, &run).await {
@@ -211,14 +219,17 @@ where
             let send = self.continuations.send_after(next, done.delay, trace);
             match timeout_at(finish_by, send).await {
                 Ok(Ok(())) => {}
+                // The work succeeded and is recorded: the claim is kept, never released, so no
+                // other delivery redoes it before the lease ends; the one after takes the claim
+                // over, finds the work recorded and sends the continuation.
                 Ok(Err(e)) => {
-                    self.release(&claim, finish_by).await;
-                    return Err(
-                        RecordError::retryable("could not queue the job's continuation")
-                            .with_source(e),
-                    );
+                    return Err(RecordError::retryable_after(
+                        "could not queue the job's continuation",
+                        until(claim.lease_expires_at()),
+                    )
+                    .with_source(e));
                 }
-                Err(_) => return Err(out_of_time()),
+                Err(_) => return Err(out_of_time(&claim)),
             }
             result["next"] = next.idempotency_key().as_str().into();
         }
@@ -294,9 +305,7 @@ where
             // message stays invisible at least that long instead of burning its receives.
             Decision::InProgress { lease_expires_at } => Err(RecordError::retryable_after(
                 "the job is being processed by another worker",
-                lease_expires_at
-                    .duration_since(SystemTime::now())
-                    .unwrap_or_default(),
+                until(lease_expires_at),
             )),
             Decision::PayloadMismatch => Err(JobFailure::PayloadMismatch
                 .error("a different job was already processed under this idempotency key")),
@@ -312,9 +321,18 @@ fn ack_name(ack: Ack) -> &'static str {
 }
 
 /// Finishing steps that ran out of time: whatever they did is safe (the worker's commit point
-/// tells the redelivery, the continuation is collapsed by its own claim).
-fn out_of_time() -> RecordError {
-    RecordError::retryable("the invocation ended before the job's outcome was settled")
+/// tells the redelivery, the continuation is collapsed by its own claim). The claim is kept, so
+/// the job comes back when its lease ends.
+fn out_of_time(claim: &Claim) -> RecordError {
+    RecordError::retryable_after(
+        "the invocation ended before the job's outcome was settled",
+        until(claim.lease_expires_at()),
+    )
+}
+
+/// The time from now until `at` (zero once past).
+fn until(at: SystemTime) -> Duration {
+    at.duration_since(SystemTime::now()).unwrap_or_default()
 }
 
 fn guard_error(error: GuardError) -> RecordError {

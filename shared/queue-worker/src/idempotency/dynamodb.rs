@@ -2,7 +2,9 @@
 //!
 //! Requests per job: a new key costs two writes (the claim `PutItem` and the completing
 //! `UpdateItem`); a duplicate costs one conditional `PutItem` whose failure returns the existing
-//! item (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so no read is ever made.
+//! item (`ReturnValuesOnConditionCheckFailure=ALL_OLD`), so no read is ever made. A claim that
+//! replaces an expired record learns it from the same write (`ReturnValues=ALL_OLD`, free of
+//! capacity).
 //!
 //! The table needs only a string partition key named [`attributes::KEY`]; enable TTL on
 //! [`attributes::EXPIRES_AT`] so old records are cleaned up. TTL is never relied on for
@@ -18,7 +20,7 @@ use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::delete_item::DeleteItemError;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValue, ReturnValuesOnConditionCheckFailure};
 
 use super::record::{self, Record, Status};
 use super::{
@@ -122,11 +124,16 @@ impl IdempotencyStore for DynamoDbStore {
             .expression_attribute_values(":now_s", n(record::seconds_floor(request.now)))
             .expression_attribute_values(":now_ms", n(record::millis(request.now)))
             .expression_attribute_values(":in_progress", s(Status::IN_PROGRESS))
+            .return_values(ReturnValue::AllOld)
             .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
             .send()
             .await;
 
         match outcome {
+            // The replaced item, if any, comes back with the write: a takeover costs no read.
+            Ok(output) if output.attributes().is_some_and(|old| !old.is_empty()) => {
+                Ok(Decision::Proceed(request.granted_over_earlier()))
+            }
             Ok(_) => Ok(Decision::Proceed(request.granted())),
             Err(err) => match err.as_service_error() {
                 Some(PutItemError::ConditionalCheckFailedException(conflict)) => {

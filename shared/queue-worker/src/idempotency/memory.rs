@@ -40,13 +40,18 @@ impl IdempotencyStore for InMemoryStore {
         let now_ms = record::millis(request.now);
         let now_s = record::seconds_floor(request.now);
         let mut records = self.records();
-        if let Some(existing) = records.get(request.key.as_str()) {
+        let replaced = records.get(request.key.as_str());
+        if let Some(existing) = replaced {
             if existing.blocks_claim(now_ms, now_s) {
                 return Ok(existing.clone().conflict(request));
             }
         }
+        let claim = match replaced {
+            Some(_) => request.granted_over_earlier(),
+            None => request.granted(),
+        };
         records.insert(request.key.clone(), Record::in_progress(request));
-        Ok(Decision::Proceed(request.granted()))
+        Ok(Decision::Proceed(claim))
     }
 
     async fn complete(
@@ -102,7 +107,30 @@ mod tests {
         ));
         assert_eq!(
             store.try_claim(&request).await.unwrap(),
-            Decision::Proceed(request.granted())
+            Decision::Proceed(request.granted_over_earlier())
         );
+    }
+
+    #[tokio::test]
+    async fn a_claim_over_an_expired_lease_is_a_takeover_and_a_first_claim_is_not() {
+        let store = InMemoryStore::default();
+        let now = SystemTime::now();
+        let request = |token: &str, now: SystemTime| ClaimRequest {
+            key: IdempotencyKey::parse("job-1").unwrap(),
+            payload_hash: PayloadHash::of(b"job"),
+            token: FencingToken::from_stored(token),
+            now,
+            lease_expires_at: now + Duration::from_secs(60),
+            expires_at: now + Duration::from_secs(3600),
+        };
+        let Decision::Proceed(first) = store.try_claim(&request("a", now)).await.unwrap() else {
+            panic!("the first claim proceeds");
+        };
+        assert!(!first.took_over());
+        let later = now + Duration::from_secs(61);
+        let Decision::Proceed(second) = store.try_claim(&request("b", later)).await.unwrap() else {
+            panic!("a claim after the lease proceeds");
+        };
+        assert!(second.took_over());
     }
 }

@@ -6,7 +6,8 @@
 //!
 //! - [`Decision::Proceed`]: this worker owns the key until its lease runs out. Do the work, then
 //!   [`IdempotencyGuard::complete`] it, or [`IdempotencyGuard::release`] it on failure so the next
-//!   delivery can proceed at once.
+//!   delivery can proceed at once. A claim that [took over](Claim::took_over) an expired one
+//!   may find the work partly or wholly done: read its progress before redoing any effect.
 //! - [`Decision::AlreadyCompleted`]: the work was done before; acknowledge, using the stored result.
 //! - [`Decision::InProgress`]: another worker holds a live lease; retry later.
 //! - [`Decision::PayloadMismatch`]: the key was used for a different payload; a permanent error.
@@ -23,6 +24,8 @@
 //!    [`GuardError::ClaimLost`] instead.
 //! 3. A conflict is decided from the record returned by the failed write itself: a new key costs
 //!    two writes (claim, complete), a duplicate one write, and neither costs a read.
+//! 4. A successful claim returns the record it replaced, if any (DynamoDB's `ReturnValues`, at
+//!    no extra cost), so the worker learns a takeover without a read.
 //!
 //! Layout: the key and the record model live here and in `record`; [`DynamoDbStore`] is the
 //! production store, [`InMemoryStore`] the one for unit tests and benchmarks.
@@ -68,6 +71,7 @@ pub struct Claim {
     key: IdempotencyKey,
     token: FencingToken,
     lease_expires_at: SystemTime,
+    took_over: bool,
 }
 
 impl Claim {
@@ -84,6 +88,14 @@ impl Claim {
     /// When this claim stops protecting the key from other workers.
     pub fn lease_expires_at(&self) -> SystemTime {
         self.lease_expires_at
+    }
+
+    /// Whether this claim replaced an earlier record of the key: a claim whose lease ran out
+    /// (its worker died, or ran out of time, after doing some or all of the work) or a record
+    /// past retention. The work may already be partly or wholly done, whatever the message's
+    /// receive count says: a worker must read its progress before redoing any effect.
+    pub fn took_over(&self) -> bool {
+        self.took_over
     }
 }
 
@@ -139,12 +151,22 @@ pub struct ClaimRequest {
 }
 
 impl ClaimRequest {
-    /// The claim a successful write of this request grants.
+    /// The claim a successful write of this request grants on a key that had no record.
     pub fn granted(&self) -> Claim {
         Claim {
             key: self.key.clone(),
             token: self.token.clone(),
             lease_expires_at: self.lease_expires_at,
+            took_over: false,
+        }
+    }
+
+    /// The claim a successful write of this request grants over an earlier record of the key
+    /// (an expired lease, or a record past retention): see [`Claim::took_over`].
+    pub fn granted_over_earlier(&self) -> Claim {
+        Claim {
+            took_over: true,
+            ..self.granted()
         }
     }
 }

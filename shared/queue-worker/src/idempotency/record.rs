@@ -71,8 +71,10 @@ impl Record {
     /// The decision for `request`, which this (blocking) record refused.
     pub(crate) fn conflict(self, request: &ClaimRequest) -> Decision {
         if self.token == request.token && self.status == Status::InProgress {
-            // Our own claim: an SDK retry of a claim whose first attempt was written.
-            return Decision::Proceed(request.granted());
+            // Our own claim: an SDK retry of a claim whose first attempt was written. Whether
+            // that attempt replaced an expired record is lost with its response, so the claim
+            // counts as a takeover: the worker reads its progress first, which is never wrong.
+            return Decision::Proceed(request.granted_over_earlier());
         }
         if self.payload_hash != request.payload_hash {
             return Decision::PayloadMismatch;

@@ -41,13 +41,15 @@ impl Job for TestJob {
 #[derive(Default)]
 struct Scripted {
     runs: AtomicU32,
+    took_over: Mutex<Vec<bool>>,
 }
 
 impl Worker for Scripted {
     type Job = TestJob;
 
-    async fn run(&self, job: &TestJob, _: &Run<'_>) -> Result<Done<TestJob>, RecordError> {
+    async fn run(&self, job: &TestJob, run: &Run<'_>) -> Result<Done<TestJob>, RecordError> {
         self.runs.fetch_add(1, Ordering::SeqCst);
+        self.took_over.lock().unwrap().push(run.took_over);
         match job.script.as_str() {
             "ok" => Ok(Done::processed()),
             "duplicate" => Ok(Done::duplicate()),
@@ -109,9 +111,13 @@ const SETTINGS: GuardSettings = GuardSettings {
 type Handler = Idempotent<Scripted, Arc<InMemoryStore>, Recorded>;
 
 fn handler(store: &Arc<InMemoryStore>, queue: Recorded) -> Handler {
+    handler_with(store, queue, SETTINGS)
+}
+
+fn handler_with(store: &Arc<InMemoryStore>, queue: Recorded, settings: GuardSettings) -> Handler {
     Idempotent::new(
         Scripted::default(),
-        IdempotencyGuard::new(Arc::clone(store), SETTINGS),
+        IdempotencyGuard::new(Arc::clone(store), settings),
         queue,
     )
 }
@@ -328,20 +334,60 @@ async fn a_held_back_continuation_is_sent_with_its_delay_and_the_job_acknowledge
 }
 
 #[tokio::test]
-async fn a_continuation_that_cannot_be_sent_is_retried_with_the_claim_released() {
+async fn a_continuation_that_cannot_be_sent_keeps_the_claim_so_no_copy_redoes_the_work() {
     let store = Arc::new(InMemoryStore::default());
-    let handler = handler(
+    let down = || Recorded {
+        down: true,
+        ..Recorded::default()
+    };
+    let handler = handler(&store, down());
+    let result = handler.handle(&job("a", "continue"), &invocation()).await;
+    assert!(
+        matches!(
+            result,
+            Err(RecordError::Retryable {
+                retry_after: Some(after),
+                ..
+            }) if after > Duration::from_secs(60)
+        ),
+        "retried when the lease ends: {result:?}"
+    );
+    let again = handler.handle(&job("a", "continue"), &invocation()).await;
+    assert!(matches!(
+        again,
+        Err(RecordError::Retryable {
+            retry_after: Some(_),
+            ..
+        })
+    ));
+    assert_eq!(
+        runs(&handler),
+        1,
+        "the work succeeded: its claim is never released"
+    );
+}
+
+#[tokio::test]
+async fn the_delivery_after_a_kept_claims_lease_runs_as_a_takeover() {
+    let store = Arc::new(InMemoryStore::default());
+    // Leases end at once, as if the first delivery's lease had run out.
+    let expiring = GuardSettings {
+        lease_margin: Duration::ZERO,
+        max_lease: Duration::ZERO,
+        ..SETTINGS
+    };
+    let handler = handler_with(
         &store,
         Recorded {
             down: true,
             ..Recorded::default()
         },
+        expiring,
     );
-    let result = handler.handle(&job("a", "continue"), &invocation()).await;
-    assert!(matches!(result, Err(RecordError::Retryable { .. })));
-    let again = handler.handle(&job("a", "continue"), &invocation()).await;
-    assert!(matches!(again, Err(RecordError::Retryable { .. })));
-    assert_eq!(runs(&handler), 2, "released, so the redelivery runs again");
+    let first = handler.handle(&job("a", "continue"), &invocation()).await;
+    assert!(first.is_err());
+    let _ = handler.handle(&job("a", "continue"), &invocation()).await;
+    assert_eq!(*handler.worker().took_over.lock().unwrap(), [false, true]);
 }
 
 fn message_of(job: &TestJob) -> SqsMessage {
