@@ -100,6 +100,14 @@ pub type RecordResult = Result<Ack, RecordError>;
 /// so that what it has done can be recorded (a checkpoint, a continuation, a release) in the
 /// margin before the deadline. Running out of this invocation's time is never a reason to fail
 /// a job permanently: stop, keep what is durably done, and come back.
+///
+/// The margin is split in three, on the deadline's side of `stop_at`:
+///
+/// | from | until | what runs |
+/// |---|---|---|
+/// | `stop_at` | [`drain_instant`](Self::drain_instant) (3/8 of the margin later) | requests sent before `stop_at` are awaited and counted, none is started |
+/// | the drain | [`finish_instant`](Self::finish_instant) (3/4 of the margin after `stop_at`) | the commit, the continuation, completing or releasing the claim |
+/// | the finish | the deadline | the batch processor reports, delays and parks records |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invocation {
     /// When Lambda ends the invocation (`Context::deadline()`): bound leases by it.
@@ -129,6 +137,16 @@ impl Invocation {
     /// [`stop_at`](Self::stop_at) on the async runtime's clock, for `tokio::time::timeout_at`.
     pub fn stop_instant(&self) -> tokio::time::Instant {
         tokio::time::Instant::now() + self.work_left()
+    }
+
+    /// Until when a running record may await the requests it sent before
+    /// [`stop_at`](Self::stop_at), on the async runtime's clock: halfway from the stop time to
+    /// the [finishing time](Self::finish_instant). A request awaited to its answer is counted
+    /// and never sent again; one dropped unanswered is redone by the next chunk, so the effects
+    /// of a clean stop happen once.
+    pub fn drain_instant(&self) -> tokio::time::Instant {
+        let stop = self.stop_instant();
+        stop + (self.finish_instant().saturating_duration_since(stop)) / 2
     }
 
     /// When the steps that record a record's outcome (a commit, a continuation, completing or
@@ -247,5 +265,31 @@ impl MessageId {
 impl fmt::Display for MessageId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(&self.0)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn the_margin_runs_stop_then_drain_then_finish_then_deadline() {
+        let start = tokio::time::Instant::now();
+        let invocation = Invocation::new(
+            SystemTime::now() + Duration::from_secs(10),
+            Duration::from_millis(3200),
+        );
+        let after = |instant: tokio::time::Instant| (instant - start).as_millis();
+        // 6.8 s of work; the 3.2 s margin: 1.2 s of drain, 1.2 s to finish, 0.8 s to report.
+        let (stop, drain, finish) = (
+            after(invocation.stop_instant()),
+            after(invocation.drain_instant()),
+            after(invocation.finish_instant()),
+        );
+        assert!((6_790..=6_800).contains(&stop), "{stop}");
+        assert!((7_990..=8_000).contains(&drain), "{drain}");
+        assert!((9_190..=9_200).contains(&finish), "{finish}");
     }
 }
