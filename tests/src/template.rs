@@ -264,6 +264,13 @@ fn check_function(template: &Value, name: &str, function: &Value, found: &mut Ve
                 "{name}: a batch size above 10 needs a batching window of at least 1 s"
             ));
         }
+        check_every_record_starts(
+            template,
+            name,
+            largest_batch,
+            &properties["Environment"]["Variables"]["BATCH_CONCURRENCY"],
+            found,
+        );
         let largest_window = windows.iter().copied().fold(0.0, f64::max);
         let timeouts = possible_numbers(template, &properties["Timeout"]);
         let queue_name = get_att_resource_of(&event_properties["Queue"]).unwrap_or_default();
@@ -317,6 +324,42 @@ fn check_function(template: &Value, name: &str, function: &Value, found: &mut Ve
     ));
 }
 
+/// The library's `BATCH_CONCURRENCY` when the template does not set it.
+const DEFAULT_BATCH_CONCURRENCY: f64 = 10.0;
+
+/// Every record of the largest batch must start at once, with the smallest `BATCH_CONCURRENCY`
+/// the function can get: `BatchSize` ≤ `BatchConcurrency` for every allowed pair.
+///
+/// Why no looser factor: a record of this pipeline can run until the invocation's stop time (a
+/// large import works chunk after chunk until then), so one invocation may start no more records
+/// than it runs at once. A record that does not start is reported failed, and SQS counts a
+/// receive each time: a batch larger than the concurrency could send records to the
+/// dead-letter queue as `maxReceiveCount` exceeded without their ever running. With the bound,
+/// a record of a standard queue always starts in the invocation that received it (an
+/// invocation begins with its whole timeout, far above the deadline margin).
+fn check_every_record_starts(
+    template: &Value,
+    name: &str,
+    largest_batch: f64,
+    batch_concurrency: &Value,
+    found: &mut Vec<String>,
+) {
+    let smallest_concurrency = if batch_concurrency.is_null() {
+        DEFAULT_BATCH_CONCURRENCY
+    } else {
+        possible_numbers(template, batch_concurrency)
+            .into_iter()
+            .fold(f64::INFINITY, f64::min)
+    };
+    if largest_batch > smallest_concurrency {
+        found.push(format!(
+            "{name}: a batch of up to {largest_batch} records does not all start with \
+             BATCH_CONCURRENCY as low as {smallest_concurrency}: records not started burn \
+             receives toward maxReceiveCount (keep BatchSize at most BatchConcurrency)"
+        ));
+    }
+}
+
 fn statements(properties: &Value) -> Vec<&Value> {
     properties["Policies"]
         .as_sequence()
@@ -337,4 +380,51 @@ fn as_list(value: &Value) -> Vec<&Value> {
 /// The resource of a `!GetAtt Resource.Attribute`.
 fn get_att_resource_of(value: &Value) -> Option<&str> {
     get_att(value).map(|(resource, _)| resource)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parameter(template: &mut Value, name: &str, key: &str, value: u64) {
+        template["Parameters"][name][key] = Value::from(value);
+    }
+
+    fn not_all_started(template: &Value) -> Vec<String> {
+        violations(template)
+            .into_iter()
+            .filter(|v| v.contains("does not all start"))
+            .collect()
+    }
+
+    #[test]
+    fn every_allowed_batch_starts_at_once_with_every_allowed_concurrency() {
+        assert_eq!(not_all_started(&load()), Vec::<String>::new());
+    }
+
+    #[test]
+    fn a_batch_larger_than_the_smallest_concurrency_is_caught() {
+        let mut template = load();
+        parameter(&mut template, "BatchSize", "MaxValue", 100);
+        parameter(&mut template, "BatchConcurrency", "MaxValue", 100);
+        assert_eq!(not_all_started(&template).len(), 1, "{template:?}");
+
+        let mut template = load();
+        parameter(&mut template, "BatchConcurrency", "MinValue", 2);
+        let found = not_all_started(&template);
+        assert_eq!(found.len(), 1);
+        assert!(found[0].contains("as low as 2"), "{found:?}");
+    }
+
+    #[test]
+    fn without_batch_concurrency_the_librarys_default_is_the_bound() {
+        let mut template = load();
+        template["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("BATCH_CONCURRENCY");
+        assert_eq!(not_all_started(&template), Vec::<String>::new());
+        parameter(&mut template, "BatchSize", "MaxValue", 11);
+        assert!(not_all_started(&template)[0].contains("as low as 10"));
+    }
 }
