@@ -162,6 +162,7 @@ impl Bench {
                 self.key.clone(),
                 ImportFormat::Csv,
                 "bench".into(),
+                imports::Principal::anonymous(),
                 SystemTime::now(),
             ))
             .await

@@ -77,6 +77,7 @@ async fn main() {
                 key.clone(),
                 ImportFormat::Csv,
                 "bench".into(),
+                imports::Principal::anonymous(),
                 SystemTime::now(),
             ))
             .await

@@ -253,6 +253,7 @@ impl Bench {
             key.clone(),
             ImportFormat::Csv,
             "bench".into(),
+            imports::Principal::anonymous(),
             SystemTime::now(),
         );
         self.imports.create(&record).await.unwrap();

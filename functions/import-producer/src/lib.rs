@@ -6,16 +6,23 @@
 //!   A retry with the same key and body answers `200 OK` with the same import and the header
 //!   `Idempotent-Replayed: true` (or `202` if the job had to be sent again); the same key with
 //!   another body answers `409 Conflict`.
-//! - `GET /imports/{id}` answers the import's status, counts, error and timestamps.
+//! - `GET /imports/{id}` answers the import's status, counts, error and timestamps to the
+//!   principal that created it, and `404` (the same body as for an unknown id) to anyone else.
+//!
+//! The caller is its principal, not its session: an assumed role is its account and role name,
+//! so a credential refresh or another replica is the same caller and its retry replays the same
+//! import; an IAM user is its ARN; a JWT its issuer and subject (`caller` has the rule, and the
+//! `[To customize]` point for another authorizer).
 //!
 //! Every error is an RFC 9457 `application/problem+json` document that names the field at
 //! fault. A failing dependency answers `503` with `Retry-After`; nothing is left that a retry with
 //! the same key cannot finish.
 //!
-//! Layout: `routes` (the router and handlers), `request` (body parsing), `problem` (errors),
-//! `config`. The router is plain axum: `main.rs` runs it on `lambda_http`, and the local runner
-//! serves the same router over TCP.
+//! Layout: `routes` (the router and handlers), `caller` (who is calling), `request` (body
+//! parsing), `problem` (errors), `config`. The router is plain axum: `main.rs` runs it on
+//! `lambda_http`, and the local runner serves the same router over TCP.
 
+mod caller;
 mod config;
 mod problem;
 mod request;

@@ -165,7 +165,20 @@ impl Problem {
         .with_field("id")
     }
 
-    /// No import has this id.
+    /// An authorizer let the request through, but its identity is not one this API can tell
+    /// apart from others' (see the `caller` module). The detail stays generic; the reason is
+    /// logged.
+    pub fn unidentified_caller() -> Self {
+        Self::new(
+            StatusCode::FORBIDDEN,
+            "unidentified-caller",
+            "Caller cannot be identified",
+            "the API cannot tell which principal sent this request, so it cannot scope the request to it",
+        )
+    }
+
+    /// No import has this id, or it is another principal's: the answer is the same either way,
+    /// so a caller cannot learn that someone else's import exists.
     pub fn import_not_found(id: &str) -> Self {
         Self::new(
             StatusCode::NOT_FOUND,

@@ -1,4 +1,7 @@
 //! The routes: `POST /imports` and `GET /imports/{id}`.
+//!
+//! Every import belongs to the principal that created it (see [`crate::caller`]): its
+//! idempotency keys are scoped to that principal, and no other principal can read or replay it.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -6,17 +9,18 @@ use std::time::SystemTime;
 use axum::Router;
 use axum::body::{Body, to_bytes};
 use axum::extract::{Path, Request, State};
-use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use imports::{CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore};
-use lambda_http::request::RequestContext;
+use imports::{
+    CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore, Principal,
+};
 use queue_worker::idempotency::IdempotencyKey;
 use queue_worker::job::JobQueue;
 use queue_worker::telemetry::error_chain;
 use serde_json::json;
 
+use crate::caller::Caller;
 use crate::problem::Problem;
 use crate::request::NewImport;
 
@@ -63,6 +67,7 @@ where
 
 async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
     State(api): State<Arc<Api<S, Q>>>,
+    Caller(caller): Caller,
     request: Request,
 ) -> Result<Response, Problem> {
     let (parts, body) = request.into_parts();
@@ -71,7 +76,7 @@ async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
     let new = NewImport::parse(&body, &api.upload_prefix)?;
     let key = idempotency_key(&parts.headers)?;
     let import_id = match &key {
-        Some(key) => ImportId::for_idempotency_key(&caller(&parts), key),
+        Some(key) => ImportId::for_idempotency_key(&caller, key),
         None => ImportId::generate(),
     };
     let record = ImportRecord::queued(
@@ -79,6 +84,7 @@ async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
         new.object_key.clone(),
         new.format,
         new.fingerprint().as_str().to_owned(),
+        caller,
         SystemTime::now(),
     );
     let trace = parts
@@ -100,7 +106,7 @@ async fn accept<S: ImportStore, Q: JobQueue<ImportJob>>(
     let import_id = record.import_id;
     let existing = match api.store.create(record).await {
         Ok(CreateOutcome::Created) => None,
-        Ok(CreateOutcome::Exists(existing)) => Some(existing),
+        Ok(CreateOutcome::Exists(existing)) => Some(*existing),
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "could not record the import");
             return Err(Problem::dependency_unavailable(
@@ -128,15 +134,49 @@ async fn accept<S: ImportStore, Q: JobQueue<ImportJob>>(
             tracing::info!("import accepted");
             Ok(accepted(StatusCode::ACCEPTED, record, false))
         }
-        Some(existing) if existing.request_hash != record.request_hash => {
-            Err(Problem::idempotency_key_reused())
-        }
-        Some(existing) if !existing.job_sent => {
-            tracing::info!("retried import whose job may not have been sent; sending it again");
-            send_job(api, &existing, trace).await?;
-            Ok(accepted(StatusCode::ACCEPTED, &existing, true))
-        }
-        Some(existing) => Ok(accepted(StatusCode::OK, &existing, true)),
+        Some(existing) => match replay(&existing, record) {
+            Replay::Conflict => Err(Problem::idempotency_key_reused()),
+            Replay::SendAgain => {
+                tracing::info!("retried import whose job may not have been sent; sending it again");
+                send_job(api, &existing, trace).await?;
+                Ok(accepted(StatusCode::ACCEPTED, &existing, true))
+            }
+            Replay::Answer => Ok(accepted(StatusCode::OK, &existing, true)),
+        },
+    }
+}
+
+/// What a `POST` does when its import id exists already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Replay {
+    /// Another request made this import: `409`, and nothing about the import is shown.
+    Conflict,
+    /// The same request, and the job may never have reached the queue: send it, then replay.
+    SendAgain,
+    /// The same request: answer with the import as it is now.
+    Answer,
+}
+
+/// Decides what `request` does with `existing`, the import its id names.
+///
+/// - Another principal's import is a conflict, never a replay, so no path shows it to a caller
+///   that does not own it. Ids derived from a key include the principal, so this only happens
+///   for a record written before owners were stored (it belongs to nobody).
+/// - The same key with another body is a conflict.
+/// - The job is sent again only while the import is `QUEUED` and not known sent: once the
+///   processor has moved it on, the job evidently arrived, and sending chunk 0 of a `COMPLETED`,
+///   `PROCESSING` or `FAILED` import again would start it over.
+fn replay(existing: &ImportRecord, request: &ImportRecord) -> Replay {
+    let same_owner = request
+        .owner
+        .as_ref()
+        .is_some_and(|caller| owned_by(existing, caller));
+    if !same_owner || existing.request_hash != request.request_hash {
+        Replay::Conflict
+    } else if existing.status == ImportStatus::Queued && !existing.job_sent {
+        Replay::SendAgain
+    } else {
+        Replay::Answer
     }
 }
 
@@ -164,14 +204,21 @@ async fn send_job<S: ImportStore, Q: JobQueue<ImportJob>>(
     Ok(())
 }
 
+/// Answers the import to the principal that created it, and the same `404` as for an unknown id
+/// to anyone else: another principal cannot even learn that the import exists. A record written
+/// before owners were stored has none and answers `404` to everyone: who created it is unknown,
+/// and a guess could show it to the wrong caller.
 async fn get_import<S: ImportStore, Q: JobQueue<ImportJob>>(
     State(api): State<Arc<Api<S, Q>>>,
+    Caller(caller): Caller,
     Path(id): Path<String>,
 ) -> Result<Response, Problem> {
     let import_id = ImportId::parse(&id).map_err(|e| Problem::invalid_import_id(e.to_string()))?;
     match api.store.get(import_id).await {
-        Ok(Some(record)) => Ok((StatusCode::OK, axum::Json(view(&record))).into_response()),
-        Ok(None) => Err(Problem::import_not_found(&id)),
+        Ok(Some(record)) if owned_by(&record, &caller) => {
+            Ok((StatusCode::OK, axum::Json(view(&record))).into_response())
+        }
+        Ok(_) => Err(Problem::import_not_found(&id)),
         Err(e) => {
             tracing::error!(error = %error_chain(&e), "could not read the import");
             Err(Problem::dependency_unavailable(
@@ -179,6 +226,10 @@ async fn get_import<S: ImportStore, Q: JobQueue<ImportJob>>(
             ))
         }
     }
+}
+
+fn owned_by(record: &ImportRecord, caller: &Principal) -> bool {
+    record.owner.as_ref() == Some(caller)
 }
 
 fn accepted(status: StatusCode, record: &ImportRecord, replayed: bool) -> Response {
@@ -247,29 +298,6 @@ fn idempotency_key(headers: &HeaderMap) -> Result<Option<IdempotencyKey>, Proble
     IdempotencyKey::parse(text)
         .map(Some)
         .map_err(|e| Problem::invalid_idempotency_key(e.to_string()))
-}
-
-/// Who is calling, so idempotency keys are scoped per caller: the IAM principal or JWT subject
-/// API Gateway authorised, or `anonymous` (local runs).
-fn caller(parts: &Parts) -> String {
-    let Some(RequestContext::ApiGatewayV2(context)) = parts.extensions.get::<RequestContext>()
-    else {
-        return "anonymous".to_owned();
-    };
-    let Some(authorizer) = &context.authorizer else {
-        return "anonymous".to_owned();
-    };
-    authorizer
-        .iam
-        .as_ref()
-        .and_then(|iam| iam.user_arn.clone())
-        .or_else(|| {
-            authorizer
-                .jwt
-                .as_ref()
-                .and_then(|jwt| jwt.claims.get("sub").cloned())
-        })
-        .unwrap_or_else(|| "anonymous".to_owned())
 }
 
 #[cfg(test)]

@@ -445,6 +445,7 @@ impl Workload {
                         self.object_key.clone(),
                         ImportFormat::Csv,
                         "cold-start".into(),
+                        imports::Principal::anonymous(),
                         SystemTime::now(),
                     );
                     self.imports.create(&record).await?;

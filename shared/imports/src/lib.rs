@@ -17,4 +17,7 @@ pub use record::{
     ChunkEnd, CreateOutcome, DynamoDbImports, ImportRecord, ImportResults, ImportStatus,
     ImportStore, StoreError, Transition, import_attributes,
 };
-pub use types::{ImportFormat, ImportId, InvalidImportId, InvalidObjectKey, ObjectKey};
+pub use types::{
+    ImportFormat, ImportId, InvalidImportId, InvalidObjectKey, InvalidPrincipal, ObjectKey,
+    Principal,
+};

@@ -8,7 +8,7 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{Checkpoint, ImportFormat, ImportId, ObjectKey};
+use super::{Checkpoint, ImportFormat, ImportId, ObjectKey, Principal};
 use queue_worker::BoxError;
 use queue_worker::dynamo::{Item, from_millis, millis, n, s};
 
@@ -62,8 +62,12 @@ pub struct ImportRecord {
     pub format: ImportFormat,
     /// Hash of the request that created the import, to tell a retry from a reused key.
     pub request_hash: String,
-    /// Whether the job is known to have reached the queue. While `false`, a retry of the
-    /// request sends the job again.
+    /// The principal that created the import: the only caller that may read it or replay its
+    /// request. `None` for a record written before owners were stored; such a record belongs
+    /// to no caller.
+    pub owner: Option<Principal>,
+    /// Whether the job is known to have reached the queue. While `false` and the import is
+    /// `QUEUED`, a retry of the request sends the job again.
     pub job_sent: bool,
     /// When the import was accepted.
     pub created_at: SystemTime,
@@ -82,12 +86,13 @@ pub struct ImportRecord {
 }
 
 impl ImportRecord {
-    /// A newly accepted import whose job has not been sent yet.
+    /// A newly accepted import, created by `owner`, whose job has not been sent yet.
     pub fn queued(
         import_id: ImportId,
         object_key: ObjectKey,
         format: ImportFormat,
         request_hash: String,
+        owner: Principal,
         now: SystemTime,
     ) -> Self {
         Self {
@@ -96,6 +101,7 @@ impl ImportRecord {
             object_key,
             format,
             request_hash,
+            owner: Some(owner),
             job_sent: false,
             created_at: now,
             updated_at: now,
@@ -113,8 +119,9 @@ impl ImportRecord {
 pub enum CreateOutcome {
     /// The record was written.
     Created,
-    /// A record with this id already exists (a retry, or a reused key): here it is.
-    Exists(ImportRecord),
+    /// A record with this id already exists (a retry, or a reused key): here it is (boxed: a
+    /// record is large, and most creates find none).
+    Exists(Box<ImportRecord>),
 }
 
 /// Why an import store operation failed.
@@ -248,6 +255,9 @@ pub mod import_attributes {
     pub const FORMAT: &str = "format";
     /// Hash of the creating request.
     pub const REQUEST_HASH: &str = "request_hash";
+    /// The creating principal (its canonical form); absent on records written before owners
+    /// were stored.
+    pub const OWNER: &str = "owner";
     /// Whether the job reached the queue (boolean).
     pub const JOB_SENT: &str = "job_sent";
     /// Epoch milliseconds.
@@ -371,6 +381,9 @@ fn encode(record: &ImportRecord) -> HashMap<String, AttributeValue> {
         (attr::CREATED_AT.to_owned(), n(millis(record.created_at))),
         (attr::UPDATED_AT.to_owned(), n(millis(record.updated_at))),
     ]);
+    if let Some(owner) = &record.owner {
+        item.insert(attr::OWNER.to_owned(), s(owner.as_str()));
+    }
     if let Some(rows) = record.rows_written {
         item.insert(attr::ROWS_WRITTEN.to_owned(), n(rows));
     }
@@ -416,6 +429,9 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<ImportRecord, String
         object_key: ObjectKey::from_stored(item.string(attr::OBJECT_KEY)?),
         format: ImportFormat::parse(format).ok_or_else(|| format!("unknown format {format:?}"))?,
         request_hash: item.string(attr::REQUEST_HASH)?.to_owned(),
+        owner: item
+            .optional_string(attr::OWNER)?
+            .map(Principal::from_stored),
         job_sent: item.boolean(attr::JOB_SENT)?,
         created_at: from_millis(item.number(attr::CREATED_AT)?),
         updated_at: from_millis(item.number(attr::UPDATED_AT)?),
@@ -465,7 +481,7 @@ impl ImportStore for DynamoDbImports {
                         .item()
                         .ok_or_else(|| malformed("no existing item was returned".into()))?;
                     decode(existing)
-                        .map(CreateOutcome::Exists)
+                        .map(|existing| CreateOutcome::Exists(Box::new(existing)))
                         .map_err(malformed)
                 }
                 _ => Err(unavailable(err)),

@@ -24,11 +24,12 @@ impl ImportId {
         Self(Uuid::now_v7())
     }
 
-    /// The id for `key` sent by `caller`: the same caller and key always give the same id, and
-    /// different callers cannot collide by picking the same key.
-    pub fn for_idempotency_key(caller: &str, key: &IdempotencyKey) -> Self {
+    /// The id for `key` sent by `caller`: the same principal and key always give the same id,
+    /// whichever session sends it, and different principals cannot collide by picking the same
+    /// key.
+    pub fn for_idempotency_key(caller: &Principal, key: &IdempotencyKey) -> Self {
         let mut hash = Sha256::new();
-        hash.update(caller.as_bytes());
+        hash.update(caller.as_str().as_bytes());
         hash.update([0]);
         hash.update(key.as_str().as_bytes());
         let digest = hash.finalize();
@@ -75,6 +76,128 @@ impl<'de> Deserialize<'de> for ImportId {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         let text = String::deserialize(deserializer)?;
         Self::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Who calls the API, reduced to what stays the same across its credentials: the scope of its
+/// idempotency keys and the owner of the imports it creates.
+///
+/// A caller retries with fresh credentials (a refreshed session, another replica or task), so
+/// a session is not an identity. The canonical forms, one per kind of caller:
+///
+/// | caller | principal |
+/// |---|---|
+/// | an assumed role, `arn:P:sts::A:assumed-role/ROLE/SESSION` | the role: `arn:P:iam::A:role/ROLE` |
+/// | any other ARN (an IAM user, a federated user, an account's root) | the ARN as given |
+/// | a JWT | `jwt:["ISSUER","SUBJECT"]` |
+/// | no authenticated caller at all | `anonymous` |
+///
+/// An assumed-role ARN carries the role's name but not its path, so a role is its account and
+/// name. A federated user (`sts:GetFederationToken`) is its ARN: its name is the identity, and
+/// there is no role to fall back on. The forms start with `arn:`, `jwt:` and `anonymous`, so a
+/// caller of one kind can never take the principal of another.
+///
+/// Collapsing sessions means everyone who assumes one role is one caller: a role shared by
+/// people who must not see each other's imports (an IAM Identity Center permission set, a
+/// Cognito identity pool's role) needs its own mapping here. `[To customize]`
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Principal(String);
+
+/// Why an authorizer's identity is not a principal.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidPrincipal {
+    /// The caller's ARN is not an ARN (`arn:PARTITION:SERVICE:REGION:ACCOUNT:RESOURCE`).
+    #[error("the caller {0:?} is not an ARN")]
+    NotAnArn(String),
+    /// An assumed-role ARN without an account, a role or a session.
+    #[error("the assumed-role ARN {0:?} does not name an account, a role and a session")]
+    MalformedAssumedRole(String),
+    /// A JWT without an issuer or a subject.
+    #[error("a JWT caller needs both an iss and a sub claim")]
+    IncompleteJwt,
+}
+
+impl Principal {
+    const ANONYMOUS: &str = "anonymous";
+
+    /// The principal of an IAM caller's ARN (API Gateway's `userArn`): an assumed role's role,
+    /// any other ARN as it is.
+    pub fn from_arn(arn: &str) -> Result<Self, InvalidPrincipal> {
+        let not_an_arn = || InvalidPrincipal::NotAnArn(arn.to_owned());
+        let mut fields = arn.splitn(6, ':');
+        let (
+            Some("arn"),
+            Some(partition),
+            Some(service),
+            Some(_region),
+            Some(account),
+            Some(resource),
+        ) = (
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+            fields.next(),
+        )
+        else {
+            return Err(not_an_arn());
+        };
+        if partition.is_empty() || service.is_empty() || resource.is_empty() {
+            return Err(not_an_arn());
+        }
+        let Some(role_and_session) = resource
+            .strip_prefix("assumed-role/")
+            .filter(|_| service == "sts")
+        else {
+            return Ok(Self(arn.to_owned()));
+        };
+        match role_and_session.split_once('/') {
+            Some((role, session))
+                if !account.is_empty()
+                    && !role.is_empty()
+                    && !session.is_empty()
+                    && !session.contains('/') =>
+            {
+                Ok(Self(format!("arn:{partition}:iam::{account}:role/{role}")))
+            }
+            _ => Err(InvalidPrincipal::MalformedAssumedRole(arn.to_owned())),
+        }
+    }
+
+    /// The principal of a JWT: its issuer and subject (a subject is unique only per issuer).
+    pub fn from_jwt(issuer: &str, subject: &str) -> Result<Self, InvalidPrincipal> {
+        if issuer.is_empty() || subject.is_empty() {
+            return Err(InvalidPrincipal::IncompleteJwt);
+        }
+        // A JSON array keeps the pair unambiguous whatever characters either holds.
+        Ok(Self(format!(
+            "jwt:{}",
+            serde_json::json!([issuer, subject])
+        )))
+    }
+
+    /// The one principal of every unauthenticated caller (a local run, an API without an
+    /// authorizer): they share their keys and imports, and never those of an authenticated
+    /// caller.
+    pub fn anonymous() -> Self {
+        Self(Self::ANONYMOUS.to_owned())
+    }
+
+    /// Wraps a principal read back from storage written by this code (canonical then).
+    pub fn from_stored(principal: impl Into<String>) -> Self {
+        Self(principal.into())
+    }
+
+    /// The canonical form.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Display for Principal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 
@@ -233,9 +356,146 @@ mod tests {
     #[test]
     fn key_derived_ids_are_stable_per_caller() {
         let key = IdempotencyKey::parse("order-42").unwrap();
-        let a = ImportId::for_idempotency_key("caller-a", &key);
-        assert_eq!(a, ImportId::for_idempotency_key("caller-a", &key));
-        assert_ne!(a, ImportId::for_idempotency_key("caller-b", &key));
+        let caller = |arn: &str| Principal::from_arn(arn).unwrap();
+        let a = ImportId::for_idempotency_key(&caller("arn:aws:iam::1:user/a"), &key);
+        assert_eq!(
+            a,
+            ImportId::for_idempotency_key(&caller("arn:aws:iam::1:user/a"), &key)
+        );
+        assert_ne!(
+            a,
+            ImportId::for_idempotency_key(&caller("arn:aws:iam::1:user/b"), &key)
+        );
+    }
+
+    #[test]
+    fn key_derived_ids_are_the_same_for_two_sessions_of_a_role() {
+        let key = IdempotencyKey::parse("order-42").unwrap();
+        let session = |name: &str| {
+            let arn = format!("arn:aws:sts::123456789012:assumed-role/importer/{name}");
+            ImportId::for_idempotency_key(&Principal::from_arn(&arn).unwrap(), &key)
+        };
+        assert_eq!(session("replica-1"), session("replica-2"));
+    }
+
+    fn principal(arn: &str) -> String {
+        Principal::from_arn(arn).unwrap().as_str().to_owned()
+    }
+
+    #[test]
+    fn an_assumed_role_is_its_role_whatever_the_session() {
+        let first = principal("arn:aws:sts::123456789012:assumed-role/importer/i-0abc");
+        let refreshed = principal("arn:aws:sts::123456789012:assumed-role/importer/i-0def");
+        assert_eq!(first, "arn:aws:iam::123456789012:role/importer");
+        assert_eq!(refreshed, first);
+    }
+
+    #[test]
+    fn two_roles_of_one_account_are_two_principals() {
+        assert_ne!(
+            principal("arn:aws:sts::123456789012:assumed-role/importer/s"),
+            principal("arn:aws:sts::123456789012:assumed-role/reporter/s")
+        );
+    }
+
+    #[test]
+    fn one_role_name_in_two_accounts_is_two_principals() {
+        assert_ne!(
+            principal("arn:aws:sts::111111111111:assumed-role/importer/s"),
+            principal("arn:aws:sts::222222222222:assumed-role/importer/s")
+        );
+    }
+
+    #[test]
+    fn an_assumed_role_keeps_its_partition() {
+        assert_eq!(
+            principal("arn:aws-us-gov:sts::123456789012:assumed-role/importer/s"),
+            "arn:aws-us-gov:iam::123456789012:role/importer"
+        );
+    }
+
+    #[test]
+    fn an_iam_user_is_its_arn() {
+        for arn in [
+            "arn:aws:iam::123456789012:user/importer",
+            "arn:aws:iam::123456789012:user/division/importer",
+        ] {
+            assert_eq!(principal(arn), arn);
+        }
+    }
+
+    #[test]
+    fn a_federated_user_and_an_accounts_root_are_their_arns() {
+        let federated = "arn:aws:sts::123456789012:federated-user/alice";
+        assert_eq!(principal(federated), federated);
+        assert_ne!(
+            principal(federated),
+            principal("arn:aws:sts::123456789012:federated-user/bob")
+        );
+        let root = "arn:aws:iam::123456789012:root";
+        assert_eq!(principal(root), root);
+        assert_ne!(
+            principal(root),
+            principal("arn:aws:iam::123456789012:user/root")
+        );
+    }
+
+    #[test]
+    fn a_malformed_arn_is_not_a_principal() {
+        for text in [
+            "",
+            "anonymous",
+            "jwt:[\"a\",\"b\"]",
+            "arn:aws",
+            "arn::iam::1:user/a",
+        ] {
+            assert_eq!(
+                Principal::from_arn(text),
+                Err(InvalidPrincipal::NotAnArn(text.to_owned())),
+                "{text:?}"
+            );
+        }
+        for text in [
+            "arn:aws:sts::123456789012:assumed-role/importer",
+            "arn:aws:sts::123456789012:assumed-role//session",
+            "arn:aws:sts::123456789012:assumed-role/importer/",
+            "arn:aws:sts:::assumed-role/importer/session",
+        ] {
+            assert_eq!(
+                Principal::from_arn(text),
+                Err(InvalidPrincipal::MalformedAssumedRole(text.to_owned())),
+                "{text:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_jwt_is_its_issuer_and_subject() {
+        let jwt = |iss: &str, sub: &str| Principal::from_jwt(iss, sub).unwrap();
+        let alice = jwt("https://issuer.example", "alice");
+        assert_eq!(alice.as_str(), r#"jwt:["https://issuer.example","alice"]"#);
+        assert_eq!(alice, jwt("https://issuer.example", "alice"));
+        assert_ne!(alice, jwt("https://other.example", "alice"));
+        assert_ne!(alice, jwt("https://issuer.example", "bob"));
+        assert_ne!(jwt("a\",\"b", "c"), jwt("a", "b\",\"c"));
+        assert_eq!(
+            Principal::from_jwt("", "alice"),
+            Err(InvalidPrincipal::IncompleteJwt)
+        );
+        assert_eq!(
+            Principal::from_jwt("https://issuer.example", ""),
+            Err(InvalidPrincipal::IncompleteJwt)
+        );
+    }
+
+    #[test]
+    fn no_authenticated_caller_takes_the_anonymous_principal() {
+        let anonymous = Principal::anonymous();
+        assert_ne!(
+            Principal::from_jwt("anonymous", "anonymous").unwrap(),
+            anonymous
+        );
+        assert!(Principal::from_arn("anonymous").is_err());
     }
 
     #[test]

@@ -190,8 +190,14 @@ impl Pipeline {
                 .unwrap();
         }
         let id = ImportId::generate();
-        let record =
-            ImportRecord::queued(id, key.clone(), format, "test".into(), SystemTime::now());
+        let record = ImportRecord::queued(
+            id,
+            key.clone(),
+            format,
+            "test".into(),
+            imports::Principal::anonymous(),
+            SystemTime::now(),
+        );
         self.imports.create(&record).await.unwrap();
         self.send(&ImportJob::new(id, &key, format)).await;
         id
@@ -638,6 +644,7 @@ async fn a_job_whose_object_key_hides_a_format_character_is_parked_and_its_file_
         key.clone(),
         ImportFormat::Csv,
         "test".into(),
+        imports::Principal::anonymous(),
         SystemTime::now(),
     );
     p.imports.create(&record).await.unwrap();

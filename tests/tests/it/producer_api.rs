@@ -1,4 +1,8 @@
 //! The producer over real HTTP, backed by a real DynamoDB table and SQS queue on the emulator.
+//!
+//! In front of the router, [`iam_authorizer`] stands in for API Gateway's IAM authorizer: a
+//! request names its caller's ARN in a test-only header, and the layer turns it into the
+//! request's [`Principal`]. A request without the header is anonymous, as on a local run.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +12,33 @@ use std::collections::BTreeMap;
 
 use harness::{RequestCounter, TestQueue, create_imports_table, sdk_config, serve};
 use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
-use imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore};
+use imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore, Principal};
 use queue_worker::job::SqsJobQueue;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
 const MAX_BODY_BYTES: usize = 4096;
+
+/// The test-only header that names the caller's ARN to [`iam_authorizer`].
+const CALLER_ARN: &str = "x-test-caller-arn";
+/// Two sessions of one role (a credential refresh, another replica), and another role.
+const ROLE_SESSION_1: &str = "arn:aws:sts::123456789012:assumed-role/importer/replica-1";
+const ROLE_SESSION_2: &str = "arn:aws:sts::123456789012:assumed-role/importer/replica-2";
+const OTHER_ROLE: &str = "arn:aws:sts::123456789012:assumed-role/reporter/replica-1";
+
+/// What API Gateway's IAM authorizer does for the deployed API: the signed caller becomes the
+/// request's principal, which the router reads from the request's extensions.
+async fn iam_authorizer(mut request: axum::extract::Request) -> axum::extract::Request {
+    let arn = request
+        .headers()
+        .get(CALLER_ARN)
+        .map(|arn| arn.to_str().expect("a caller ARN is text").to_owned());
+    if let Some(arn) = arn {
+        let principal = Principal::from_arn(&arn).expect("a test caller's ARN is an ARN");
+        request.extensions_mut().insert(principal);
+    }
+    request
+}
 
 struct Fixture {
     base: String,
@@ -42,7 +67,8 @@ async fn fixture_counting(counter: &RequestCounter) -> Fixture {
         max_body_bytes: MAX_BODY_BYTES,
     };
     Fixture {
-        base: serve(router(Arc::new(api))).await,
+        base: serve(router(Arc::new(api)).layer(axum::middleware::map_request(iam_authorizer)))
+            .await,
         http: reqwest::Client::new(),
         sqs,
         queue,
@@ -53,6 +79,16 @@ async fn fixture_counting(counter: &RequestCounter) -> Fixture {
 impl Fixture {
     async fn post(
         &self,
+        key: Option<&str>,
+        body: &str,
+    ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        self.post_as(None, key, body).await
+    }
+
+    /// `POST /imports` by the IAM caller `caller`, or anonymously.
+    async fn post_as(
+        &self,
+        caller: Option<&str>,
         key: Option<&str>,
         body: &str,
     ) -> (StatusCode, reqwest::header::HeaderMap, Value) {
@@ -68,11 +104,29 @@ impl Fixture {
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
+        if let Some(caller) = caller {
+            request = request.header(CALLER_ARN, caller);
+        }
         let response = request.send().await.expect("the server answers");
         let (status, headers) = (response.status(), response.headers().clone());
         (
             status,
             headers,
+            response.json().await.unwrap_or(Value::Null),
+        )
+    }
+
+    /// `GET /imports/{id}` by the IAM caller `caller`.
+    async fn get_as(&self, caller: &str, id: &str) -> (StatusCode, Value) {
+        let response = self
+            .http
+            .get(format!("{}/imports/{id}", self.base))
+            .header(CALLER_ARN, caller)
+            .send()
+            .await
+            .expect("the server answers");
+        (
+            response.status(),
             response.json().await.unwrap_or(Value::Null),
         )
     }
@@ -145,6 +199,70 @@ async fn a_retry_with_the_same_key_adds_nothing() {
     assert_eq!(headers["idempotent-replayed"], "true");
     assert_eq!(again["importId"], first["importId"]);
     assert_eq!(f.queue.depth(&f.sqs).await, 1);
+}
+
+#[tokio::test]
+async fn two_sessions_of_one_role_with_one_key_make_one_import_and_one_job() {
+    let f = fixture().await;
+    let body = r#"{"objectKey":"uploads/orders.csv"}"#;
+    let (first_status, _, first) = f
+        .post_as(Some(ROLE_SESSION_1), Some("orders-role"), body)
+        .await;
+    let (status, headers, again) = f
+        .post_as(Some(ROLE_SESSION_2), Some("orders-role"), body)
+        .await;
+    assert_eq!(first_status, StatusCode::ACCEPTED, "{first}");
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(headers["idempotent-replayed"], "true");
+    assert_eq!(again["importId"], first["importId"]);
+    assert_eq!(f.queue.depth(&f.sqs).await, 1, "one job");
+
+    let id = ImportId::parse(first["importId"].as_str().unwrap()).unwrap();
+    let record = f
+        .store
+        .get(id)
+        .await
+        .unwrap()
+        .expect("the import is recorded");
+    assert_eq!(
+        record.owner,
+        Some(Principal::from_stored(
+            "arn:aws:iam::123456789012:role/importer"
+        )),
+        "the owner is stored as the role, not the session"
+    );
+}
+
+#[tokio::test]
+async fn another_roles_get_is_the_same_404_as_an_unknown_import() {
+    let f = fixture().await;
+    let (_, _, created) = f
+        .post_as(
+            Some(ROLE_SESSION_1),
+            Some("orders-owner"),
+            r#"{"objectKey":"uploads/orders.csv"}"#,
+        )
+        .await;
+    let id = created["importId"].as_str().unwrap();
+
+    let (status, view) = f.get_as(ROLE_SESSION_2, id).await;
+    assert_eq!(
+        status,
+        StatusCode::OK,
+        "another session of the role: {view}"
+    );
+    assert_eq!(view["importId"], id);
+
+    let (status, theirs) = f.get_as(OTHER_ROLE, id).await;
+    assert_eq!(status, StatusCode::NOT_FOUND, "{theirs}");
+    let unknown_id = ImportId::generate().to_string();
+    let (_, unknown) = f.get_as(OTHER_ROLE, &unknown_id).await;
+    let mut expected = unknown.clone();
+    expected["detail"] = json!(unknown["detail"].as_str().unwrap().replace(&unknown_id, id));
+    assert_eq!(
+        theirs, expected,
+        "the same body as for an import nobody created"
+    );
 }
 
 #[tokio::test]

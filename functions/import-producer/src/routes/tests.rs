@@ -10,7 +10,7 @@ use axum::body::{Body, to_bytes};
 use axum::http::{Response, StatusCode};
 use imports::{
     CreateOutcome, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
-    StoreError,
+    Principal, StoreError,
 };
 use queue_worker::BoxError;
 use queue_worker::job::JobQueue;
@@ -43,7 +43,7 @@ impl ImportStore for MemoryImports {
         self.check()?;
         let mut records = self.records.lock().unwrap();
         if let Some(existing) = records.get(&record.import_id) {
-            return Ok(CreateOutcome::Exists(existing.clone()));
+            return Ok(CreateOutcome::Exists(Box::new(existing.clone())));
         }
         records.insert(record.import_id, record.clone());
         Ok(CreateOutcome::Created)
@@ -150,6 +150,38 @@ fn post(body: &str) -> Value {
     event
 }
 
+/// Two sessions of one role (a credential refresh, another replica), and another role.
+const ROLE_SESSION_1: &str = "arn:aws:sts::123456789012:assumed-role/importer/replica-1";
+const ROLE_SESSION_2: &str = "arn:aws:sts::123456789012:assumed-role/importer/replica-2";
+const OTHER_ROLE: &str = "arn:aws:sts::123456789012:assumed-role/reporter/replica-1";
+
+/// `event` as sent by the IAM caller `arn`.
+fn as_caller(mut event: Value, arn: &str) -> Value {
+    event["requestContext"]["authorizer"]["iam"]["userArn"] = json!(arn);
+    event
+}
+
+/// `event` as sent with a JWT carrying `claims`, and no IAM caller.
+fn with_jwt(mut event: Value, claims: Value) -> Value {
+    event["requestContext"]["authorizer"] = json!({ "jwt": { "claims": claims, "scopes": null } });
+    event
+}
+
+/// `GET /imports/{id}`.
+fn get(id: &str) -> Value {
+    let mut event = fixture("get_import.json");
+    event["rawPath"] = json!(format!("/imports/{id}"));
+    event["requestContext"]["http"]["path"] = json!(format!("/imports/{id}"));
+    event
+}
+
+/// Sets the stored import's status, as the processor would.
+fn set_status(api: &TestApi, id: &str, status: ImportStatus) {
+    let id = ImportId::parse(id).unwrap();
+    let mut records = api.store.records.lock().unwrap();
+    records.get_mut(&id).unwrap().status = status;
+}
+
 fn header<'a>(response: &'a Response<Body>, name: &str) -> Option<&'a str> {
     response.headers().get(name).map(|v| v.to_str().unwrap())
 }
@@ -237,6 +269,115 @@ async fn keys_are_scoped_to_the_caller() {
 }
 
 #[tokio::test]
+async fn two_sessions_of_one_role_with_one_key_make_one_import() {
+    let api = api();
+    let (status, _, first) = call(
+        &api,
+        as_caller(fixture("post_imports.json"), ROLE_SESSION_1),
+    )
+    .await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+
+    let (status, response, again) = call(
+        &api,
+        as_caller(fixture("post_imports.json"), ROLE_SESSION_2),
+    )
+    .await;
+    assert_eq!(status, StatusCode::OK, "{again}");
+    assert_eq!(header(&response, "idempotent-replayed"), Some("true"));
+    assert_eq!(again["importId"], first["importId"]);
+    assert_eq!(api.store.all().len(), 1);
+    assert_eq!(api.queue.jobs().len(), 1, "nothing new is queued");
+}
+
+#[tokio::test]
+async fn two_roles_with_one_key_make_two_imports() {
+    let api = api();
+    let (_, _, mine) = call(
+        &api,
+        as_caller(fixture("post_imports.json"), ROLE_SESSION_1),
+    )
+    .await;
+    let (status, _, theirs) = call(&api, as_caller(fixture("post_imports.json"), OTHER_ROLE)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(mine["importId"], theirs["importId"]);
+    assert_eq!(api.queue.jobs().len(), 2);
+}
+
+#[tokio::test]
+async fn the_import_records_its_creator_as_its_role_not_its_session() {
+    let api = api();
+    call(
+        &api,
+        as_caller(fixture("post_imports.json"), ROLE_SESSION_1),
+    )
+    .await;
+    assert_eq!(
+        api.store.all()[0].owner,
+        Some(Principal::from_stored(
+            "arn:aws:iam::123456789012:role/importer"
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_jwt_callers_keys_are_scoped_to_its_issuer_and_subject() {
+    let api = api();
+    let alice = json!({ "iss": "https://issuer.example", "sub": "alice" });
+    let (_, _, first) = call(&api, with_jwt(fixture("post_imports.json"), alice.clone())).await;
+    let (status, _, again) = call(&api, with_jwt(fixture("post_imports.json"), alice)).await;
+    assert_eq!(status, StatusCode::OK);
+    assert_eq!(again["importId"], first["importId"]);
+
+    let other_issuer = json!({ "iss": "https://other.example", "sub": "alice" });
+    let (status, _, other) = call(&api, with_jwt(fixture("post_imports.json"), other_issuer)).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(other["importId"], first["importId"]);
+}
+
+#[tokio::test]
+async fn a_caller_the_authorizer_does_not_identify_is_refused_and_nothing_is_recorded() {
+    for authorizer in [
+        json!({ "lambda": { "tenant": "acme" } }),
+        json!({ "jwt": { "claims": { "iss": "https://issuer.example" }, "scopes": null } }),
+        json!({ "iam": { "userArn": "importer" } }),
+        json!({ "iam": { "userArn": "arn:aws:sts::123456789012:assumed-role/importer" } }),
+    ] {
+        let api = api();
+        let mut event = fixture("post_imports.json");
+        event["requestContext"]["authorizer"] = authorizer.clone();
+        let (status, _, problem) = call(&api, event).await;
+        assert_eq!(status, StatusCode::FORBIDDEN, "{authorizer}");
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_TYPE_PREFIX}unidentified-caller"),
+            "{authorizer}"
+        );
+        assert!(api.store.all().is_empty(), "{authorizer}");
+        assert!(api.queue.jobs().is_empty(), "{authorizer}");
+    }
+}
+
+#[tokio::test]
+async fn without_an_authorizer_the_caller_is_anonymous_and_never_an_authenticated_one() {
+    let api = api();
+    let mut anonymous = fixture("post_imports.json");
+    anonymous["requestContext"]
+        .as_object_mut()
+        .unwrap()
+        .remove("authorizer");
+    let (status, _, theirs) = call(&api, anonymous).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_eq!(api.store.all()[0].owner, Some(Principal::anonymous()));
+
+    let (status, _, mine) = call(&api, fixture("post_imports.json")).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    assert_ne!(mine["importId"], theirs["importId"]);
+    let (status, _, _) = call(&api, get(theirs["importId"].as_str().unwrap())).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+}
+
+#[tokio::test]
 async fn without_a_key_each_request_is_a_new_import_with_a_sortable_id() {
     let api = api();
     let mut event = fixture("post_imports.json");
@@ -286,6 +427,67 @@ async fn a_queue_failure_answers_503_and_the_retry_with_the_key_sends_the_job() 
 }
 
 #[tokio::test]
+async fn a_retry_after_the_import_moved_on_replays_it_without_sending_the_job_again() {
+    for moved_on in [
+        ImportStatus::Processing,
+        ImportStatus::Completed,
+        ImportStatus::Failed,
+    ] {
+        let api = api();
+        api.queue.down.store(true, Ordering::SeqCst);
+        let (status, _, _) = call(&api, fixture("post_imports.json")).await;
+        assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
+        api.queue.down.store(false, Ordering::SeqCst);
+        // The send reached the queue after all (or its mark failed): the processor moved on.
+        let id = api.store.all()[0].import_id.to_string();
+        set_status(&api, &id, moved_on);
+
+        let (status, response, body) = call(&api, fixture("post_imports.json")).await;
+        assert_eq!(status, StatusCode::OK, "{moved_on:?}: {body}");
+        assert_eq!(
+            header(&response, "idempotent-replayed"),
+            Some("true"),
+            "{moved_on:?}"
+        );
+        assert_eq!(body["importId"], id.as_str(), "{moved_on:?}");
+        assert_eq!(body["status"], moved_on.as_str(), "{moved_on:?}");
+        assert!(api.queue.jobs().is_empty(), "{moved_on:?}: no job re-sent");
+    }
+}
+
+#[tokio::test]
+async fn a_key_whose_import_belongs_to_no_one_or_someone_else_is_a_conflict_showing_nothing() {
+    let api = api();
+    api.queue.down.store(true, Ordering::SeqCst);
+    call(&api, fixture("post_imports.json")).await;
+    api.queue.down.store(false, Ordering::SeqCst);
+    let id = api.store.all()[0].import_id;
+    for owner in [
+        None,
+        Some(Principal::from_stored(
+            "arn:aws:iam::123456789012:user/someone-else",
+        )),
+    ] {
+        api.store
+            .records
+            .lock()
+            .unwrap()
+            .get_mut(&id)
+            .unwrap()
+            .owner = owner.clone();
+        let (status, _, problem) = call(&api, fixture("post_imports.json")).await;
+        assert_eq!(status, StatusCode::CONFLICT, "{owner:?}");
+        assert_eq!(
+            problem["type"],
+            format!("{PROBLEM_TYPE_PREFIX}idempotency-key-reused"),
+            "{owner:?}"
+        );
+        assert!(problem.get("importId").is_none(), "{owner:?}: {problem}");
+        assert!(api.queue.jobs().is_empty(), "{owner:?}");
+    }
+}
+
+#[tokio::test]
 async fn a_queue_failure_without_a_key_leaves_the_import_failed_not_queued() {
     let api = api();
     api.queue.down.store(true, Ordering::SeqCst);
@@ -331,6 +533,55 @@ async fn get_returns_the_import_with_its_status_and_timestamps() {
         body.get("rowsWritten").is_none(),
         "no counts before processing"
     );
+}
+
+#[tokio::test]
+async fn get_by_another_session_of_the_creating_role_answers_the_import() {
+    let api = api();
+    let (_, _, created) = call(
+        &api,
+        as_caller(fixture("post_imports.json"), ROLE_SESSION_1),
+    )
+    .await;
+    let id = created["importId"].as_str().unwrap();
+    let (status, _, body) = call(&api, as_caller(get(id), ROLE_SESSION_2)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["importId"], id);
+}
+
+#[tokio::test]
+async fn get_by_another_role_is_the_same_404_as_an_unknown_id() {
+    let nothing_created = api();
+    let api = api();
+    let (_, _, created) = call(
+        &api,
+        as_caller(fixture("post_imports.json"), ROLE_SESSION_1),
+    )
+    .await;
+    let id = created["importId"].as_str().unwrap();
+
+    let (status, response, theirs) = call(&api, as_caller(get(id), OTHER_ROLE)).await;
+    let (unknown_status, unknown_response, unknown) =
+        call(&nothing_created, as_caller(get(id), OTHER_ROLE)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
+    assert_eq!(unknown_status, StatusCode::NOT_FOUND);
+    assert_eq!(theirs, unknown, "the same body as for an id nobody created");
+    assert_eq!(response.headers(), unknown_response.headers());
+}
+
+#[tokio::test]
+async fn get_of_a_record_without_an_owner_is_404_to_everyone() {
+    let api = api();
+    let (_, _, created) = call(&api, fixture("post_imports.json")).await;
+    let id = created["importId"].as_str().unwrap();
+    api.store
+        .records
+        .lock()
+        .unwrap()
+        .values_mut()
+        .for_each(|record| record.owner = None);
+    let (status, _, _) = call(&api, get(id)).await;
+    assert_eq!(status, StatusCode::NOT_FOUND);
 }
 
 #[tokio::test]
