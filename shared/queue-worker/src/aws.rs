@@ -4,6 +4,9 @@
 //! loop) and build the clients from it once: SDK clients hold connection pools and credential
 //! caches that are expensive to rebuild per invocation.
 //!
+//! Every call carries connect, attempt and operation timeouts ([`SdkTimeouts`], sized for a
+//! Lambda invocation), so a call that hangs fails well before the invocation's deadline.
+//!
 //! Endpoints are not configured here on purpose: the SDK reads `AWS_ENDPOINT_URL` and the
 //! per-service `AWS_ENDPOINT_URL_SQS`, `AWS_ENDPOINT_URL_DYNAMODB` and `AWS_ENDPOINT_URL_S3`
 //! itself, which is how local runs point the very same code at an emulator.
@@ -15,6 +18,7 @@
 //! Set `AWS_CA_BUNDLE` to a PEM file to trust its certificates instead (a TLS-inspecting proxy,
 //! an S3-compatible store with its own CA, a partition whose endpoints use another CA).
 
+use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
@@ -28,7 +32,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 use crate::Env;
-use crate::config::ConfigError;
+use crate::config::{ConfigError, SdkTimeouts};
 
 /// The root certificates of Amazon Trust Services (Amazon Root CA 1 to 4 and Starfield
 /// Services Root Certificate Authority - G2), PEM.
@@ -109,8 +113,18 @@ impl HttpClient for ConnectOnDemand {
     }
 }
 
+/// The SDK's timeout configuration for `timeouts`: connect, operation attempt and operation.
+pub fn timeout_config(timeouts: &SdkTimeouts) -> TimeoutConfig {
+    TimeoutConfig::builder()
+        .connect_timeout(timeouts.connect)
+        .operation_attempt_timeout(timeouts.attempt)
+        .operation_timeout(timeouts.operation)
+        .build()
+}
+
 /// Loads the shared SDK configuration (region, credentials, endpoints, retry policy) from the
-/// standard sources, on the [`https_client`].
+/// standard sources, on the [`https_client`], with the [`SdkTimeouts`] in `env` (the SDK sets
+/// no operation or attempt timeout of its own: a call that hangs would wait out the invocation).
 ///
 /// The SDK's default chains try the environment first. When it holds the answer, as it always
 /// does in Lambda (`AWS_REGION`, and the execution role's keys in `AWS_ACCESS_KEY_ID`,
@@ -119,8 +133,9 @@ impl HttpClient for ConnectOnDemand {
 /// chain (profile files, web identity with its STS client, the container and instance metadata
 /// providers). Elsewhere the chains run as usual.
 pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
-    let mut loader =
-        aws_config::defaults(BehaviorVersion::latest()).http_client(https_client(env)?);
+    let mut loader = aws_config::defaults(BehaviorVersion::latest())
+        .http_client(https_client(env)?)
+        .timeout_config(timeout_config(&SdkTimeouts::from_env(env)?));
     if let Some(region) = env
         .get("AWS_REGION")
         .or_else(|| env.get("AWS_DEFAULT_REGION"))
@@ -149,6 +164,8 @@ pub fn endpoint_overridden() -> bool {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use aws_credential_types::provider::ProvideCredentials as _;
 
     use super::*;
@@ -191,6 +208,29 @@ mod tests {
         assert_eq!(credentials.access_key_id(), "ASIAEXAMPLE");
         assert_eq!(credentials.secret_access_key(), "secret");
         assert_eq!(credentials.session_token(), Some("token"));
+    }
+
+    #[tokio::test]
+    async fn the_loaded_config_carries_the_sdk_timeouts() {
+        let sdk = load_sdk_config(&Env::default()).await.unwrap();
+        let timeouts = sdk.timeout_config().expect("a timeout configuration");
+        assert_eq!(timeouts.connect_timeout(), Some(Duration::from_secs(2)));
+        assert_eq!(
+            timeouts.operation_attempt_timeout(),
+            Some(Duration::from_secs(5))
+        );
+        assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(15)));
+
+        let env = Env::from_pairs([("SDK_OPERATION_TIMEOUT_MS", "9000")]);
+        let sdk = load_sdk_config(&env).await.unwrap();
+        let timeouts = sdk.timeout_config().unwrap();
+        assert_eq!(timeouts.operation_timeout(), Some(Duration::from_secs(9)));
+
+        let bad = Env::from_pairs([("SDK_ATTEMPT_TIMEOUT_MS", "soon")]);
+        assert!(matches!(
+            load_sdk_config(&bad).await,
+            Err(ConfigError::Invalid { name, .. }) if name == "SDK_ATTEMPT_TIMEOUT_MS"
+        ));
     }
 
     #[tokio::test]

@@ -173,9 +173,111 @@ impl GuardConfig {
     }
 }
 
+/// Timeouts of every AWS SDK call, sized for a Lambda invocation: a call that hangs fails and is
+/// retried (the SDK retries a timed-out attempt) or reported, long before the invocation's
+/// deadline, instead of taking the whole invocation with it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SdkTimeouts {
+    /// Opening a connection, TLS included (`SDK_CONNECT_TIMEOUT_MS`, default 2,000 ms). Inside an
+    /// AWS region this takes tens of milliseconds.
+    pub connect: Duration,
+    /// One attempt of a call, until its response (`SDK_ATTEMPT_TIMEOUT_MS`, default 5,000 ms).
+    /// DynamoDB and SQS answer in milliseconds; an S3 `GetObject` attempt ends with the response
+    /// headers, and its body is read afterwards, under the record's own stop time.
+    pub attempt: Duration,
+    /// A whole call, its retries included (`SDK_OPERATION_TIMEOUT_MS`, default 15,000 ms): the
+    /// SDK's three attempts with their backoff, and half of the shortest worker timeout the
+    /// template allows (30 s), so the invocation still has time to report the failure.
+    pub operation: Duration,
+}
+
+impl SdkTimeouts {
+    /// The environment variables this struct reads.
+    pub const VARIABLES: &'static [&'static str] = &[
+        "SDK_CONNECT_TIMEOUT_MS",
+        "SDK_ATTEMPT_TIMEOUT_MS",
+        "SDK_OPERATION_TIMEOUT_MS",
+    ];
+
+    /// Reads the timeouts; an attempt may not be longer than its operation, nor a connection
+    /// than its attempt.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let millis =
+            |name: &str, default: u64| env.positive_or(name, default).map(Duration::from_millis);
+        let timeouts = Self {
+            connect: millis("SDK_CONNECT_TIMEOUT_MS", 2_000)?,
+            attempt: millis("SDK_ATTEMPT_TIMEOUT_MS", 5_000)?,
+            operation: millis("SDK_OPERATION_TIMEOUT_MS", 15_000)?,
+        };
+        let longer = |name: &str, value: Duration, than: &str, limit: Duration| {
+            (value > limit).then(|| ConfigError::Invalid {
+                name: name.into(),
+                value: value.as_millis().to_string(),
+                reason: format!("must be at most {than} ({})", limit.as_millis()),
+            })
+        };
+        if let Some(error) = longer(
+            "SDK_ATTEMPT_TIMEOUT_MS",
+            timeouts.attempt,
+            "SDK_OPERATION_TIMEOUT_MS",
+            timeouts.operation,
+        )
+        .or_else(|| {
+            longer(
+                "SDK_CONNECT_TIMEOUT_MS",
+                timeouts.connect,
+                "SDK_ATTEMPT_TIMEOUT_MS",
+                timeouts.attempt,
+            )
+        }) {
+            return Err(error);
+        }
+        Ok(timeouts)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdk_timeouts_have_lambda_sized_defaults_and_come_from_the_environment() {
+        let defaults = SdkTimeouts::from_env(&Env::default()).unwrap();
+        assert_eq!(
+            defaults,
+            SdkTimeouts {
+                connect: Duration::from_secs(2),
+                attempt: Duration::from_secs(5),
+                operation: Duration::from_secs(15),
+            }
+        );
+        let env = Env::from_pairs([
+            ("SDK_CONNECT_TIMEOUT_MS", "500"),
+            ("SDK_ATTEMPT_TIMEOUT_MS", "1500"),
+            ("SDK_OPERATION_TIMEOUT_MS", "4000"),
+        ]);
+        let timeouts = SdkTimeouts::from_env(&env).unwrap();
+        assert_eq!(timeouts.connect, Duration::from_millis(500));
+        assert_eq!(timeouts.attempt, Duration::from_millis(1500));
+        assert_eq!(timeouts.operation, Duration::from_millis(4000));
+    }
+
+    #[test]
+    fn an_attempt_longer_than_its_operation_is_rejected() {
+        let env = Env::from_pairs([("SDK_ATTEMPT_TIMEOUT_MS", "20000")]);
+        assert!(matches!(
+            SdkTimeouts::from_env(&env),
+            Err(ConfigError::Invalid { name, reason, .. })
+                if name == "SDK_ATTEMPT_TIMEOUT_MS" && reason.contains("SDK_OPERATION_TIMEOUT_MS")
+        ));
+        let env = Env::from_pairs([("SDK_CONNECT_TIMEOUT_MS", "6000")]);
+        assert!(matches!(
+            SdkTimeouts::from_env(&env),
+            Err(ConfigError::Invalid { name, .. }) if name == "SDK_CONNECT_TIMEOUT_MS"
+        ));
+        let env = Env::from_pairs([("SDK_OPERATION_TIMEOUT_MS", "0")]);
+        assert!(SdkTimeouts::from_env(&env).is_err());
+    }
 
     #[test]
     fn missing_required_variable_is_named() {
