@@ -84,7 +84,8 @@ impl ParkedMessage {
     }
 }
 
-/// Receives up to [`SQS_BATCH`] messages with every attribute, invisible for `visibility`.
+/// Receives up to [`SQS_BATCH`] messages with every attribute, invisible for `visibility`. The
+/// system attributes include `MessageGroupId`, which a redrive into a FIFO queue needs.
 pub(crate) async fn receive(
     sqs: &aws_sdk_sqs::Client,
     url: &str,

@@ -8,12 +8,16 @@
 //!   sent but not yet deleted becomes visible again in the dead-letter queue and is moved a
 //!   second time, a duplicate the idempotent consumer absorbs. It can also filter by class.
 //!
-//! Both remove the `dlq.*` attributes the processor added when it parked the message.
+//! Both remove the `dlq.*` attributes the processor added when it parked the message. Into a
+//! FIFO queue the loop sends each message in its original message group, deduplicated on its
+//! dead-letter message id ([`fifo_ids`]).
 
 use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
-use aws_sdk_sqs::types::{MessageAttributeValue, SendMessageBatchRequestEntry};
+use aws_sdk_sqs::types::{
+    Message, MessageAttributeValue, MessageSystemAttributeName, SendMessageBatchRequestEntry,
+};
 use queue_worker::batch::dlq_attributes;
 use serde::Serialize;
 
@@ -188,12 +192,13 @@ pub async fn move_loop(
     Ok(report)
 }
 
-/// Sends `messages` to the queue at `url` without their `dlq.*` attributes; returns the receipt
-/// handles (in the dead-letter queue) of those SQS accepted, the only ones safe to delete.
+/// Sends `messages` to the queue at `url` without their `dlq.*` attributes (into a FIFO queue
+/// with [`fifo_ids`]); returns the receipt handles (in the dead-letter queue) of those SQS
+/// accepted, the only ones safe to delete.
 async fn send_back(
     sqs: &aws_sdk_sqs::Client,
     url: &str,
-    messages: &[aws_sdk_sqs::types::Message],
+    messages: &[Message],
 ) -> Result<Vec<String>, OpsError> {
     let mut accepted = Vec::new();
     for chunk in messages.chunks(SQS_BATCH as usize) {
@@ -211,12 +216,17 @@ async fn send_back(
                     .filter(|(name, _)| !dlq_attributes::ALL.contains(&name.as_str()))
                     .map(|(name, value)| (name.clone(), value.clone()))
                     .collect::<std::collections::HashMap<String, MessageAttributeValue>>();
-                SendMessageBatchRequestEntry::builder()
+                let entry = SendMessageBatchRequestEntry::builder()
                     .id(i.to_string())
                     .message_body(message.body().unwrap_or_default())
-                    .set_message_attributes((!attributes.is_empty()).then_some(attributes))
-                    .build()
-                    .expect("id and body are set")
+                    .set_message_attributes((!attributes.is_empty()).then_some(attributes));
+                let entry = match fifo_ids(url, message) {
+                    Some((group, deduplication)) => entry
+                        .message_group_id(group)
+                        .message_deduplication_id(deduplication),
+                    None => entry,
+                };
+                entry.build().expect("id and body are set")
             })
             .collect();
         let output = sqs
@@ -235,4 +245,63 @@ async fn send_back(
         }
     }
     Ok(accepted)
+}
+
+/// The message group and deduplication ids of `message` sent to the queue at `url`, when that
+/// is a FIFO queue (SQS rejects a send to one without a group id, and without a deduplication id
+/// unless the queue dedupes on content); `None` for a standard queue.
+///
+/// The group is the one the message had (its `MessageGroupId` system attribute: a FIFO queue's
+/// dead-letter queue is FIFO too, and the processor parks a message in its group), so order
+/// within a group holds across the round trip; a message without one gets a group of its own.
+/// The deduplication id is the message's id in the dead-letter queue: the same on every run, so
+/// a message sent back by an interrupted run and again by the next one is collapsed by SQS
+/// within its 5-minute window. Not the original's deduplication id: the job queue would take a
+/// message sent back within 5 minutes of the original send as a duplicate, accept it and drop
+/// it, and the loop would then delete the only copy from the dead-letter queue.
+fn fifo_ids<'a>(url: &str, message: &'a Message) -> Option<(&'a str, &'a str)> {
+    if !url.ends_with(".fifo") {
+        return None;
+    }
+    let id = message.message_id().unwrap_or_default();
+    let group = message
+        .attributes()
+        .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+        .map_or(id, String::as_str);
+    Some((group, id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+
+    use super::*;
+
+    fn parked(id: &str, group: Option<&str>) -> Message {
+        let attributes: HashMap<_, _> = group
+            .map(|g| (MessageSystemAttributeName::MessageGroupId, g.to_owned()))
+            .into_iter()
+            .collect();
+        Message::builder()
+            .message_id(id)
+            .body("{}")
+            .set_attributes(Some(attributes))
+            .build()
+    }
+
+    #[test]
+    fn a_fifo_target_gets_the_messages_group_and_its_dead_letter_id_as_deduplication_id() {
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs.fifo";
+        assert_eq!(
+            fifo_ids(url, &parked("m-1", Some("import-7"))),
+            Some(("import-7", "m-1"))
+        );
+        assert_eq!(fifo_ids(url, &parked("m-2", None)), Some(("m-2", "m-2")));
+    }
+
+    #[test]
+    fn a_standard_target_gets_neither() {
+        let url = "https://sqs.eu-west-1.amazonaws.com/123456789012/jobs";
+        assert_eq!(fifo_ids(url, &parked("m-1", Some("import-7"))), None);
+    }
 }

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 use std::time::Duration;
 
-use aws_sdk_sqs::types::{MessageAttributeValue, QueueAttributeName};
+use aws_sdk_sqs::types::{MessageAttributeValue, MessageSystemAttributeName, QueueAttributeName};
 use harness::{TestQueue, sdk_config, unique_name};
 use queue_ops::redrive::{self, LoopOptions};
 use queue_ops::stats::queue_stats;
@@ -211,6 +211,162 @@ async fn move_loop_moves_every_message_back_once_without_the_dlq_attributes() {
             "dlq.* attributes removed: {attributes:?}"
         );
     }
+    assert!(drain(&sqs, &queues.dlq_url).await.is_empty());
+}
+
+/// A FIFO job queue whose FIFO dead-letter queue takes messages after 5 receives.
+async fn fifo_queues(sqs: &aws_sdk_sqs::Client, prefix: &str) -> Queues {
+    let create = |name: String, attributes: Vec<(QueueAttributeName, String)>| async move {
+        let url = sqs
+            .create_queue()
+            .queue_name(format!("{name}.fifo"))
+            .set_attributes(Some(
+                attributes
+                    .into_iter()
+                    .chain([(QueueAttributeName::FifoQueue, "true".to_owned())])
+                    .collect(),
+            ))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create FIFO queue {name}: {e:?}"))
+            .queue_url
+            .expect("queue url");
+        let arn = sqs
+            .get_queue_attributes()
+            .queue_url(&url)
+            .attribute_names(QueueAttributeName::QueueArn)
+            .send()
+            .await
+            .expect("queue attributes")
+            .attributes
+            .and_then(|a| a.get(&QueueAttributeName::QueueArn).cloned())
+            .expect("queue arn");
+        (url, arn)
+    };
+    let (dlq_url, dlq_arn) = create(unique_name(&format!("{prefix}-dlq")), Vec::new()).await;
+    let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#);
+    let (queue_url, queue_arn) = create(
+        unique_name(&format!("{prefix}-jobs")),
+        vec![(QueueAttributeName::RedrivePolicy, policy)],
+    )
+    .await;
+    Queues {
+        queue_url,
+        queue_arn,
+        dlq_url,
+        dlq_arn,
+    }
+}
+
+#[tokio::test]
+async fn move_loop_sends_back_into_a_fifo_queue_in_the_original_groups() {
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let queues = fifo_queues(&sqs, "ops-fifo").await;
+    let job_queue = TestQueue {
+        url: queues.queue_url.clone(),
+        arn: queues.queue_arn.clone(),
+    };
+    // Two groups of jobs, parked by the processor's own code (in their groups, as a FIFO
+    // source's DLQ is FIFO too), originals deleted.
+    let jobs: Vec<(String, String)> = (0..6)
+        .map(|i| {
+            (
+                format!("group-{}", i % 2),
+                unique_name(&format!("fifo-job-{i}")),
+            )
+        })
+        .collect();
+    for (group, body) in &jobs {
+        sqs.send_message()
+            .queue_url(&queues.queue_url)
+            .message_body(body)
+            .message_group_id(group)
+            .message_deduplication_id(body)
+            .send()
+            .await
+            .expect("send job");
+    }
+    let actions = SqsQueueActions::new(sqs.clone(), &queues.dlq_url);
+    let mut parked = 0;
+    for _ in 0..20 {
+        if parked == jobs.len() {
+            break;
+        }
+        let event = job_queue
+            .receive_event(&sqs, 10, Duration::from_secs(1))
+            .await;
+        for message in &event.records {
+            let why = ParkReason {
+                code: "dependency_down",
+                reason: "the test parked it",
+            };
+            actions.park(message, why).await.expect("park");
+            sqs.delete_message()
+                .queue_url(&queues.queue_url)
+                .receipt_handle(message.receipt_handle.as_deref().expect("handle"))
+                .send()
+                .await
+                .expect("delete original");
+            parked += 1;
+        }
+    }
+    assert_eq!(parked, jobs.len());
+
+    let options = LoopOptions {
+        class: None,
+        rate: None,
+        hold: Duration::from_secs(30),
+    };
+    let report = redrive::move_loop(&sqs, &queues, &options, |_| {})
+        .await
+        .expect("move into the FIFO queue");
+    assert_eq!((report.moved, report.skipped), (6, 0));
+
+    // Every job is back once, in its group, and each group in its original order.
+    let mut back: Vec<(String, String)> = Vec::new();
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queues.queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::MessageGroupId)
+            .send()
+            .await
+            .expect("receive");
+        let messages = received.messages.unwrap_or_default();
+        if messages.is_empty() {
+            break;
+        }
+        for message in messages {
+            let group = message
+                .attributes()
+                .and_then(|a| a.get(&MessageSystemAttributeName::MessageGroupId))
+                .cloned()
+                .unwrap_or_default();
+            back.push((group, message.body().unwrap_or_default().to_owned()));
+            sqs.delete_message()
+                .queue_url(&queues.queue_url)
+                .receipt_handle(message.receipt_handle().expect("handle"))
+                .send()
+                .await
+                .expect("delete");
+        }
+    }
+    for group in ["group-0", "group-1"] {
+        let sent: Vec<&String> = jobs
+            .iter()
+            .filter(|(g, _)| g == group)
+            .map(|(_, b)| b)
+            .collect();
+        let returned: Vec<&String> = back
+            .iter()
+            .filter(|(g, _)| g == group)
+            .map(|(_, b)| b)
+            .collect();
+        assert_eq!(returned, sent, "{group} comes back whole, once, in order");
+    }
+    assert_eq!(back.len(), jobs.len());
     assert!(drain(&sqs, &queues.dlq_url).await.is_empty());
 }
 
