@@ -28,11 +28,13 @@ pub enum ImportFailure {
     UnexpectedChunk,
     /// No import record has the job's id.
     UnknownImport,
+    /// The job names another object or format than its import record (a forged or stale job).
+    JobMismatch,
 }
 
 impl ImportFailure {
     /// Every class, for tools and docs that list them.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::UnsupportedSchema,
         Self::UnsafeObjectKey,
         Self::ObjectMissing,
@@ -42,6 +44,7 @@ impl ImportFailure {
         Self::RowsRejectedByTable,
         Self::UnexpectedChunk,
         Self::UnknownImport,
+        Self::JobMismatch,
     ];
 
     /// The stable snake_case code.
@@ -56,6 +59,7 @@ impl ImportFailure {
             Self::RowsRejectedByTable => "rows_rejected_by_table",
             Self::UnexpectedChunk => "unexpected_chunk",
             Self::UnknownImport => "unknown_import",
+            Self::JobMismatch => "job_mismatch",
         }
     }
 

@@ -37,7 +37,7 @@ use std::time::SystemTime;
 
 use imports::{
     ChunkEnd, ImportId, ImportJob, ImportResults, ImportStatus, JOB_SCHEMA_VERSION, ObjectKey,
-    StoreError, Transition,
+    Start, StoreError, Transition,
 };
 use queue_worker::batch::{BackoffPolicy, Invocation, RecordError};
 use queue_worker::protection::Dependency;
@@ -195,11 +195,17 @@ where
 
     async fn run(&self, job: &ImportJob, run: &Run<'_>) -> Result<Done<ImportJob>, RecordError> {
         let key = self.admit(job, run.invocation).await?;
-        // A redelivery, or a continuation (which may be a second copy), may find its chunk
-        // committed by an earlier delivery that died before completing its claim: one read
-        // tells, so the chunk's writes are not redone (a redo could also overwrite a later
-        // chunk's newer value of a repeated SKU).
-        if job.chunk() > 0 || run.receive_count > 1 {
+        if run.took_over {
+            tracing::info!(
+                "took over an expired claim: an earlier delivery may have done this chunk"
+            );
+        }
+        // A continuation (which may be a second copy, or a delivery after its claim's record
+        // was forgotten) may find its chunk committed by an earlier delivery that died before
+        // completing its claim: one read tells, so the chunk's writes are not redone (a redo
+        // could also overwrite a later chunk's newer value of a repeated SKU). Chunk 0 learns
+        // the same from the write that starts it (`begin`), whatever the receive count says.
+        if job.chunk() > 0 {
             let read = self.imports.progress(job.import_id);
             let stored = timeout_at(run.invocation.stop_instant(), read)
                 .await
@@ -217,7 +223,7 @@ where
                 _ => true,
             };
             if committed {
-                return self.settle(job, None, Ok(stored));
+                return self.settle(job, None, Ok(stored.clone()));
             }
         }
         let outcome = match self.run_chunk(job, &key, run.invocation).await {
@@ -245,6 +251,17 @@ where
                 return Err(RecordError::retryable(
                     "the invocation ran out of time before the import could make progress",
                 ));
+            }
+            ChunkOutcome::NotStarted(Start::Stored(stored)) => {
+                return self.settle(job, None, Ok(stored.clone()));
+            }
+            // A job whose object or format is not its import's: a forged or stale job. The
+            // import is not touched.
+            ChunkOutcome::NotStarted(_) => {
+                return Err(ImportFailure::JobMismatch.error(format!(
+                    "the job names another object or format than import {}",
+                    job.import_id
+                )));
             }
         };
         let recorded =

@@ -81,6 +81,8 @@ pub struct ImportRecord {
     pub chunks: Option<u32>,
     /// Where the next chunk starts, while `PROCESSING`.
     pub checkpoint: Option<Box<Checkpoint>>,
+    /// The ETag of the object version the import reads, pinned when its first chunk starts.
+    pub object_etag: Option<String>,
     /// Why the import failed, or a summary of rejected rows.
     pub error: Option<String>,
 }
@@ -109,6 +111,7 @@ impl ImportRecord {
             rows_rejected: None,
             chunks: None,
             checkpoint: None,
+            object_etag: None,
             error: None,
         }
     }
@@ -194,6 +197,26 @@ pub enum Transition {
     },
 }
 
+/// What starting an import's first chunk found ([`ImportResults::begin`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Start {
+    /// The import is `PROCESSING` and pinned to the object version that was opened: write its
+    /// rows.
+    Started,
+    /// Nothing changed: the first chunk was committed before (a takeover, a redrive or a second
+    /// copy of the job), the import completed, or no import has this id. What the record says.
+    Stored(Transition),
+    /// The job names another object or format than its import: it is not this import's job.
+    /// Nothing changed.
+    NotTheImportsJob,
+    /// The import is pinned to another version of its object: the object was replaced after
+    /// an earlier delivery started reading it.
+    ObjectChanged {
+        /// The ETag the import is pinned to.
+        pinned: String,
+    },
+}
+
 /// How a chunk of an import ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkEnd<'a> {
@@ -215,6 +238,20 @@ pub enum ChunkEnd<'a> {
 
 /// The processor's side of the import record: recording outcomes.
 pub trait ImportResults: Send + Sync {
+    /// Starts an import's first chunk, before its first effect, with one conditional write:
+    /// the import must exist, not be completed, have no chunk committed, and be the one the job
+    /// names (`object_key`, `format`); the write marks it `PROCESSING` and pins the version of
+    /// its object that was opened (`etag`), so every row of the import comes from that version.
+    /// A failed condition returns the stored record at no extra cost, and says why.
+    fn begin(
+        &self,
+        import_id: ImportId,
+        object_key: &ObjectKey,
+        format: ImportFormat,
+        etag: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<Start, StoreError>> + Send;
+
     /// Records how chunk `chunk` (0 for the producer's job) of an import ended, if no delivery
     /// of that chunk recorded it before: the write is conditional on the record's chunk count
     /// being `chunk`, so each chunk counts once however often it is delivered.
@@ -260,6 +297,8 @@ pub mod import_attributes {
     pub const OWNER: &str = "owner";
     /// Whether the job reached the queue (boolean).
     pub const JOB_SENT: &str = "job_sent";
+    /// The pinned object version's ETag.
+    pub const OBJECT_ETAG: &str = "object_etag";
     /// Epoch milliseconds.
     pub const CREATED_AT: &str = "created_at";
     /// Epoch milliseconds.
@@ -399,6 +438,9 @@ fn encode(record: &ImportRecord) -> HashMap<String, AttributeValue> {
     if let Some(checkpoint) = &record.checkpoint {
         item.insert(attr::CHECKPOINT.to_owned(), s(&checkpoint_json(checkpoint)));
     }
+    if let Some(etag) = &record.object_etag {
+        item.insert(attr::OBJECT_ETAG.to_owned(), s(etag));
+    }
     item
 }
 
@@ -449,6 +491,7 @@ fn decode(item: &HashMap<String, AttributeValue>) -> Result<ImportRecord, String
                     .map_err(|e| format!("checkpoint: {e}"))
             })
             .transpose()?,
+        object_etag: item.optional_string(attr::OBJECT_ETAG)?.map(str::to_owned),
         error: item.optional_string(attr::ERROR)?.map(str::to_owned),
     })
 }
@@ -562,7 +605,85 @@ impl ImportStore for DynamoDbImports {
     }
 }
 
+/// Why a first chunk could not start, from the record its write found.
+fn not_started(
+    import_id: ImportId,
+    stored: ImportRecord,
+    object_key: &ObjectKey,
+    format: ImportFormat,
+    etag: &str,
+) -> Result<Start, StoreError> {
+    if stored.object_key.as_str() != object_key.as_str() || stored.format != format {
+        return Ok(Start::NotTheImportsJob);
+    }
+    if stored.status == ImportStatus::Completed || stored.chunks.is_some() {
+        return Ok(Start::Stored(stored_transition(stored)));
+    }
+    match stored.object_etag {
+        Some(pinned) if pinned != etag => Ok(Start::ObjectChanged { pinned }),
+        _ => Err(StoreError::Malformed {
+            import_id,
+            reason: "the record refused its first chunk for no reason it shows".into(),
+        }),
+    }
+}
+
 impl ImportResults for DynamoDbImports {
+    async fn begin(
+        &self,
+        import_id: ImportId,
+        object_key: &ObjectKey,
+        format: ImportFormat,
+        etag: &str,
+        at: SystemTime,
+    ) -> Result<Start, StoreError> {
+        let outcome = self
+            .client
+            .update_item()
+            .table_name(&self.table_name)
+            .set_key(Some(Self::key(import_id)))
+            // A redriven import that failed before any chunk committed starts again.
+            .update_expression(
+                "SET #status = :processing, #etag = :etag, #updated = :now REMOVE #error",
+            )
+            .condition_expression(
+                "attribute_exists(#id) AND #key = :key AND #format = :format \
+                 AND #status <> :completed AND attribute_not_exists(#chunks) \
+                 AND (attribute_not_exists(#etag) OR #etag = :etag)",
+            )
+            .expression_attribute_names("#id", attr::ID)
+            .expression_attribute_names("#key", attr::OBJECT_KEY)
+            .expression_attribute_names("#format", attr::FORMAT)
+            .expression_attribute_names("#status", attr::STATUS)
+            .expression_attribute_names("#chunks", attr::CHUNKS)
+            .expression_attribute_names("#etag", attr::OBJECT_ETAG)
+            .expression_attribute_names("#updated", attr::UPDATED_AT)
+            .expression_attribute_names("#error", attr::ERROR)
+            .expression_attribute_values(":key", s(object_key.as_str()))
+            .expression_attribute_values(":format", s(format.as_str()))
+            .expression_attribute_values(":completed", s(ImportStatus::Completed.as_str()))
+            .expression_attribute_values(":processing", s(ImportStatus::Processing.as_str()))
+            .expression_attribute_values(":etag", s(etag))
+            .expression_attribute_values(":now", n(millis(at)))
+            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+            .send()
+            .await;
+        match outcome {
+            Ok(_) => Ok(Start::Started),
+            Err(err) => match err.as_service_error() {
+                Some(UpdateItemError::ConditionalCheckFailedException(conflict)) => {
+                    let Some(item) = conflict.item() else {
+                        return Ok(Start::Stored(Transition::UnknownImport));
+                    };
+                    let stored = decode(item)
+                        .map_err(|reason| StoreError::Malformed { import_id, reason })?;
+                    not_started(import_id, stored, object_key, format, etag)
+                }
+                _ => Err(unavailable(err)),
+            },
+        }
+    }
+
     async fn record_chunk(
         &self,
         import_id: ImportId,

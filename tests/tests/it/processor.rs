@@ -372,11 +372,11 @@ async fn a_good_file_is_imported_and_the_import_completed_with_counts() {
         Some("1 row rejected: line 62: sku must be 1 to 64 letters, digits, '-' or '_'")
     );
 
-    // The request budget of one new job: the guard's claim and completion, one import update,
-    // and one BatchWriteItem per 25 rows.
+    // The request budget of one new job: the guard's claim and completion, the import's start
+    // and commit, and one BatchWriteItem per 25 rows.
     assert_eq!(
         p.control_requests.snapshot(),
-        counts(&[("PutItem", 1), ("UpdateItem", 2)])
+        counts(&[("PutItem", 1), ("UpdateItem", 3)])
     );
     assert_eq!(p.item_requests.snapshot(), counts(&[("BatchWriteItem", 3)]));
     assert_eq!(p.queue.depth(&p.sqs).await, 0);
@@ -693,7 +693,12 @@ async fn a_transient_downstream_failure_is_retried_and_succeeds_on_redelivery() 
         outcome.result.is_err(),
         "a batch whose only record failed fails the invocation"
     );
-    assert_eq!(p.import(id).await.status, ImportStatus::Queued);
+    let started = p.import(id).await;
+    assert_eq!(
+        (started.status, started.chunks, started.rows_written),
+        (ImportStatus::Processing, None, None),
+        "started, nothing counted"
+    );
 
     let outcome = p.run(&processor, &p.receive(1).await).await;
     assert!(failed_ids(&outcome).is_empty());

@@ -6,7 +6,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use futures_util::stream::FuturesOrdered;
-use imports::{Checkpoint, ImportId, ImportJob, ImportResults, ObjectKey};
+use std::time::SystemTime;
+
+use imports::{Checkpoint, ImportId, ImportJob, ImportResults, ObjectKey, Start};
 use queue_worker::batch::{Invocation, RecordError};
 use queue_worker::protection::DependencyError;
 use queue_worker::worker::Done;
@@ -29,9 +31,12 @@ pub(super) enum ChunkOutcome {
     /// Time ran out, or a retryable failure struck, after some progress: continue from here.
     /// Also when time ran out with no progress (the checkpoint counts the stall).
     Stopped(Checkpoint),
-    /// Time ran out on chunk 0 before the object was opened and its header read: there is no
-    /// checkpoint yet.
+    /// Time ran out on chunk 0 before the object was opened, the import started and its
+    /// header read: there is no checkpoint yet.
     NoProgress,
+    /// Chunk 0 did not start: its record holds something else (what [`Start`] says), and
+    /// nothing was written.
+    NotStarted(Start),
 }
 
 /// Rows and rejections up to `end`, written as one request.
@@ -91,6 +96,33 @@ where
             }));
         };
         let opened = opened.map_err(source_error)?;
+        if resume.is_none() {
+            // Before the first effect: the import must exist and be this job's, and its rows
+            // come from the version just opened, whoever reads it later.
+            let begin = self.imports.begin(
+                job.import_id,
+                key,
+                job.format,
+                &opened.etag,
+                SystemTime::now(),
+            );
+            match timeout_at(stop, begin).await {
+                Ok(Ok(Start::Started)) => {}
+                Ok(Ok(Start::ObjectChanged { pinned })) => {
+                    return Err(ImportFailure::ObjectChanged.error(format!(
+                        "object {} was replaced after the import started reading it \
+                         (ETag {pinned}, now {})",
+                        key.as_str(),
+                        opened.etag
+                    )));
+                }
+                Ok(Ok(other)) => return Ok(ChunkOutcome::NotStarted(other)),
+                Ok(Err(e)) => {
+                    return Err(RecordError::retryable("could not start the import").with_source(e));
+                }
+                Err(_) => return Ok(ChunkOutcome::NoProgress),
+            }
+        }
         let mut rows = match resume {
             None => match timeout_at(stop, RowReader::open(opened.body, job.format)).await {
                 Ok(reader) => reader.map_err(file_error)?,
@@ -119,10 +151,10 @@ where
         let mut in_flight = FuturesOrdered::new();
         let mut skus_in_flight: HashMap<String, usize> = HashMap::new();
         let mut pending = Unit::starting();
-        // The whole object was read.
+        // The whole object was read and its last unit is in flight.
         let mut finished = false;
-        // The units in flight all precede the point where the chunk ended, so they may count.
-        let mut drain = false;
+        // A unit failed: the units behind it must not count, so they are not awaited.
+        let mut unit_failed = false;
         // A retryable failure that ended the chunk early (a cut stream, a write that used up
         // its attempts): like the stop time, it ends the chunk with what was written kept.
         let mut failure = None;
@@ -132,7 +164,6 @@ where
                 Ok(Ok(next)) => next,
                 Ok(Err(e)) => {
                     failure = Some(unless_permanent(file_error(e))?);
-                    drain = true;
                     break 'read;
                 }
                 Err(_) => break 'read,
@@ -140,7 +171,6 @@ where
             let row = match next {
                 None => {
                     pending.end = rows.position();
-                    finished = true;
                     None
                 }
                 Some(Err(rejection)) => {
@@ -156,8 +186,8 @@ where
                 || row
                     .as_ref()
                     .is_some_and(|row| pending.rows.iter().any(|p| p.sku == row.sku));
-            if finished || full {
-                if !finished {
+            if row.is_none() || full {
+                if row.is_some() {
                     pending.end = before;
                 }
                 let unit = std::mem::replace(&mut pending, Unit::starting());
@@ -172,6 +202,7 @@ where
                         // The units behind a failed one must not count: the chunk ends here.
                         Ok(Some(Err(e))) => {
                             failure = Some(unless_permanent(e)?);
+                            unit_failed = true;
                             break 'read;
                         }
                         Ok(None) => break,
@@ -186,28 +217,36 @@ where
             match row {
                 Some(row) => pending.rows.push(row),
                 None => {
-                    drain = true;
+                    finished = true;
                     break 'read;
                 }
             }
         }
+        // The units in flight precede the point where the chunk ended. Those already sent are
+        // awaited, past the stop time too (until the drain instant), and counted: a clean stop
+        // writes no row twice. A write that failed after the stop time is not a failure of the
+        // chunk, only its end.
         let mut all_written = false;
-        while drain {
-            match timeout_at(stop, in_flight.next()).await {
+        let drain_by = invocation.drain_instant();
+        while !unit_failed {
+            match timeout_at(drain_by, in_flight.next()).await {
                 Ok(Some(Ok(unit))) => done.commit(unit, &mut skus_in_flight),
                 Ok(Some(Err(e))) => {
-                    failure = Some(unless_permanent(e)?);
-                    drain = false;
+                    let e = unless_permanent(e)?;
+                    if Instant::now() < stop {
+                        failure = Some(e);
+                    }
+                    unit_failed = true;
                 }
                 Ok(None) => {
                     all_written = true;
-                    drain = false;
+                    break;
                 }
-                Err(_) => drain = false,
+                Err(_) => break,
             }
         }
-        // Writes still in flight are dropped: what they wrote is not counted, and the next
-        // chunk writes those rows again.
+        // Only a write that did not answer by the drain instant is dropped here: it is not
+        // counted, and the next chunk writes its rows again.
         drop(in_flight);
 
         if finished && all_written && failure.is_none() {
@@ -249,7 +288,8 @@ where
         }))
     }
 
-    /// Writes a unit's rows (if any); gives the unit back to be counted.
+    /// Writes a unit's rows (if any); gives the unit back to be counted. Rows first polled
+    /// after `stop` are not sent.
     async fn write_unit(
         &self,
         import_id: ImportId,
@@ -257,6 +297,11 @@ where
         stop: Instant,
     ) -> Result<Unit, RecordError> {
         if !unit.rows.is_empty() {
+            if Instant::now() >= stop {
+                return Err(RecordError::retryable(
+                    "the chunk's stop time came before this write was sent",
+                ));
+            }
             self.write(import_id, &unit.rows, stop).await?;
         }
         Ok(unit)

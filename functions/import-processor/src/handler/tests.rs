@@ -90,12 +90,15 @@ impl ObjectSource for Objects {
     }
 }
 
-/// The items table: the last row per SKU, and how many requests it took. Each request takes
-/// `latency` of (paused) time; while `down`, every request fails as unavailable, and while
+/// The items table: the last row per SKU, how often each row was written, and how many
+/// requests it took. Each request takes effect at once and answers after `latency` of
+/// (paused) time; while `down`, every request fails as unavailable, and while
 /// `failing` names a SKU, every request holding it does.
 #[derive(Default)]
 struct Items {
     rows: Mutex<HashMap<String, Row>>,
+    /// How many times each row (by line number in its file) was written.
+    writes: Mutex<HashMap<String, u32>>,
     requests: AtomicU32,
     latency: Duration,
     down: bool,
@@ -109,11 +112,19 @@ impl ItemWriter for Items {
         if self.down || rows.iter().any(|row| Some(&row.sku) == failing.as_ref()) {
             return Err(WriteError::Unavailable("the table is down".into()));
         }
-        tokio::time::sleep(self.latency).await;
-        let mut stored = self.rows.lock().unwrap();
-        for row in rows {
-            stored.insert(row.sku.clone(), row.clone());
+        // The write takes effect when sent; its answer takes `latency`. A caller that stops
+        // waiting has still written the rows.
+        {
+            let mut stored = self.rows.lock().unwrap();
+            let mut writes = self.writes.lock().unwrap();
+            for row in rows {
+                stored.insert(row.sku.clone(), row.clone());
+                *writes
+                    .entry(format!("{} {}", row.sku, row.name))
+                    .or_default() += 1;
+            }
         }
+        tokio::time::sleep(self.latency).await;
         Ok(())
     }
 }
@@ -121,6 +132,9 @@ impl ItemWriter for Items {
 /// One import record, as the imports table holds it.
 #[derive(Debug, Clone)]
 struct Record {
+    object_key: String,
+    format: ImportFormat,
+    etag: Option<String>,
     status: ImportStatus,
     chunks: u32,
     checkpoint: Option<Checkpoint>,
@@ -135,10 +149,13 @@ struct Record {
 struct Records(Mutex<HashMap<ImportId, Record>>, AtomicBool);
 
 impl Records {
-    fn queued(&self, id: ImportId) {
+    fn queued(&self, id: ImportId, key: &ObjectKey, format: ImportFormat) {
         self.0.lock().unwrap().insert(
             id,
             Record {
+                object_key: key.as_str().to_owned(),
+                format,
+                etag: None,
                 status: ImportStatus::Queued,
                 chunks: 0,
                 checkpoint: None,
@@ -166,6 +183,34 @@ impl Records {
 }
 
 impl ImportResults for Records {
+    async fn begin(
+        &self,
+        id: ImportId,
+        key: &ObjectKey,
+        format: ImportFormat,
+        etag: &str,
+        _: SystemTime,
+    ) -> Result<Start, StoreError> {
+        let mut records = self.0.lock().unwrap();
+        let Some(record) = records.get_mut(&id) else {
+            return Ok(Start::Stored(Transition::UnknownImport));
+        };
+        if record.object_key != key.as_str() || record.format != format {
+            return Ok(Start::NotTheImportsJob);
+        }
+        if record.status == ImportStatus::Completed || record.chunks > 0 {
+            return Ok(Start::Stored(Self::stored(record)));
+        }
+        if let Some(pinned) = record.etag.as_ref().filter(|pinned| *pinned != etag) {
+            return Ok(Start::ObjectChanged {
+                pinned: pinned.clone(),
+            });
+        }
+        record.etag = Some(etag.to_owned());
+        record.status = ImportStatus::Processing;
+        Ok(Start::Started)
+    }
+
     async fn record_chunk(
         &self,
         id: ImportId,
@@ -268,7 +313,7 @@ fn submit(worker: &Subject, name: &str, contents: Option<&str>) -> ImportJob {
         worker.source.put(key.as_str(), contents, "\"v1\"");
     }
     let id = ImportId::generate();
-    worker.imports.queued(id);
+    worker.imports.queued(id, &key, ImportFormat::Csv);
     ImportJob::new(id, &key, ImportFormat::Csv)
 }
 
@@ -300,6 +345,7 @@ async fn run_within(
     let run = Run {
         invocation: &invocation,
         receive_count,
+        took_over: receive_count > 1,
     };
     worker.run(job, &run).await
 }
@@ -393,9 +439,11 @@ async fn a_table_that_is_down_is_retried_without_failing_the_import() {
         matches!(result, Err(RecordError::Retryable { .. })),
         "{result:?}"
     );
+    // Started (PROCESSING, nothing counted), not failed.
+    let record = worker.imports.get(job.import_id);
     assert_eq!(
-        worker.imports.get(job.import_id).status,
-        ImportStatus::Queued
+        (record.status, record.chunks, record.rows_written),
+        (ImportStatus::Processing, 0, 0)
     );
 }
 
@@ -495,9 +543,10 @@ async fn an_object_that_opens_too_slowly_stalls_a_continuation_and_retries_chunk
         matches!(result, Err(RecordError::Retryable { .. })),
         "{result:?}"
     );
+    let record = worker.imports.get(job.import_id);
     assert_eq!(
-        worker.imports.get(job.import_id).status,
-        ImportStatus::Queued
+        (record.status, record.etag, record.rows_written),
+        (ImportStatus::Queued, None, 0)
     );
     let first = run_within(&worker, &job, 2, 5).await.unwrap();
     let second = first.next().unwrap().clone();
@@ -670,9 +719,11 @@ async fn a_stream_cut_before_any_row_was_written_is_retried() {
         matches!(result, Err(RecordError::Retryable { .. })),
         "{result:?}"
     );
+    // Started (PROCESSING, nothing counted), not failed.
+    let record = worker.imports.get(job.import_id);
     assert_eq!(
-        worker.imports.get(job.import_id).status,
-        ImportStatus::Queued
+        (record.status, record.chunks, record.rows_written),
+        (ImportStatus::Processing, 0, 0)
     );
     assert_eq!(run_to_the_end(&worker, &job).await, 1);
     assert_eq!(worker.imports.get(job.import_id).rows_written, 200);
@@ -843,4 +894,157 @@ fn the_readme_lists_every_failure_class() {
             "README lacks `{class}`"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_clean_stop_writes_no_row_twice_over_a_continued_import() {
+    // 700 ms a write, two in flight: every stop time finds writes in flight.
+    let worker = worker(Items {
+        latency: Duration::from_millis(700),
+        ..Items::default()
+    });
+    let job = submit(&worker, "a.csv", Some(&csv(1_000, &[])));
+    let mut job = job;
+    let mut chunks = 1;
+    while let Some(next) = run_within(&worker, &job, 1, 5)
+        .await
+        .unwrap()
+        .next()
+        .cloned()
+    {
+        job = next;
+        chunks += 1;
+        assert!(chunks < 100, "the import makes progress");
+    }
+    assert!(chunks > 5, "the import continued over {chunks} chunks");
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(
+        (record.status, record.rows_written),
+        (ImportStatus::Completed, 1_000)
+    );
+    let writes = worker.writer.writes.lock().unwrap();
+    assert_eq!(writes.len(), 1_000);
+    let twice: Vec<_> = writes.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(
+        twice.is_empty(),
+        "{} rows written more than once, e.g. {:?}",
+        twice.len(),
+        &twice[..twice.len().min(3)]
+    );
+}
+
+/// A file whose `sku-dup` appears near its start (quantity 1) and near its end (quantity 2).
+fn csv_with_a_repeated_sku(rows: usize) -> String {
+    let mut csv = String::from("sku,name,quantity,price\nsku-dup,First,1,1.00\n");
+    for i in 0..rows {
+        csv.push_str(&format!("sku-{i},Item {i},{i},1.50\n"));
+    }
+    csv.push_str("sku-dup,Last,2,1.00\n");
+    csv
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_second_copy_of_chunk_0_after_later_chunks_wrote_writes_nothing() {
+    let worker = slow_worker(1);
+    let job = submit(&worker, "a.csv", Some(&csv_with_a_repeated_sku(300)));
+    let first = run_within(&worker, &job, 1, 5).await.unwrap();
+    let mut next = first.next().cloned().expect("a continuation");
+    while let Some(after) = run_within(&worker, &next, 1, 60)
+        .await
+        .unwrap()
+        .next()
+        .cloned()
+    {
+        next = after;
+    }
+    let quantity = || worker.writer.rows.lock().unwrap()["sku-dup"].quantity;
+    assert_eq!(quantity(), 2, "the file's last row for the SKU wins");
+    let requests = worker.writer.requests.load(Ordering::SeqCst);
+
+    // A second copy of the producer's job, delivered once (its claim expired, or the claim's
+    // completion was lost): the receive count says nothing of what was done.
+    let copy = run_within(&worker, &job, 1, 60).await.unwrap();
+    assert_eq!((copy.ack(), copy.next()), (Ack::Duplicate, None));
+    assert_eq!(worker.writer.requests.load(Ordering::SeqCst), requests);
+    assert_eq!(quantity(), 2, "the older value did not come back");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_object_replaced_after_a_killed_chunk_0_fails_the_import_instead_of_mixing_files() {
+    let worker = slow_worker(1);
+    let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
+    // Chunk 0 is killed after writing some rows and before its commit.
+    let killed = tokio::time::timeout(
+        Duration::from_millis(2_500),
+        run_within(&worker, &job, 1, 60),
+    )
+    .await;
+    assert!(killed.is_err(), "the chunk was still running");
+    assert!(!worker.writer.rows.lock().unwrap().is_empty());
+    // The file is uploaded again, with other rows, before the retry.
+    let mut other = String::from("sku,name,quantity,price\n");
+    for i in 0..300 {
+        other.push_str(&format!("new-{i},New {i},{i},2.50\n"));
+    }
+    worker.source.put(&job.object_key, &other, "\"v2\"");
+
+    let retry = run_within(&worker, &job, 2, 60).await;
+    assert_eq!(class(&retry), Some(ImportFailure::ObjectChanged.as_str()));
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Failed
+    );
+    let rows = worker.writer.rows.lock().unwrap();
+    assert!(
+        rows.keys().all(|sku| sku.starts_with("sku-")),
+        "no row of the second file was written beside the first's"
+    );
+}
+
+#[tokio::test]
+async fn a_job_naming_another_object_than_its_import_is_parked_and_the_import_untouched() {
+    let worker = worker(Items::default());
+    let job = submit(&worker, "a.csv", Some(&csv(10, &[])));
+    let other = ObjectKey::parse("uploads/other.csv", "uploads/").unwrap();
+    worker.source.put(other.as_str(), &csv(5, &[]), "\"v1\"");
+    let forged = ImportJob::new(job.import_id, &other, ImportFormat::Csv);
+    let result = run(&worker, &forged, 1).await;
+    assert_eq!(class(&result), Some(ImportFailure::JobMismatch.as_str()));
+    assert_eq!(worker.writer.requests.load(Ordering::SeqCst), 0);
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Queued
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_stop_while_the_last_rows_wait_for_a_write_slot_continues_with_them_unwritten() {
+    // Two writes of 25 rows take the two slots for 1 s; the last 10 rows wait for one when the
+    // stop time comes at 0.5 s. The two writes are awaited past it and counted; the 10 rows
+    // were never sent, so the import continues from them instead of completing without them.
+    let worker = slow_worker(1);
+    let job = submit(&worker, "a.csv", Some(&csv(60, &[])));
+    let invocation = Invocation::new(
+        SystemTime::now() + Duration::from_millis(3_500),
+        Duration::from_secs(3),
+    );
+    let run = Run {
+        invocation: &invocation,
+        receive_count: 1,
+        took_over: false,
+    };
+    let done = worker.run(&job, &run).await.unwrap();
+    let next = done.next().cloned().expect("a continuation");
+    assert_eq!(next.resume.as_ref().unwrap().rows_written, 50);
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Processing
+    );
+    assert_eq!(run_to_the_end(&worker, &next).await, 1);
+    let record = worker.imports.get(job.import_id);
+    assert_eq!(
+        (record.status, record.rows_written),
+        (ImportStatus::Completed, 60)
+    );
+    assert_eq!(worker.writer.rows.lock().unwrap().len(), 60);
 }
