@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
@@ -31,6 +31,8 @@ struct Flaky<W> {
     inner: W,
     failures: AtomicU32,
     calls: Arc<AtomicU32>,
+    /// Rows sent to the table (in writes not failed by injection).
+    rows_sent: Arc<AtomicU64>,
     /// How long each write takes on top of the table's own time: a slow downstream.
     delay: Duration,
 }
@@ -47,6 +49,7 @@ impl<W: ItemWriter> ItemWriter for Flaky<W> {
                 "injected downstream failure".into(),
             ));
         }
+        self.rows_sent.fetch_add(rows.len() as u64, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.inner.write(import_id, rows).await
     }
@@ -76,6 +79,8 @@ struct Pipeline {
     /// Requests to the items table.
     item_requests: RequestCounter,
     writer_calls: Arc<AtomicU32>,
+    /// Rows the processor's writer sent to the items table.
+    rows_sent: Arc<AtomicU64>,
     protection: DependencySettings,
     write_delay: Duration,
 }
@@ -114,6 +119,7 @@ impl Pipeline {
             control_requests: RequestCounter::default(),
             item_requests: RequestCounter::default(),
             writer_calls: Arc::default(),
+            rows_sent: Arc::default(),
             protection: PROTECTION,
             write_delay: Duration::ZERO,
         }
@@ -166,6 +172,7 @@ impl Pipeline {
                 ),
                 failures: AtomicU32::new(failures),
                 calls: Arc::clone(&self.writer_calls),
+                rows_sent: Arc::clone(&self.rows_sent),
                 delay: self.write_delay,
             },
             source,
@@ -962,6 +969,12 @@ async fn a_file_larger_than_one_invocation_continues_across_chunks_with_exact_co
     }
     assert!(summary.ends_with("; and 2 more"), "{summary}");
     assert_eq!(p.item_count().await, 600);
+    // Every chunk ended on time, with writes in flight at its stop: each row was sent once.
+    assert_eq!(
+        p.rows_sent.load(Ordering::SeqCst),
+        600,
+        "writes per row over {chunks} chunks"
+    );
 }
 
 #[tokio::test]
