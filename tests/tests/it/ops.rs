@@ -370,6 +370,70 @@ async fn move_loop_sends_back_into_a_fifo_queue_in_the_original_groups() {
     assert!(drain(&sqs, &queues.dlq_url).await.is_empty());
 }
 
+/// Sends one job to the job queue and receives it twice, as two concurrent deliveries of one
+/// message (SQS delivers at least once): the same message id, two receipt handles.
+async fn delivered_twice(
+    sqs: &aws_sdk_sqs::Client,
+    queues: &Queues,
+    fifo: bool,
+) -> Vec<aws_lambda_events::event::sqs::SqsMessage> {
+    let mut send = sqs
+        .send_message()
+        .queue_url(&queues.queue_url)
+        .message_body(unique_name("poison"));
+    if fifo {
+        send = send
+            .message_group_id("import-7")
+            .message_deduplication_id(unique_name("send"));
+    }
+    send.send().await.expect("send job");
+    let mut deliveries = Vec::new();
+    for _ in 0..20 {
+        if deliveries.len() == 2 {
+            break;
+        }
+        let received = sqs
+            .receive_message()
+            .queue_url(&queues.queue_url)
+            .visibility_timeout(0)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await
+            .expect("receive");
+        let event = local_runner::esm::lambda_event(received.messages(), &queues.queue_arn);
+        deliveries.extend(event.records);
+    }
+    assert_eq!(deliveries.len(), 2);
+    assert_eq!(deliveries[0].message_id, deliveries[1].message_id);
+    deliveries
+}
+
+#[tokio::test]
+async fn a_poison_message_delivered_twice_is_parked_once_in_a_fifo_dlq_and_twice_in_a_standard_one()
+{
+    let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);
+    let why = ParkReason {
+        code: "malformed_job",
+        reason: "the test parked it",
+    };
+    for (fifo, copies) in [(true, 1), (false, 2)] {
+        let queues = if fifo {
+            fifo_queues(&sqs, "ops-park-fifo").await
+        } else {
+            queues(&sqs, "ops-park").await
+        };
+        let actions = SqsQueueActions::new(sqs.clone(), &queues.dlq_url);
+        for delivery in delivered_twice(&sqs, &queues, fifo).await {
+            actions.park(&delivery, why).await.expect("park");
+        }
+        let parked = dlq::list(&sqs, &queues.dlq_url, 10, Duration::from_secs(30))
+            .await
+            .expect("list");
+        assert_eq!(parked.len(), copies, "fifo: {fifo}");
+    }
+}
+
 #[tokio::test]
 async fn move_loop_with_a_class_moves_only_that_class() {
     let sqs = aws_sdk_sqs::Client::new(&sdk_config().await);

@@ -316,25 +316,69 @@ impl QueueActions for SqsQueueActions {
             .queue_url(&self.dead_letter_queue_url)
             .message_body(body)
             .set_message_attributes(Some(attributes.into_iter().collect()));
-        if self.dead_letter_queue_url.ends_with(".fifo") {
-            // A FIFO queue's DLQ is FIFO too: keep the group, and dedupe on the original id so a
-            // retried park cannot park twice.
-            let group = message
-                .attributes
-                .get("MessageGroupId")
-                .map_or("dead-letter", String::as_str);
+        if let Some((group, deduplication)) = fifo_ids(&self.dead_letter_queue_url, message) {
             send = send
                 .message_group_id(group)
-                .message_deduplication_id(message_id);
+                .message_deduplication_id(deduplication);
         }
         send.send().await?;
         Ok(())
     }
 }
 
+/// The message group and deduplication ids of a parked copy of `message`, when the dead-letter
+/// queue at `dead_letter_queue_url` is FIFO (as a FIFO queue's must be); `None` for a standard
+/// one, which takes neither.
+///
+/// The copy keeps its group, and is deduplicated on the original's message id: a retried park,
+/// or two deliveries of one message failing at once (SQS delivers at least once), send the same
+/// id, and SQS keeps one copy (within its 5-minute deduplication window). A standard dead-letter
+/// queue cannot collapse them, and may hold two copies: `shared/README.md` says why that is safe.
+fn fifo_ids<'a>(
+    dead_letter_queue_url: &str,
+    message: &'a SqsMessage,
+) -> Option<(&'a str, &'a str)> {
+    if !dead_letter_queue_url.ends_with(".fifo") {
+        return None;
+    }
+    let group = message
+        .attributes
+        .get("MessageGroupId")
+        .map_or("dead-letter", String::as_str);
+    Some((group, message.message_id.as_deref().unwrap_or_default()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn delivery(receipt_handle: &str) -> SqsMessage {
+        let mut message = SqsMessage::default();
+        message.message_id = Some("msg-1".to_owned());
+        message.receipt_handle = Some(receipt_handle.to_owned());
+        message
+            .attributes
+            .insert("MessageGroupId".to_owned(), "import-7".to_owned());
+        message
+    }
+
+    #[test]
+    fn two_deliveries_of_one_message_park_with_one_deduplication_id_in_a_fifo_dlq() {
+        let dlq = "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-dlq.fifo";
+        let (first, second) = (delivery("receipt-1"), delivery("receipt-2"));
+        assert_eq!(fifo_ids(dlq, &first), Some(("import-7", "msg-1")));
+        assert_eq!(
+            fifo_ids(dlq, &first),
+            fifo_ids(dlq, &second),
+            "SQS collapses the second copy"
+        );
+    }
+
+    #[test]
+    fn a_standard_dlq_gets_no_group_or_deduplication_id() {
+        let dlq = "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-dlq";
+        assert_eq!(fifo_ids(dlq, &delivery("receipt-1")), None);
+    }
 
     /// The size of a message with a body of `body` bytes and `reason` as its `dlq.reason`.
     fn size_with(body: usize, reason: &str) -> usize {
