@@ -22,8 +22,14 @@
 //! - **a capacity-limited downstream**: the items writer admits at most C concurrent requests
 //!   and R requests/s and throttles beyond (`WriteError::Throttled`), and measures its peak
 //!   concurrency, goodput and the rows written per import. By default it is a fake partner API
-//!   with a fixed service time (the emulator's one-at-a-time DynamoDB would otherwise be the
-//!   bound, not C and R); `--downstream-latency 0` writes to the items table instead.
+//!   with a fixed service time that keeps the last value written of each SKU, as a table would
+//!   (the emulator's one-at-a-time DynamoDB would otherwise be the bound, not C and R);
+//!   `--downstream-latency 0` writes to the items table instead.
+//!
+//! The files are the demo's ([`crate::sample`]): SKUs repeat with changing values, across the
+//! chunks of the large files. The check compares every SKU of every completed import, where the
+//! downstream keeps it, with its file's last valid row: a killed, redelivered or duplicated
+//! chunk that writes an older value over a newer one fails the soak.
 //!
 //! Goodput is measured where the downstream is the bottleneck: over the seconds in which the
 //! callers kept at least `bound x latency` calls pending (Little's law: enough to reach the
@@ -47,8 +53,8 @@ use import_processor::{
     ReadFrom, Row, S3ObjectSource, SourceError, WriteError,
 };
 use imports::{
-    ChunkEnd, DynamoDbImports, ImportId, ImportJob, ImportResults, ObjectKey, StoreError,
-    Transition,
+    ChunkEnd, DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportResults, ObjectKey, Start,
+    StoreError, Transition,
 };
 use queue_worker::BoxError;
 use queue_worker::batch::{
@@ -66,6 +72,7 @@ use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 use crate::demo::{self, Accepted, Burst, Kind};
 use crate::esm::Function;
 use crate::pipeline::{Pipeline, Processor, Stats};
+use crate::sample::{self, Expected, Stored, ValueCheck};
 
 /// The chaos knobs. Rates are probabilities (0 to 1).
 #[derive(Debug, Clone, Copy)]
@@ -372,6 +379,29 @@ impl<R: ImportResults> ImportResults for ChaosResults<R> {
         result
     }
 
+    async fn begin(
+        &self,
+        import_id: ImportId,
+        object_key: &ObjectKey,
+        format: ImportFormat,
+        etag: &str,
+        at: SystemTime,
+    ) -> Result<Start, StoreError> {
+        if self.chaos.fault("imports.begin") {
+            if fastrand::bool() {
+                // Response lost: the import may be started, the worker does not know.
+                let _ = self
+                    .inner
+                    .begin(import_id, object_key, format, etag, at)
+                    .await;
+            }
+            return Err(StoreError::Unavailable(injected("imports table")));
+        }
+        self.inner
+            .begin(import_id, object_key, format, etag, at)
+            .await
+    }
+
     async fn progress(&self, import_id: ImportId) -> Result<Option<Transition>, StoreError> {
         if self.chaos.fault("imports.progress") {
             return Err(StoreError::Unavailable(injected("imports table")));
@@ -603,6 +633,9 @@ pub struct Downstream {
     latency_micros: AtomicU64,
     /// Successful writes per import id and SKU.
     rows: Mutex<HashMap<String, HashMap<String, u32>>>,
+    /// The fake partner API's items by SKU: the last value written of each, as a table keeps
+    /// it (empty when the downstream is the items table).
+    items: Mutex<HashMap<String, Stored>>,
 }
 
 impl Downstream {
@@ -623,6 +656,7 @@ impl Downstream {
             failed: AtomicU64::new(0),
             latency_micros: AtomicU64::new(0),
             rows: Mutex::default(),
+            items: Mutex::default(),
         }
     }
 
@@ -723,6 +757,17 @@ impl<W: ItemWriter> ItemWriter for CapacityWriter<W> {
             self.inner.write(import_id, rows).await
         } else {
             tokio::time::sleep(latency).await;
+            // Applied when it answers, so a write dropped in flight (a kill) is not applied.
+            if let Ok(mut items) = down.items.lock() {
+                let import_id = import_id.to_string();
+                for row in rows {
+                    let stored = Stored {
+                        import_id: import_id.clone(),
+                        row: row.clone(),
+                    };
+                    items.insert(row.sku.clone(), stored);
+                }
+            }
             Ok(())
         };
         drop(slot);
@@ -1060,7 +1105,9 @@ async fn check(
     let http = reqwest::Client::new();
     let mut problems = Vec::new();
     let (mut completed, mut failed_poison, mut lost, mut wrongly_failed) = (0u64, 0u64, 0u64, 0u64);
-    let (mut rows_expected, mut chunks, mut continued) = (0u64, 0u64, 0u64);
+    let (mut rows_expected, mut items_expected, mut chunks, mut continued) = (0, 0, 0, 0u64);
+    // What each completed import must have left downstream.
+    let mut expected: Vec<(&str, Expected)> = Vec::new();
     let mut statuses: BTreeMap<String, u64> = BTreeMap::new();
     // Every import's record first, then what the injectors saw: when the soak did not drain,
     // imports still complete meanwhile, and a record read before its writes and commit were
@@ -1112,14 +1159,19 @@ async fn check(
                         sample.key, sample.valid, sample.invalid
                     ));
                 }
+                // A file repeats its SKUs: one item per SKU with a valid row.
+                let want = sample.contents.map(|c| c.expected()).unwrap_or_default();
                 let distinct = rows.get(id).map_or(0, |r| r.len() as u64);
                 rows_written_checked += distinct;
-                if distinct != sample.valid {
+                items_expected += want.items();
+                if distinct != want.items() {
                     problems.push(format!(
-                        "import {id} of {}: the downstream got {distinct} distinct rows, the file has {} valid",
-                        sample.key, sample.valid
+                        "import {id} of {}: the downstream got {distinct} distinct SKUs, the file has {} with a valid row",
+                        sample.key,
+                        want.items()
                     ));
                 }
+                expected.push((id, want));
                 let commits = completions.get(id).copied().unwrap_or(0);
                 if commits == 0 && unseen.contains(id) {
                     // Killed with its commit in flight: applied, never answered.
@@ -1152,6 +1204,20 @@ async fn check(
             }
         }
     }
+    let values = if chaos.knobs.latency.is_zero() {
+        let table = pipeline
+            .resources
+            .reference("ItemsTable")
+            .context("the items table")?;
+        sample::check_table(&pipeline.clients.dynamodb, table, &expected).await?
+    } else {
+        let items =
+            chaos.downstream.items.lock().map_err(|_| {
+                anyhow::anyhow!("the downstream's items lock was poisoned by a panic")
+            })?;
+        ValueCheck::of(expected.iter().map(|(id, e)| (*id, e)), &items)
+    };
+    problems.extend(values.problem());
     let completed_twice = completions.values().filter(|n| **n > 1).count() as u64;
     let ids: std::collections::HashSet<&str> = accepted
         .iter()
@@ -1234,7 +1300,7 @@ async fn check(
         "completed_by_a_killed_commit": completed_unseen,
         "poison_not_in_dlq": poison_not_parked,
         "rows_expected": rows_expected,
-        "distinct_rows_written": distinct_rows,
+        "distinct_skus_written": distinct_rows,
         "row_writes": row_writes,
         "rows_of_completed_imports_checked": rows_written_checked,
         "stray_rows": strays,
@@ -1289,6 +1355,9 @@ async fn check(
     summary["mean_concurrency_limit"] = json!(mean_limit);
     summary["environments_started"] = json!(chaos.environments.load(Ordering::Relaxed));
     summary["panics"] = json!(chaos.panics.load(Ordering::Relaxed));
+    summary["items_expected"] = json!(items_expected);
+    summary["skus_checked"] = json!(values.skus);
+    summary["value_mismatches"] = json!(values.mismatches);
     summary["records_panicked"] = json!(stats.count(RecordStatus::Panicked));
     let mut table = Table::new();
     table
@@ -1326,8 +1395,12 @@ async fn check(
             format!("{completed_twice} ({completed_unseen})"),
         ),
         (
-            "rows: expected / distinct at downstream / writes",
-            format!("{rows_expected} / {distinct_rows} / {row_writes}"),
+            "rows written: expected / writes at the downstream",
+            format!("{rows_expected} / {row_writes}"),
+        ),
+        (
+            "SKUs: expected / distinct at the downstream / holding a wrong value",
+            format!("{items_expected} / {distinct_rows} / {}", values.mismatches),
         ),
         (
             "stray rows; poison not in DLQ",

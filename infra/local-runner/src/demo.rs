@@ -2,7 +2,9 @@
 //!
 //! Every accepted import must end `COMPLETED` exactly once with exactly its file's rows, or
 //! `FAILED` with its job parked in the dead-letter queue with a reason. Anything else fails the
-//! demo.
+//! demo. The files repeat each SKU with changing values ([`crate::sample`]): every SKU of every
+//! completed import is read back from the items table and must hold its file's last valid row,
+//! so an older value written over a newer one fails the demo too.
 //!
 //! A few files of the burst are large. At the demo's short function timeout
 //! ([`FUNCTION_TIMEOUT`]) each outlasts an invocation: it is checkpointed and continued in new
@@ -25,13 +27,15 @@ use serde_json::{Value, json};
 use tokio::sync::Semaphore;
 
 use crate::pipeline::Pipeline;
+use crate::sample::{self, Expected, SampleFile};
 
 /// The processor's function timeout in the demo unless overridden: short, so that a large file
 /// outlasts an invocation while a small one finishes in one. With the template's
 /// `BATCH_DEADLINE_MARGIN_MS` of 3 s, a chunk works for about 3 s.
 pub const FUNCTION_TIMEOUT: Duration = Duration::from_secs(6);
 
-/// Up to this many rows written, the check counts every import's rows in the items table too.
+/// Up to this many rows written, the check also scans the items table and counts every
+/// import's items (the values are read back whatever the size).
 const ITEMS_CHECK_MAX_ROWS: u64 = 100_000;
 
 /// In a large file, every this-many-th row is invalid: rejections are carried across chunks too.
@@ -109,6 +113,8 @@ pub(crate) struct Request {
 pub(crate) struct Sample {
     pub(crate) key: String,
     pub(crate) kind: Kind,
+    /// The generated content (none for poison).
+    pub(crate) contents: Option<SampleFile>,
     /// Valid rows: what the import must write.
     pub(crate) valid: u64,
     /// Invalid rows: what the import must reject.
@@ -132,6 +138,8 @@ struct Totals {
     /// Imports of large files.
     large: u64,
     most_chunks: u64,
+    /// SKUs of completed imports read back and compared.
+    skus_checked: u64,
 }
 
 /// Runs the demo on a started pipeline; `Ok` when every check passed. With `report`, also
@@ -182,6 +190,7 @@ pub async fn run(pipeline: &Pipeline, burst: Burst, report: Option<&Path>) -> an
             "drain_seconds": drained_in.as_secs_f64(),
             "imports_per_second": accepted.len() as f64 / drained_in.as_secs_f64(),
             "rows_written": totals.rows_written,
+            "skus_checked": totals.skus_checked,
             "chunks": totals.chunks,
             "continued_imports": totals.continued,
             "invocations": pipeline.stats.invocations().0,
@@ -192,8 +201,9 @@ pub async fn run(pipeline: &Pipeline, burst: Burst, report: Option<&Path>) -> an
     }
     if problems.is_empty() {
         println!(
-            "check passed: every accepted import completed exactly once with its rows, or failed \
-             with its reason in the DLQ; every large import took several chunks"
+            "check passed: every accepted import completed exactly once with its rows and every \
+             SKU holding its file's last value, or failed with its reason in the DLQ; every large \
+             import took several chunks"
         );
         Ok(())
     } else {
@@ -258,23 +268,37 @@ pub(crate) async fn upload_files(
             continue;
         }
         let key = format!("uploads/demo/file-{i:05}.csv");
-        // Poison: every other one is missing, the rest are garbage bytes.
-        let (body, valid, invalid) = match (request.kind, i / burst.poison_every.max(1) % 2) {
-            (Kind::Poison, 0) => (None, 0, 0),
-            (Kind::Poison, _) => (Some(Body::Bytes(vec![0xff, 0xfe, 0x00, 0x81, b'\n'])), 0, 0),
-            (Kind::Small, _) => {
-                let mut bytes = Vec::new();
-                let (valid, invalid) = write_csv(&mut bytes, i, burst.rows, None)?;
-                (Some(Body::Bytes(bytes)), valid, invalid)
-            }
-            (Kind::Large, _) => {
-                let (path, valid, invalid) = large_file(i, burst.large_rows)?;
+        let contents = match request.kind {
+            Kind::Poison => None,
+            Kind::Small => Some(SampleFile {
+                file: i,
+                rows: burst.rows,
+                bad_every: None,
+            }),
+            Kind::Large => Some(SampleFile {
+                file: i,
+                rows: burst.large_rows,
+                bad_every: Some(LARGE_FILE_BAD_ROW_EVERY),
+            }),
+        };
+        let (body, valid, invalid) = match contents {
+            Some(contents) if request.kind == Kind::Large => {
+                let (path, valid, invalid) = large_file(contents)?;
                 (Some(Body::File(path)), valid, invalid)
             }
+            Some(contents) => {
+                let mut bytes = Vec::new();
+                let (valid, invalid) = contents.write_csv(&mut bytes)?;
+                (Some(Body::Bytes(bytes)), valid, invalid)
+            }
+            // Poison: every other one is missing, the rest are garbage bytes.
+            None if i / burst.poison_every.max(1) % 2 == 0 => (None, 0, 0),
+            None => (Some(Body::Bytes(vec![0xff, 0xfe, 0x00, 0x81, b'\n'])), 0, 0),
         };
         samples.push(Sample {
             key: key.clone(),
             kind: request.kind,
+            contents,
             valid,
             invalid,
         });
@@ -327,16 +351,17 @@ async fn upload(
     Ok(())
 }
 
-/// Writes large file number `file` to a temporary file; returns its path and its valid and
-/// invalid row counts.
-fn large_file(file: usize, rows: usize) -> anyhow::Result<(PathBuf, u64, u64)> {
+/// Writes a large file to a temporary file; returns its path and its valid and invalid row
+/// counts.
+fn large_file(contents: SampleFile) -> anyhow::Result<(PathBuf, u64, u64)> {
     let path = std::env::temp_dir().join(format!(
-        "local-runner-{}-file-{file:05}.csv",
-        std::process::id()
+        "local-runner-{}-file-{:05}.csv",
+        std::process::id(),
+        contents.file
     ));
     let written = std::fs::File::create(&path).and_then(|out| {
         let mut out = std::io::BufWriter::new(out);
-        let counts = write_csv(&mut out, file, rows, Some(LARGE_FILE_BAD_ROW_EVERY))?;
+        let counts = contents.write_csv(&mut out)?;
         out.flush()?;
         Ok(counts)
     });
@@ -347,30 +372,6 @@ fn large_file(file: usize, rows: usize) -> anyhow::Result<(PathBuf, u64, u64)> {
             Err(e).with_context(|| format!("writing {}", path.display()))
         }
     }
-}
-
-/// Writes a CSV file of `rows` rows, every `bad_every`-th of them invalid (a quantity that is
-/// not a number); returns the valid and invalid row counts.
-fn write_csv(
-    out: &mut impl std::io::Write,
-    file: usize,
-    rows: usize,
-    bad_every: Option<usize>,
-) -> std::io::Result<(u64, u64)> {
-    writeln!(out, "sku,name,quantity,price")?;
-    let mut invalid = 0;
-    for row in 0..rows {
-        let bad = bad_every.is_some_and(|every| row % every == every - 1);
-        write!(out, "D{file}-{row},Demo item {row} of file {file},")?;
-        if bad {
-            invalid += 1;
-            out.write_all(b"lots")?;
-        } else {
-            write!(out, "{row}")?;
-        }
-        writeln!(out, ",{}.{:02}", row % 50, row % 100)?;
-    }
-    Ok((rows as u64 - invalid, invalid))
 }
 
 /// Sends the burst; returns the accepted imports (one per distinct key) and the replay count.
@@ -499,7 +500,8 @@ async fn check(
     let mut problems = Vec::new();
     let mut totals = Totals::default();
     let (mut completed, mut failed, mut large_continued) = (0u64, 0u64, 0u64);
-    let mut written_by: HashMap<&str, u64> = HashMap::new();
+    // What each completed import must have left in the items table.
+    let mut expected: Vec<(&str, Expected)> = Vec::new();
     for import in accepted {
         let view: Value = http
             .get(format!("{}/imports/{}", pipeline.base_url, import.id))
@@ -540,7 +542,9 @@ async fn check(
                 totals.chunks += chunks;
                 totals.continued += u64::from(chunks > 1);
                 totals.most_chunks = totals.most_chunks.max(chunks);
-                written_by.insert(id, written.unwrap_or(0));
+                if let Some(contents) = sample.contents {
+                    expected.push((id, contents.expected()));
+                }
             }
             (Some("FAILED"), Kind::Poison) if view["error"].is_string() => failed += 1,
             (status, kind) => problems.push(format!(
@@ -549,35 +553,41 @@ async fn check(
             )),
         }
     }
-    let items = if totals.rows_written <= ITEMS_CHECK_MAX_ROWS {
-        items_per_import(pipeline).await?
-    } else {
-        println!(
-            "items table not cross-checked: {} rows is over {ITEMS_CHECK_MAX_ROWS}, and a scan of the emulator would take minutes",
-            totals.rows_written
-        );
-        written_by
+    let items_table = pipeline
+        .resources
+        .reference("ItemsTable")
+        .context("the items table")?;
+    let values = sample::check_table(&pipeline.clients.dynamodb, items_table, &expected).await?;
+    problems.extend(values.problem());
+    totals.skus_checked = values.skus;
+    // A file repeats its SKUs: an import leaves one item per SKU with a valid row, fewer than
+    // the rows it wrote.
+    if totals.rows_written <= ITEMS_CHECK_MAX_ROWS {
+        let items = items_per_import(pipeline).await?;
+        for (id, expected) in &expected {
+            let (found, want) = (items.get(*id).copied().unwrap_or(0), expected.items());
+            if found != want {
+                problems.push(format!(
+                    "import {id} should leave {want} items (one per SKU with a valid row), the items table has {found} of it"
+                ));
+            }
+        }
+        let completed: HashSet<&str> = expected.iter().map(|(id, _)| *id).collect();
+        let strays: u64 = items
             .iter()
-            .map(|(id, written)| ((*id).to_owned(), *written))
-            .collect()
-    };
-    for (id, written) in &written_by {
-        let found = items.get(*id).copied().unwrap_or(0);
-        if found != *written {
+            .filter(|(id, _)| !completed.contains(id.as_str()))
+            .map(|(_, count)| count)
+            .sum();
+        if strays > 0 {
             problems.push(format!(
-                "import {id} counted {written} rows written, the items table has {found} of it"
+                "the items table has {strays} items of imports that did not complete"
             ));
         }
-    }
-    let strays: u64 = items
-        .iter()
-        .filter(|(id, _)| !written_by.contains_key(id.as_str()))
-        .map(|(_, count)| count)
-        .sum();
-    if strays > 0 {
-        problems.push(format!(
-            "the items table has {strays} rows of imports that did not complete"
-        ));
+    } else {
+        println!(
+            "items table not scanned for strays: {} rows is over {ITEMS_CHECK_MAX_ROWS}, and a scan of the emulator would take minutes",
+            totals.rows_written
+        );
     }
     let parked = parked_import_ids(pipeline).await?;
     for import in accepted.iter().filter(|a| a.sample.kind == Kind::Poison) {
@@ -610,7 +620,7 @@ async fn check(
     let seconds = drained_in.as_secs_f64();
     let mut table = Table::new();
     table.load_style(UTF8_FULL).set_header(["", "count"]);
-    let rows: [(&str, String); 14] = [
+    let rows: [(&str, String); 15] = [
         ("imports accepted", accepted.len().to_string()),
         (
             "replayed requests (same Idempotency-Key)",
@@ -628,6 +638,10 @@ async fn check(
             ),
         ),
         ("chunks processed, each exactly once", processed.to_string()),
+        (
+            "SKUs read back, each holding its file's last valid row",
+            format!("{} ({} wrong)", values.skus, values.mismatches),
+        ),
         (
             "rows written",
             format!(
@@ -676,8 +690,8 @@ async fn check(
     Ok((problems, totals))
 }
 
-/// Rows in the items table per import id: what the imports really wrote. Every sample file has
-/// its own SKUs, so no import overwrites another's rows.
+/// Items in the items table per import id: what the imports really left. Every sample file has
+/// its own SKUs, so no import overwrites another's items.
 async fn items_per_import(pipeline: &Pipeline) -> anyhow::Result<HashMap<String, u64>> {
     let table = pipeline
         .resources
@@ -797,16 +811,5 @@ mod tests {
         let requests = plan(&burst(3, 10));
         assert_eq!(kinds(&requests, Kind::Large), [0, 1, 2]);
         assert!(kinds(&plan(&burst(60, 0)), Kind::Large).is_empty());
-    }
-
-    #[test]
-    fn a_generated_file_has_the_rows_it_claims() {
-        let mut csv = Vec::new();
-        let (valid, invalid) = write_csv(&mut csv, 7, 2500, Some(1000)).unwrap();
-        assert_eq!((valid, invalid), (2498, 2));
-        let text = String::from_utf8(csv).unwrap();
-        assert_eq!(text.lines().count(), 2501);
-        assert_eq!(text.lines().filter(|l| l.contains(",lots,")).count(), 2);
-        assert!(text.starts_with("sku,name,quantity,price\nD7-0,Demo item 0 of file 7,0,0.00\n"));
     }
 }

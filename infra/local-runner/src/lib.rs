@@ -7,7 +7,8 @@
 //! and [`provision`] creates the same queues, tables and bucket on the local endpoint.
 //! [`demo`] fires a burst of imports and checks every outcome; [`chaos`] does the same under
 //! kills, duplicate deliveries, faults on every AWS call path and a capacity-limited downstream,
-//! and measures it.
+//! and measures it. Both import the files of [`sample`], which repeat SKUs with changing values,
+//! and check that every SKU holds its file's last value.
 
 pub mod chaos;
 pub mod demo;
@@ -15,4 +16,5 @@ pub mod esm;
 pub mod flaky;
 pub mod pipeline;
 pub mod provision;
+mod sample;
 pub mod template;
