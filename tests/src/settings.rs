@@ -14,9 +14,10 @@ use serde_yaml_ng::Value;
 
 /// Variables the library reads outside a configuration struct (the trust store, the log
 /// filter): any function may set them, and no default of theirs lives in a struct.
-const LIBRARY: [&[&str]; 2] = [
+const LIBRARY: [&[&str]; 3] = [
     &[queue_worker::aws::CA_BUNDLE_VARIABLE],
     queue_worker::telemetry::VARIABLES,
+    queue_worker::config::SdkTimeouts::VARIABLES,
 ];
 
 /// The environment variables a function's code reads, by the `Binary` it is built from.

@@ -99,8 +99,12 @@ fn a_maximum_concurrency_outside_2_to_1000_is_caught() {
 
 #[test]
 fn a_large_batch_without_a_batching_window_is_caught() {
+    // A fork that allows batches over 10 records (and the batch concurrency to start them).
     let found = mutated(|t| {
         t["Parameters"]["MaxBatchingWindowSeconds"]["AllowedValues"] = yaml("[0, 1, 5]");
+        t["Parameters"]["BatchSize"]["MaxValue"] = yaml("20");
+        t["Parameters"]["BatchConcurrency"]["MinValue"] = yaml("20");
+        t["Parameters"]["BatchConcurrency"]["Default"] = yaml("20");
     });
     assert_caught(&found, "batching window");
 }
