@@ -49,7 +49,8 @@ impl<W: ItemWriter> ItemWriter for Flaky<W> {
                 "injected downstream failure".into(),
             ));
         }
-        self.rows_sent.fetch_add(rows.len() as u64, Ordering::SeqCst);
+        self.rows_sent
+            .fetch_add(rows.len() as u64, Ordering::SeqCst);
         tokio::time::sleep(self.delay).await;
         self.inner.write(import_id, rows).await
     }
