@@ -40,6 +40,7 @@ pub fn violations(template: &Value) -> Vec<String> {
             Some("AWS::Serverless::Function") => {
                 check_function(template, name, resource, &mut found)
             }
+            Some("AWS::IAM::Role") => check_role(name, resource, &mut found),
             _ => {}
         }
     }
@@ -290,20 +291,21 @@ fn check_function(template: &Value, name: &str, function: &Value, found: &mut Ve
         }
     }
 
-    for statement in statements(properties) {
-        let resources = as_list(&statement["Resource"]);
-        if !resources.iter().any(|r| r.as_str() == Some("*")) {
-            continue;
-        }
-        for action in as_list(&statement["Action"]) {
-            let action = action.as_str().unwrap_or_default();
-            let service = action.split(':').next().unwrap_or_default();
-            if DATA_PLANE.contains(&service) {
-                found.push(format!(
-                    "{name}: grants the data-plane action {action} on *"
-                ));
-            }
-        }
+    // Without a Role of its own, SAM generates one and attaches managed policies to it
+    // (basic execution, X-Ray, and for an SQS event receive/delete on every queue).
+    if properties["Role"].is_null() {
+        found.push(format!(
+            "{name}: needs Role: a role written out in the template (SAM's generated role \
+             attaches managed policies on *)"
+        ));
+    }
+    for statement in properties["Policies"]
+        .as_sequence()
+        .into_iter()
+        .flatten()
+        .flat_map(|policy| as_list(&policy["Statement"]))
+    {
+        check_statement(name, statement, found);
     }
     for policy in properties["Policies"].as_sequence().into_iter().flatten() {
         if let Some(managed) = policy.as_str() {
@@ -360,13 +362,168 @@ fn check_every_record_starts(
     }
 }
 
-fn statements(properties: &Value) -> Vec<&Value> {
-    properties["Policies"]
-        .as_sequence()
+/// Actions that accept no resource but `*` and that a role may therefore grant on it: X-Ray's
+/// writes (for a function with `Tracing: Active`). Nothing else is allowed on `*`.
+pub const STAR_ONLY_ACTIONS: [&str; 2] = ["xray:PutTraceSegments", "xray:PutTelemetryRecords"];
+
+/// Managed policies a role may have attached. None: every grant is an inline statement.
+pub const ALLOWED_MANAGED_POLICIES: [&str; 0] = [];
+
+/// An inline statement of `owner`: no data-plane action on `*` (source level; after the
+/// transform, [`transformed_violations`] allows nothing on `*` but [`STAR_ONLY_ACTIONS`]).
+fn check_statement(owner: &str, statement: &Value, found: &mut Vec<String>) {
+    let resources = as_list(&statement["Resource"]);
+    if !resources.iter().any(|r| r.as_str() == Some("*")) {
+        return;
+    }
+    for action in as_list(&statement["Action"]) {
+        let action = action.as_str().unwrap_or_default();
+        let service = action.split(':').next().unwrap_or_default();
+        if DATA_PLANE.contains(&service) {
+            found.push(format!(
+                "{owner}: grants the data-plane action {action} on *"
+            ));
+        }
+    }
+}
+
+fn check_role(name: &str, role: &Value, found: &mut Vec<String>) {
+    for statement in role_statements(role) {
+        check_statement(name, statement, found);
+    }
+    for managed in as_list(&role["Properties"]["ManagedPolicyArns"]) {
+        found.push(format!(
+            "{name}: managed policy {managed:?} attached (grant inline, on named resources)"
+        ));
+    }
+}
+
+/// The statements of a role's inline policies; both branches of a `!If` statement.
+fn role_statements(role: &Value) -> Vec<&Value> {
+    as_list(&role["Properties"]["Policies"])
         .into_iter()
-        .flatten()
-        .flat_map(|policy| as_list(&policy["Statement"]))
+        .flat_map(|policy| as_list(&policy["PolicyDocument"]["Statement"]))
+        .flat_map(if_branches)
         .collect()
+}
+
+/// A value, or both branches of an `!If` (`AWS::NoValue` dropped).
+fn if_branches(value: &Value) -> Vec<&Value> {
+    match intrinsic(value, "If").and_then(Value::as_sequence) {
+        Some(args) if args.len() == 3 => args[1..]
+            .iter()
+            .filter(|v| reference(v) != Some("AWS::NoValue"))
+            .flat_map(if_branches)
+            .collect(),
+        _ => vec![value],
+    }
+}
+
+/// Path of the script that prints the transformed template.
+const TRANSFORM: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/tools/transform.py");
+const TOOLS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../infra/tools/tools.sh");
+
+/// `template` after the SAM transform, as CloudFormation deploys it: the pinned SAM translator
+/// in the tools venv (`infra/tools/tools.sh python infra/tools/transform.py`), offline.
+pub fn transform(template: &Value) -> Value {
+    let dir = std::env::temp_dir().join(format!(
+        "template-transform-{}-{:?}",
+        std::process::id(),
+        std::thread::current().id()
+    ));
+    std::fs::create_dir_all(&dir).expect("temporary directory");
+    let path = dir.join("template.yaml");
+    std::fs::write(
+        &path,
+        serde_yaml_ng::to_string(template).expect("serialisable"),
+    )
+    .expect("temporary template written");
+    let output = std::process::Command::new(TOOLS)
+        .arg("python")
+        .arg(TRANSFORM)
+        .arg(&path)
+        .output()
+        .expect("infra/tools/tools.sh runs");
+    let _ = std::fs::remove_dir_all(&dir);
+    assert!(
+        output.status.success(),
+        "the SAM transform failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_yaml_ng::from_slice(&output.stdout).expect("the transform prints JSON")
+}
+
+/// Least privilege in the transformed template (what CloudFormation deploys): no role has a
+/// managed policy attached beyond [`ALLOWED_MANAGED_POLICIES`], no allowed statement of any
+/// role or policy grants anything on `*` but [`STAR_ONLY_ACTIONS`] (nor uses `NotAction` or
+/// `NotResource`), and only roles of functions with active tracing get X-Ray.
+pub fn transformed_violations(transformed: &Value) -> Vec<String> {
+    let mut found = Vec::new();
+    let resources = transformed["Resources"]
+        .as_mapping()
+        .cloned()
+        .unwrap_or_default();
+    let mut traced_roles = Vec::new();
+    for resource in resources.values() {
+        if resource["Type"].as_str() == Some("AWS::Lambda::Function")
+            && resource["Properties"]["TracingConfig"]["Mode"].as_str() == Some("Active")
+        {
+            if let Some((role, _)) = get_att(&resource["Properties"]["Role"]) {
+                traced_roles.push(role.to_owned());
+            }
+        }
+    }
+    for (name, resource) in &resources {
+        let name = name.as_str().unwrap_or("?");
+        let statements: Vec<&Value> = match resource["Type"].as_str() {
+            Some("AWS::IAM::Role") => {
+                for managed in as_list(&resource["Properties"]["ManagedPolicyArns"]) {
+                    let arn = managed
+                        .as_str()
+                        .map(str::to_owned)
+                        .or_else(|| {
+                            intrinsic(managed, "Sub").and_then(|s| s.as_str().map(str::to_owned))
+                        })
+                        .unwrap_or_else(|| format!("{managed:?}"));
+                    if !ALLOWED_MANAGED_POLICIES.iter().any(|a| arn.ends_with(a)) {
+                        found.push(format!("{name}: managed policy {arn} attached"));
+                    }
+                }
+                role_statements(resource)
+            }
+            Some("AWS::IAM::Policy" | "AWS::IAM::ManagedPolicy") => {
+                as_list(&resource["Properties"]["PolicyDocument"]["Statement"])
+                    .into_iter()
+                    .flat_map(if_branches)
+                    .collect()
+            }
+            _ => continue,
+        };
+        for statement in statements {
+            if statement["Effect"].as_str() != Some("Allow") {
+                continue;
+            }
+            if !statement["NotAction"].is_null() || !statement["NotResource"].is_null() {
+                found.push(format!("{name}: an Allow with NotAction or NotResource"));
+            }
+            let on_star = as_list(&statement["Resource"])
+                .iter()
+                .any(|r| r.as_str() == Some("*"));
+            for action in as_list(&statement["Action"]) {
+                let action = action.as_str().unwrap_or_default();
+                let star_only = STAR_ONLY_ACTIONS.contains(&action);
+                if on_star && !star_only {
+                    found.push(format!("{name}: grants {action} on *"));
+                }
+                if star_only && !traced_roles.iter().any(|r| r == name) {
+                    found.push(format!(
+                        "{name}: grants {action} but no function with Tracing: Active uses it"
+                    ));
+                }
+            }
+        }
+    }
+    found
 }
 
 fn as_list(value: &Value) -> Vec<&Value> {

@@ -2,7 +2,7 @@
 //! depends on, and the checkers catch each one broken (on mutated copies of the real files).
 
 use harness::profiles::{load_manifest, panic_violations};
-use harness::template::{load, violations};
+use harness::template::{load, transform, transformed_violations, violations};
 use serde_yaml_ng::Value;
 
 fn mutated(change: impl FnOnce(&mut Value)) -> Vec<String> {
@@ -137,25 +137,88 @@ fn a_large_batch_on_a_fifo_queue_is_caught() {
     assert_caught(&found, "FIFO");
 }
 
+fn role_statements<'a>(template: &'a mut Value, role: &str) -> &'a mut Vec<Value> {
+    template["Resources"][role]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+        .as_sequence_mut()
+        .unwrap()
+}
+
 #[test]
 fn a_data_plane_action_on_any_resource_is_caught() {
     let found = mutated(|t| {
-        let statements =
-            t["Resources"]["ProducerFunction"]["Properties"]["Policies"][0]["Statement"]
-                .as_sequence_mut()
-                .unwrap();
-        statements.push(yaml(
+        role_statements(t, "ProducerRole").push(yaml(
             "{Effect: Allow, Action: [dynamodb:Scan], Resource: '*'}",
         ));
     });
     assert_caught(&found, "dynamodb:Scan on *");
     let found = mutated(|t| {
-        t["Resources"]["ProcessorFunction"]["Properties"]["Policies"]
-            .as_sequence_mut()
-            .unwrap()
-            .push(yaml("AmazonS3FullAccess"));
+        t["Resources"]["ProcessorFunction"]["Properties"]["Policies"] =
+            yaml("[AmazonS3FullAccess]");
     });
     assert_caught(&found, "AmazonS3FullAccess");
+    let found = mutated(|t| {
+        t["Resources"]["ProcessorRole"]["Properties"]["ManagedPolicyArns"] =
+            yaml("[arn:aws:iam::aws:policy/AmazonSQSFullAccess]");
+    });
+    assert_caught(&found, "AmazonSQSFullAccess");
+}
+
+#[test]
+fn a_function_without_a_role_of_its_own_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["ProcessorFunction"]["Properties"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("Role");
+    });
+    assert_caught(&found, "ProcessorFunction: needs Role");
+}
+
+// ------------------------------------------------ after the SAM transform (what is deployed)
+
+#[test]
+fn after_the_sam_transform_no_role_has_a_managed_policy_or_a_grant_on_star_but_x_ray() {
+    let transformed = transform(&load());
+    assert_eq!(transformed_violations(&transformed), Vec::<String>::new());
+    // The check sees the roles: both written out, each with X-Ray as its only grant on *.
+    let resources = transformed["Resources"].as_mapping().unwrap();
+    let roles: Vec<&str> = resources
+        .iter()
+        .filter(|(_, r)| r["Type"].as_str() == Some("AWS::IAM::Role"))
+        .filter_map(|(name, _)| name.as_str())
+        .collect();
+    assert_eq!(roles, ["ProcessorRole", "ProducerRole"], "{roles:?}");
+}
+
+#[test]
+fn the_roles_sam_generates_for_a_function_without_one_are_caught_after_the_transform() {
+    // The template as it was before the roles were written out: SAM's generated roles.
+    let mut template = load();
+    for function in ["ProcessorFunction", "ProducerFunction"] {
+        template["Resources"][function]["Properties"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("Role");
+    }
+    let found = transformed_violations(&transform(&template));
+    assert_caught(&found, "AWSLambdaSQSQueueExecutionRole attached");
+    assert_caught(&found, "AWSLambdaBasicExecutionRole attached");
+    assert_caught(&found, "AWSXrayWriteOnlyAccess attached");
+}
+
+#[test]
+fn a_grant_on_star_or_x_ray_without_tracing_is_caught_after_the_transform() {
+    let mut template = load();
+    role_statements(&mut template, "ProcessorRole").push(yaml(
+        "{Effect: Allow, Action: [logs:PutLogEvents], Resource: '*'}",
+    ));
+    template["Resources"]["ProducerFunction"]["Properties"]["Tracing"] = yaml("PassThrough");
+    let found = transformed_violations(&transform(&template));
+    assert_caught(&found, "ProcessorRole: grants logs:PutLogEvents on *");
+    assert_caught(
+        &found,
+        "ProducerRole: grants xray:PutTraceSegments but no function with Tracing: Active uses it",
+    );
 }
 
 #[test]
