@@ -224,6 +224,8 @@ class Clients:
             return self.ddb.describe_table(TableName=pid)["Table"]["TableArn"]
         if kind == "AWS::S3::Bucket" and name == "Arn":
             return f"arn:aws:s3:::{pid}"
+        if kind == "AWS::IAM::Role" and name == "Arn":
+            return self.iam.get_role(RoleName=pid)["Role"]["Arn"]
         if kind == "AWS::Logs::LogGroup" and name == "Arn":
             return f"arn:aws:logs:{self.region}:{self.account}:log-group:{pid}:*"
         raise ValueError(f"GetAtt {logical}.{name} not supported")
@@ -319,6 +321,7 @@ def check(args):
     resolve = Resolver(template, parameters, args.stack, physical, clients)
     res = template["Resources"]
     check_queues(clients, report, resolve, res, physical)
+    check_queue_policies(clients, report, resolve, res, physical)
     check_functions(clients, report, resolve, res, physical)
     check_permissions(clients, report, physical, types)
     check_tables(clients, report, resolve, res, physical)
@@ -356,6 +359,47 @@ def largest(template, name):
         int(spec[k]) for k in ("MaxValue", "Default") if k in spec
     ]
     return max(values)
+
+
+def text_values(value):
+    """IAM reads condition values as strings: "false" and false are the same condition."""
+    if isinstance(value, bool):
+        return str(value).lower()
+    if isinstance(value, list):
+        return [text_values(v) for v in value]
+    if isinstance(value, dict):
+        return {k: text_values(v) for k, v in value.items()}
+    return value
+
+
+def policy_statements(document):
+    """A policy's statements in a comparable order, condition values as text."""
+    document = text_values(document)
+    return [
+        json.loads(s)
+        for s in sorted(json.dumps(s, sort_keys=True) for s in document.get("Statement", []))
+    ]
+
+
+def check_queue_policies(clients, report, resolve, res, physical):
+    """Each queue's policy as the template's AWS::SQS::QueuePolicy writes it."""
+    for logical, resource in res.items():
+        if resource["Type"] != "AWS::SQS::QueuePolicy":
+            continue
+        props = resolve(resource["Properties"])
+        for url in props["Queues"]:
+            attrs = clients.sqs.get_queue_attributes(QueueUrl=url, AttributeNames=["Policy"])
+            policy = attrs.get("Attributes", {}).get("Policy")
+            document = json.loads(policy) if policy else {}
+            report.expect(logical, f"policy of {url.rsplit('/', 1)[-1]}",
+                          policy_statements(document),
+                          policy_statements(props["PolicyDocument"]))
+            denies_plain = any(
+                s["Effect"] == "Deny" and s.get("Condition", {}).get("Bool", {})
+                .get("aws:SecureTransport") in (False, "false")
+                for s in document.get("Statement", [])
+            )
+            report.holds(logical, "invariant: requests without TLS denied", denies_plain)
 
 
 def check_queues(clients, report, resolve, res, physical):
@@ -652,26 +696,8 @@ def check_bucket(clients, report, resolve, res, physical):
         props = resolve(resource["Properties"])
         policy = s3_read(clients.s3.get_bucket_policy, Bucket=props["Bucket"])
         document = json.loads(policy["Policy"]) if "Policy" in policy else policy
-
-        def statements(doc):
-            return sorted(
-                (json.dumps(s, sort_keys=True) for s in doc.get("Statement", [])), key=str
-            )
-
-        # IAM reads condition values as strings: "false" and false are the same condition.
-        def text_values(value):
-            if isinstance(value, bool):
-                return str(value).lower()
-            if isinstance(value, list):
-                return [text_values(v) for v in value]
-            if isinstance(value, dict):
-                return {k: text_values(v) for k, v in value.items()}
-            return value
-
-        document, want = text_values(document), text_values(props["PolicyDocument"])
         report.expect(logical, f"policy of {props['Bucket']}",
-                      [json.loads(s) for s in statements(document)],
-                      [json.loads(s) for s in statements(want)])
+                      policy_statements(document), policy_statements(props["PolicyDocument"]))
 
 
 def check_alarms(clients, report, resolve, res, physical):
@@ -753,6 +779,7 @@ def gone(args):
     # Resources that live inside another one: gone with it.
     parts = {
         "AWS::S3::BucketPolicy": "its bucket",
+        "AWS::SQS::QueuePolicy": "its queues",
         "AWS::Lambda::Permission": "its function",
     }
     left = []

@@ -45,7 +45,123 @@ pub fn violations(template: &Value) -> Vec<String> {
         }
     }
     check_mapping_keys(template, &mut found);
+    check_queue_policies(template, &mut found);
     found
+}
+
+/// Closed queues: every queue has an `AWS::SQS::QueuePolicy` that denies every request without
+/// TLS and denies `sqs:SendMessage` to every principal but the roles granted it on that queue
+/// (and, in the policy, the operators given by the `OperatorPrincipalArn` parameter). A role
+/// granted SendMessage but not exempted could not send; a role exempted but not granted is a
+/// sender too many.
+fn check_queue_policies(template: &Value, found: &mut Vec<String>) {
+    let resources = template["Resources"]
+        .as_mapping()
+        .cloned()
+        .unwrap_or_default();
+    let of_type = |kind: &str| -> Vec<(String, Value)> {
+        resources
+            .iter()
+            .filter(|(_, r)| r["Type"].as_str() == Some(kind))
+            .filter_map(|(name, r)| Some((name.as_str()?.to_owned(), r.clone())))
+            .collect()
+    };
+    let policies = of_type("AWS::SQS::QueuePolicy");
+    let roles = of_type("AWS::IAM::Role");
+    for (queue, _) in of_type("AWS::SQS::Queue") {
+        let statements: Vec<Value> = policies
+            .iter()
+            .filter(|(_, p)| {
+                as_list(&p["Properties"]["Queues"])
+                    .iter()
+                    .any(|q| reference(q) == Some(queue.as_str()))
+            })
+            .flat_map(|(_, p)| {
+                as_list(&p["Properties"]["PolicyDocument"]["Statement"])
+                    .into_iter()
+                    .cloned()
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        if statements.is_empty() {
+            found.push(format!(
+                "{queue}: no AWS::SQS::QueuePolicy closes it (TLS only, SendMessage only from its senders)"
+            ));
+            continue;
+        }
+        let denies = |statement: &Value, action: &str| {
+            statement["Effect"].as_str() == Some("Deny")
+                && statement["Principal"].as_str() == Some("*")
+                && as_list(&statement["Action"]).iter().any(
+                    |a| matches!(a.as_str(), Some(a) if a == action || a == "sqs:*" || a == "*"),
+                )
+        };
+        let tls_only = statements.iter().any(|s| {
+            let insecure = &s["Condition"]["Bool"]["aws:SecureTransport"];
+            denies(s, "sqs:*")
+                && (*insecure == Value::Bool(false) || insecure.as_str() == Some("false"))
+        });
+        if !tls_only {
+            found.push(format!(
+                "{queue}: its queue policy must deny sqs:* when aws:SecureTransport is false"
+            ));
+        }
+        let senders: Vec<&str> = roles
+            .iter()
+            .filter(|(_, role)| {
+                role_statements(role).iter().any(|s| {
+                    s["Effect"].as_str() == Some("Allow")
+                        && as_list(&s["Action"])
+                            .iter()
+                            .any(|a| matches!(a.as_str(), Some("sqs:SendMessage" | "sqs:*")))
+                        && as_list(&s["Resource"])
+                            .iter()
+                            .any(|r| get_att(r) == Some((queue.as_str(), "Arn")))
+                })
+            })
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let Some(send_deny) = statements
+            .iter()
+            .find(|s| denies(s, "sqs:SendMessage") && s["Condition"]["Bool"].is_null())
+        else {
+            found.push(format!(
+                "{queue}: its queue policy must deny sqs:SendMessage to all but its senders {senders:?}"
+            ));
+            continue;
+        };
+        let exempt = as_list(&send_deny["Condition"]["ArnNotLike"]["aws:PrincipalArn"]);
+        let exempt_roles: Vec<&str> = exempt
+            .iter()
+            .filter_map(|e| get_att(e).map(|(role, _)| role))
+            .collect();
+        for sender in &senders {
+            if !exempt_roles.contains(sender) {
+                found.push(format!(
+                    "{queue}: {sender} is granted sqs:SendMessage on it but its queue policy denies it"
+                ));
+            }
+        }
+        for role in &exempt_roles {
+            if !senders.contains(role) {
+                found.push(format!(
+                    "{queue}: its queue policy lets {role} send, which no grant needs"
+                ));
+            }
+        }
+        for other in exempt.iter().filter(|e| get_att(e).is_none()) {
+            let text = other
+                .as_str()
+                .map(str::to_owned)
+                .unwrap_or_else(|| serde_yaml_ng::to_string(other).unwrap_or_default());
+            if !text.contains("OperatorPrincipalArn") {
+                found.push(format!(
+                    "{queue}: its queue policy lets {} send (only the senders' roles and OperatorPrincipalArn may)",
+                    text.trim()
+                ));
+            }
+        }
+    }
 }
 
 /// A `!FindInMap` keyed by `!Ref Parameter` needs a String parameter whose allowed values are

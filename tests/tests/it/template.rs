@@ -358,3 +358,76 @@ fn a_function_built_with_another_profile_is_checked_through_its_inheritance() {
         "ProcessorFunction: profile missing is not defined in Cargo.toml",
     );
 }
+
+// ------------------------------------------------ closed queues
+
+fn queue_policy_statements<'a>(template: &'a mut Value, policy: &str) -> &'a mut Vec<Value> {
+    template["Resources"][policy]["Properties"]["PolicyDocument"]["Statement"]
+        .as_sequence_mut()
+        .unwrap()
+}
+
+#[test]
+fn a_queue_without_a_queue_policy_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("DeadLetterQueuePolicy");
+    });
+    assert_caught(
+        &found,
+        "DeadLetterQueue: no AWS::SQS::QueuePolicy closes it",
+    );
+}
+
+#[test]
+fn a_queue_policy_without_the_tls_deny_is_caught() {
+    let found = mutated(|t| {
+        queue_policy_statements(t, "JobQueuePolicy").retain(|s| s["Sid"] != "DenyInsecureTransport")
+    });
+    assert_caught(
+        &found,
+        "JobQueue: its queue policy must deny sqs:* when aws:SecureTransport is false",
+    );
+}
+
+#[test]
+fn a_queue_policy_that_locks_out_a_sender_or_lets_another_in_is_caught() {
+    fn exemptions(statements: &mut [Value]) -> &mut Vec<Value> {
+        statements
+            .iter_mut()
+            .find(|s| s["Sid"] == "OnlySendersSend")
+            .unwrap()["Condition"]["ArnNotLike"]["aws:PrincipalArn"]
+            .as_sequence_mut()
+            .unwrap()
+    }
+    // The DLQ's policy without the worker: it could not park poison jobs.
+    let found =
+        mutated(|t| exemptions(queue_policy_statements(t, "DeadLetterQueuePolicy")).clear());
+    assert_caught(
+        &found,
+        "DeadLetterQueue: ProcessorRole is granted sqs:SendMessage on it but its queue policy denies it",
+    );
+    // The producer let into the DLQ, which it has no reason to send to.
+    let found = mutated(|t| {
+        exemptions(queue_policy_statements(t, "DeadLetterQueuePolicy"))
+            .push(yaml("!GetAtt ProducerRole.Arn"))
+    });
+    assert_caught(
+        &found,
+        "DeadLetterQueue: its queue policy lets ProducerRole send, which no grant needs",
+    );
+    // Anyone.
+    let found =
+        mutated(|t| exemptions(queue_policy_statements(t, "JobQueuePolicy")).push(yaml("'*'")));
+    assert_caught(&found, "JobQueue: its queue policy lets * send");
+    // No send deny at all.
+    let found = mutated(|t| {
+        queue_policy_statements(t, "JobQueuePolicy").retain(|s| s["Sid"] != "OnlySendersSend")
+    });
+    assert_caught(
+        &found,
+        "JobQueue: its queue policy must deny sqs:SendMessage to all but its senders",
+    );
+}
