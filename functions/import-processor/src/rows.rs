@@ -8,24 +8,61 @@
 //! naming exactly these columns, in any order; an NDJSON file has one JSON object per line
 //! with these fields.
 //!
-//! Readers stream: memory stays bounded by one record (an NDJSON line is cut at
-//! [`MAX_LINE_BYTES`]) however large the file. They know the byte offset and line after each
-//! row, so an import can stop after any row and a later chunk [`RowReader::resume`] there.
+//! Readers stream: memory stays bounded by one record however large the file. An NDJSON line
+//! longer than [`MAX_RECORD_BYTES`] is rejected without being held; a CSV record (which may span
+//! lines inside quotes) longer than that, or of more than [`MAX_FIELDS`] fields, makes the file
+//! invalid before the CSV parser has buffered more of it (a quote opened and never closed would
+//! otherwise take the rest of the file into one record). They know the byte offset and line
+//! after each row, so an import can stop after any row and a later chunk [`RowReader::resume`]
+//! there.
+//!
+//! No text made here carries the file's bytes: a rejection or a file error names the line, the
+//! column and the rule broken, never the value (it may be another tenant's data, or terminal
+//! escapes), and is at most [`MAX_REASON_BYTES`] long.
 
 use std::collections::HashMap;
 use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll, ready};
 
 use csv_async::{AsyncReaderBuilder, ErrorKind, StringRecord};
 use serde_json::Value;
-use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt};
+use tokio::io::{AsyncBufRead, AsyncBufReadExt, AsyncRead, AsyncReadExt, ReadBuf};
 
 use imports::ImportFormat;
 
 /// The columns (CSV) or fields (NDJSON) of a row.
 pub const COLUMNS: [&str; 4] = ["sku", "name", "quantity", "price"];
 
-/// Longest NDJSON line read; longer lines are rejected without being held in memory.
-pub const MAX_LINE_BYTES: usize = 64 * 1024;
+/// Longest record read, terminator excluded: an NDJSON line (longer ones are rejected without
+/// being held in memory) or a CSV record (a longer one makes the file invalid). A valid row is
+/// under 1 KiB (a 200-character name is at most 800 bytes); 64 KiB leaves room for padding and
+/// keeps a job's buffers (this, the CSV parser's copy of it, the read buffers) under 300 KiB
+/// however large or malformed its file. `[To customize]` with [`Row`].
+pub const MAX_RECORD_BYTES: usize = 64 * 1024;
+
+/// Most fields a CSV record may have; more makes the file invalid (a row of the wrong field
+/// count up to this is only rejected). Bounds the parser's field index as the record size
+/// bounds its bytes.
+pub const MAX_FIELDS: usize = 64;
+
+/// Longest text a rejection or a file error carries (a longer one is cut at a character
+/// boundary). None carries file content; this bounds what a checkpoint, an import's `error`
+/// and a parked job's `dlq.reason` hold per row or file.
+pub const MAX_REASON_BYTES: usize = 256;
+
+/// `text` cut to at most [`MAX_REASON_BYTES`], at a character boundary.
+pub fn bounded(mut text: String) -> String {
+    if text.len() > MAX_REASON_BYTES {
+        let mut end = MAX_REASON_BYTES;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+    }
+    text
+}
 
 /// A valid row, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,7 +102,8 @@ impl fmt::Display for Rejection {
 /// Why a file cannot be read at all.
 #[derive(Debug, thiserror::Error)]
 pub enum FileError {
-    /// The file is not what its format says (not UTF-8, wrong CSV header). Permanent.
+    /// The file is not what its format says (not UTF-8, wrong CSV header, a record over the
+    /// limits). Permanent. The text names the line and the problem, never the file's bytes.
     #[error("{0}")]
     Invalid(String),
     /// Reading the object failed midway (connection reset, timeout). Retryable.
@@ -142,8 +180,9 @@ pub struct RowReader<R: AsyncBufRead + Unpin + Send> {
 enum Format<R: AsyncBufRead + Unpin + Send> {
     /// A CSV file, with the position of each column.
     Csv {
-        /// The CSV reader.
-        records: csv_async::AsyncReader<R>,
+        /// The CSV reader, on a stream that fails a record over the limits before the reader
+        /// buffers it (boxed: it is most of the reader's size).
+        records: Box<csv_async::AsyncReader<BoundedRecords<R>>>,
         /// The header's names, in file order.
         header: Vec<String>,
         /// Column name to field index.
@@ -171,11 +210,11 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
             ImportFormat::Csv => {
                 let mut records = AsyncReaderBuilder::new()
                     .flexible(true)
-                    .create_reader(reader);
+                    .create_reader(BoundedRecords::new(reader));
                 let header: Vec<String> = records
                     .headers()
                     .await
-                    .map_err(csv_error)?
+                    .map_err(|e| csv_error(e, 0))?
                     .iter()
                     .map(str::to_owned)
                     .collect();
@@ -203,14 +242,14 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                 let records = AsyncReaderBuilder::new()
                     .flexible(true)
                     .has_headers(false)
-                    .create_reader(reader);
+                    .create_reader(BoundedRecords::new(reader));
                 Self::csv(records, header, at)
             }
         }
     }
 
     fn csv(
-        records: csv_async::AsyncReader<R>,
+        records: csv_async::AsyncReader<BoundedRecords<R>>,
         header: Vec<String>,
         base: Position,
     ) -> Result<Self, FileError> {
@@ -218,7 +257,7 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
             format: Format::Csv {
                 columns: columns(&header)?,
                 header,
-                records,
+                records: Box::new(records),
                 record: StringRecord::new(),
             },
             base,
@@ -269,7 +308,8 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                 record,
                 ..
             } => {
-                if !records.read_record(record).await.map_err(csv_error)? {
+                let read = records.read_record(record).await;
+                if !read.map_err(|e| csv_error(e, base_line))? {
                     return Ok(None);
                 }
                 let line = base_line + record.position().map_or(0, |p| p.line());
@@ -294,7 +334,7 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
             Format::Ndjson { reader, at, buffer } => loop {
                 buffer.clear();
                 let read = (&mut *reader)
-                    .take(MAX_LINE_BYTES as u64 + 1)
+                    .take(MAX_RECORD_BYTES as u64 + 1)
                     .read_until(b'\n', buffer)
                     .await
                     .map_err(FileError::Read)?;
@@ -304,11 +344,11 @@ impl<R: AsyncBufRead + AsyncRead + Unpin + Send> RowReader<R> {
                 at.offset += read as u64;
                 at.line += 1;
                 let line = base_line + at.line;
-                if buffer.len() > MAX_LINE_BYTES && buffer.last() != Some(&b'\n') {
+                if buffer.len() > MAX_RECORD_BYTES && buffer.last() != Some(&b'\n') {
                     at.offset += skip_line(reader).await?;
                     return Ok(Some(Err(Rejection {
                         line,
-                        reason: format!("line is longer than {MAX_LINE_BYTES} bytes"),
+                        reason: format!("line is longer than {MAX_RECORD_BYTES} bytes"),
                     })));
                 }
                 let text = std::str::from_utf8(buffer)
@@ -357,22 +397,27 @@ fn columns(header: &[String]) -> Result<HashMap<String, usize>, FileError> {
     expected.sort_unstable();
     let mut found: Vec<&str> = columns.keys().map(String::as_str).collect();
     found.sort_unstable();
-    if found != expected || header.len() != COLUMNS.len() {
-        return Err(FileError::Invalid(format!(
-            "the CSV header must name the columns {}; found {:?}",
-            COLUMNS.join(","),
-            header.join(",")
-        )));
+    if found == expected && header.len() == COLUMNS.len() {
+        return Ok(columns);
     }
-    Ok(columns)
+    // The header's own text is the file's: only the expected names and a count are told.
+    let problem = match COLUMNS.iter().find(|c| !columns.contains_key(**c)) {
+        Some(missing) => format!("it has no column {missing}"),
+        None => format!("it has {} columns", header.len()),
+    };
+    Err(FileError::Invalid(format!(
+        "line 1: the CSV header must name exactly the columns {}; {problem}",
+        COLUMNS.join(", ")
+    )))
 }
 
 fn ndjson_row(text: &str) -> Result<Row, String> {
     let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(text) else {
         return Err("line is not a JSON object".into());
     };
-    if let Some(unknown) = fields.keys().find(|k| !COLUMNS.contains(&k.as_str())) {
-        return Err(format!("unknown field {unknown}"));
+    // The unknown field's name is the file's: only the allowed names are told.
+    if fields.keys().any(|k| !COLUMNS.contains(&k.as_str())) {
+        return Err(format!("has a field other than {}", COLUMNS.join(", ")));
     }
     validate(|name| match fields.get(name) {
         Some(Value::String(s)) => Some(s.clone()),
@@ -381,14 +426,178 @@ fn ndjson_row(text: &str) -> Result<Row, String> {
     })
 }
 
-fn csv_error(error: csv_async::Error) -> FileError {
+/// A CSV reader's error as a [`FileError`]; lines are counted from `base_line`. The parser's
+/// own description is not passed on: it may quote the file.
+fn csv_error(error: csv_async::Error, base_line: u64) -> FileError {
+    let line = base_line + error.position().map_or(0, |p| p.line());
     match error.into_kind() {
-        ErrorKind::Io(io) => FileError::Read(io),
-        ErrorKind::Utf8 { pos, .. } => FileError::Invalid(format!(
-            "line {} is not UTF-8 text",
-            pos.map_or(0, |p| p.line())
-        )),
-        other => FileError::Invalid(format!("the file is not valid CSV: {other:?}")),
+        ErrorKind::Io(io) => match io.get_ref().and_then(|e| e.downcast_ref::<OverLimit>()) {
+            Some(over) => FileError::Invalid(over.describe(base_line)),
+            None => FileError::Read(io),
+        },
+        ErrorKind::Utf8 { .. } => FileError::Invalid(format!("line {line} is not UTF-8 text")),
+        _ => FileError::Invalid(format!("line {line}: the file is not valid CSV")),
+    }
+}
+
+/// A CSV record over [`MAX_RECORD_BYTES`] or [`MAX_FIELDS`], as the I/O error
+/// [`BoundedRecords`] fails with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{}", self.describe(0))]
+struct OverLimit {
+    /// The record's first line, counted from the stream's start (1-based).
+    line: u64,
+    /// Which limit.
+    limit: Limit,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Limit {
+    Bytes,
+    Fields,
+}
+
+impl OverLimit {
+    /// E.g. `line 7: a record is longer than 65536 bytes`, with lines counted from `base_line`.
+    fn describe(&self, base_line: u64) -> String {
+        let line = base_line + self.line;
+        match self.limit {
+            Limit::Bytes => {
+                format!("line {line}: a record is longer than {MAX_RECORD_BYTES} bytes")
+            }
+            Limit::Fields => format!("line {line}: a record has more than {MAX_FIELDS} fields"),
+        }
+    }
+}
+
+/// Where [`BoundedRecords`] is in the CSV syntax (RFC 4180 as `csv-core` reads it by default:
+/// `,` between fields, `"` quotes a field only at its start, `""` in a quoted field is a
+/// quote, and `\r`, `\n` or `\r\n` end a record).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Syntax {
+    /// At the start of a field (or of a record).
+    FieldStart,
+    /// In an unquoted field.
+    Unquoted,
+    /// In a quoted field.
+    Quoted,
+    /// After a `"` in a quoted field: a second one is a quote, anything else ends the quoting.
+    QuoteInQuoted,
+}
+
+/// A byte stream that fails, with an [`OverLimit`] I/O error, as soon as one CSV record is
+/// longer than [`MAX_RECORD_BYTES`] or has more than [`MAX_FIELDS`] fields, having passed on
+/// only the record's bytes within the limit. The CSV parser behind it buffers a whole record
+/// (and, with `flexible`, any number of fields), so bounding what it is given bounds its
+/// memory. It follows the quoting to know where records end, as the parser does: a checkpoint
+/// is at a record's start, so a resumed stream starts in step.
+struct BoundedRecords<R> {
+    inner: R,
+    syntax: Syntax,
+    /// Bytes of the current record so far, terminator excluded.
+    record_bytes: usize,
+    /// Fields of the current record so far.
+    fields: usize,
+    /// `\n` bytes seen.
+    newlines: u64,
+    /// The line the current record started on (1-based).
+    record_line: u64,
+    /// The limit the stream broke, returned from every read after the bytes before it.
+    failed: Option<OverLimit>,
+}
+
+impl<R> BoundedRecords<R> {
+    fn new(inner: R) -> Self {
+        Self {
+            inner,
+            syntax: Syntax::FieldStart,
+            record_bytes: 0,
+            fields: 1,
+            newlines: 0,
+            record_line: 1,
+            failed: None,
+        }
+    }
+
+    /// Follows `bytes`; on a breach, says how many of them came before it.
+    fn scan(&mut self, bytes: &[u8]) -> Result<(), (usize, OverLimit)> {
+        for (i, &byte) in bytes.iter().enumerate() {
+            let ends_record = match (self.syntax, byte) {
+                (Syntax::Quoted, b'"') => {
+                    self.syntax = Syntax::QuoteInQuoted;
+                    false
+                }
+                (Syntax::Quoted, _) => false,
+                (Syntax::QuoteInQuoted, b'"') => {
+                    self.syntax = Syntax::Quoted;
+                    false
+                }
+                (Syntax::FieldStart, b'"') => {
+                    self.syntax = Syntax::Quoted;
+                    false
+                }
+                (_, b',') => {
+                    self.syntax = Syntax::FieldStart;
+                    self.fields += 1;
+                    false
+                }
+                (_, b'\r' | b'\n') => true,
+                _ => {
+                    self.syntax = Syntax::Unquoted;
+                    false
+                }
+            };
+            if byte == b'\n' {
+                self.newlines += 1;
+            }
+            if ends_record {
+                self.syntax = Syntax::FieldStart;
+                self.record_bytes = 0;
+                self.fields = 1;
+                self.record_line = self.newlines + 1;
+                continue;
+            }
+            self.record_bytes += 1;
+            let limit = if self.record_bytes > MAX_RECORD_BYTES {
+                Limit::Bytes
+            } else if self.fields > MAX_FIELDS {
+                Limit::Fields
+            } else {
+                continue;
+            };
+            let line = self.record_line;
+            return Err((i, OverLimit { line, limit }));
+        }
+        Ok(())
+    }
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for BoundedRecords<R> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let over_limit = |over: OverLimit| io::Error::new(io::ErrorKind::InvalidData, over);
+        if let Some(over) = this.failed {
+            return Poll::Ready(Err(over_limit(over)));
+        }
+        let before = buf.filled().len();
+        ready!(Pin::new(&mut this.inner).poll_read(cx, buf))?;
+        match this.scan(&buf.filled()[before..]) {
+            Ok(()) => Poll::Ready(Ok(())),
+            // The bytes before the breach are passed on (they may end earlier records); the
+            // next read fails. Passing none would read as the end of the file.
+            Err((within, over)) => {
+                this.failed = Some(over);
+                if within == 0 {
+                    return Poll::Ready(Err(over_limit(over)));
+                }
+                buf.set_filled(before + within);
+                Poll::Ready(Ok(()))
+            }
+        }
     }
 }
 
@@ -407,7 +616,11 @@ impl Rejections {
     pub fn carried(count: u64, examples: &[String]) -> Self {
         Self {
             count,
-            examples: examples.iter().take(Self::EXAMPLES).cloned().collect(),
+            examples: examples
+                .iter()
+                .take(Self::EXAMPLES)
+                .map(|e| bounded(e.clone()))
+                .collect(),
         }
     }
 
@@ -415,7 +628,7 @@ impl Rejections {
     pub fn add(&mut self, rejection: Rejection) {
         self.count += 1;
         if self.examples.len() < Self::EXAMPLES {
-            self.examples.push(rejection.to_string());
+            self.examples.push(bounded(rejection.to_string()));
         }
     }
 
@@ -534,7 +747,7 @@ mod tests {
 
     #[tokio::test]
     async fn ndjson_rejects_non_objects_unknown_fields_and_overlong_lines() {
-        let long = format!("{{\"sku\":\"{}\"}}\n", "x".repeat(MAX_LINE_BYTES));
+        let long = format!("{{\"sku\":\"{}\"}}\n", "x".repeat(MAX_RECORD_BYTES));
         let ndjson = format!(
             "[1,2]\n{{\"sku\":\"W-1\",\"color\":\"red\"}}\n{long}{{\"sku\":\"W-1\",\"name\":\"Widget\",\"quantity\":3,\"price\":\"9.99\"}}\n"
         );
@@ -546,7 +759,10 @@ mod tests {
             .map(|r| r.as_ref().unwrap_err().to_string())
             .collect();
         assert_eq!(reasons[0], "line 1: line is not a JSON object");
-        assert_eq!(reasons[1], "line 2: unknown field color");
+        assert_eq!(
+            reasons[1],
+            "line 2: has a field other than sku, name, quantity, price"
+        );
         assert!(reasons[2].starts_with("line 3: line is longer than"));
         assert_eq!(
             rows[3],
@@ -589,7 +805,7 @@ mod tests {
     async fn a_reader_resumes_after_any_row_with_the_same_rows_and_lines() {
         let csv = "sku,name,quantity,price\r\nW-1,Widget,3,9.99\r\n\"W-2\",\"Ga,dget\",1,1\nbad!,X,1,1\n\nW-3,Thing \u{e9},2,0.5";
         assert_resumes_anywhere(csv.as_bytes(), ImportFormat::Csv).await;
-        let long = format!("{{\"sku\":\"{}\"}}\n", "x".repeat(MAX_LINE_BYTES));
+        let long = format!("{{\"sku\":\"{}\"}}\n", "x".repeat(MAX_RECORD_BYTES));
         let ndjson = format!(
             "{{\"sku\":\"W-1\",\"name\":\"Widget\",\"quantity\":3,\"price\":9.99}}\n\n{long}[1]\r\n{{\"sku\":\"W-2\",\"name\":\"\u{e9}\",\"quantity\":1,\"price\":1}}"
         );
@@ -638,5 +854,286 @@ mod tests {
             rejections.summary().unwrap(),
             "7 rows rejected: line 1: bad; line 2: bad; line 3: bad; line 4: bad; line 5: bad; and 2 more"
         );
+    }
+
+    // No file bytes in any text, and bounded reading.
+
+    /// Stands for another tenant's data in a file: it must never reach a reason.
+    const SECRET: &str = "TENANT-7-SECRET";
+
+    /// A reason made from a file: bounded, printable, and none of the file's content.
+    fn assert_clean(reason: &str) {
+        assert!(reason.len() <= MAX_REASON_BYTES, "{} bytes", reason.len());
+        assert!(!reason.chars().any(char::is_control), "{reason:?}");
+        for content in [SECRET, "\u{1b}", "[31m", "{", "\""] {
+            assert!(!reason.contains(content), "{reason:?} holds {content:?}");
+        }
+    }
+
+    fn invalid(result: Result<Vec<RowResult>, FileError>) -> String {
+        match result {
+            Err(FileError::Invalid(reason)) => reason,
+            other => panic!("expected an invalid file, got {other:?}"),
+        }
+    }
+
+    /// `bytes` as a source that counts what is read from it.
+    struct Counted<R> {
+        inner: R,
+        read: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl<R: AsyncRead + Unpin> AsyncRead for Counted<R> {
+        fn poll_read(
+            mut self: Pin<&mut Self>,
+            cx: &mut Context<'_>,
+            buf: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            let before = buf.filled().len();
+            ready!(Pin::new(&mut self.inner).poll_read(cx, buf))?;
+            let read = buf.filled().len() - before;
+            self.read
+                .fetch_add(read, std::sync::atomic::Ordering::Relaxed);
+            Poll::Ready(Ok(()))
+        }
+    }
+
+    /// Reads `source` as CSV until the file fails; gives the rows before, the reason, and the
+    /// bytes read from `source`.
+    async fn read_until_invalid(
+        source: impl AsyncRead + Unpin + Send,
+    ) -> (Vec<RowResult>, String, usize) {
+        let read = std::sync::Arc::default();
+        let counted = Counted {
+            inner: source,
+            read: std::sync::Arc::clone(&read),
+        };
+        let mut rows = Vec::new();
+        let result = async {
+            let mut reader =
+                RowReader::open(tokio::io::BufReader::new(counted), ImportFormat::Csv).await?;
+            while let Some(row) = reader.next().await? {
+                rows.push(row);
+            }
+            Ok(Vec::new())
+        }
+        .await;
+        let reason = invalid(result);
+        (
+            rows,
+            reason,
+            read.load(std::sync::atomic::Ordering::Relaxed),
+        )
+    }
+
+    /// What reading a file over the limit may take from it at most: the record limit and the
+    /// read buffers (the test's `BufReader` and the CSV reader's own, 8 KiB), with the rows
+    /// before it.
+    const READ_BOUND: usize = MAX_RECORD_BYTES + 2 * 64 * 1024;
+
+    #[tokio::test]
+    async fn an_ndjson_file_read_as_csv_fails_naming_the_header_problem_not_its_content() {
+        let small = format!(
+            "{{\"sku\":\"{SECRET}\",\"name\":\"\\u001b[31m\",\"quantity\":1,\"price\":1}}\n"
+        );
+        let reason = invalid(read_all(small.as_bytes(), ImportFormat::Csv).await);
+        assert_clean(&reason);
+        assert_eq!(
+            reason,
+            "line 1: the CSV header must name exactly the columns sku, name, quantity, price; \
+             it has no column sku"
+        );
+        // A large object on one line, as an NDJSON file of one big record is.
+        let large = format!(
+            "{{\"sku\":\"W-1\",\"name\":\"{}\",\"quantity\":1,\"price\":1}}\n",
+            SECRET.repeat(400 * 1024 / SECRET.len())
+        );
+        let reason = invalid(read_all(large.as_bytes(), ImportFormat::Csv).await);
+        assert_clean(&reason);
+        assert_eq!(
+            reason,
+            format!("line 1: a record is longer than {MAX_RECORD_BYTES} bytes")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_csv_header_of_the_wrong_shape_is_told_by_the_expected_columns() {
+        let extra = invalid(
+            read_all(
+                format!("sku,name,quantity,price,{SECRET}\n").as_bytes(),
+                ImportFormat::Csv,
+            )
+            .await,
+        );
+        assert_clean(&extra);
+        assert!(extra.ends_with("; it has 5 columns"), "{extra}");
+        let missing = invalid(read_all(b"sku,name,\x1b[31m,price\n", ImportFormat::Csv).await);
+        assert_clean(&missing);
+        assert!(
+            missing.ends_with("; it has no column quantity"),
+            "{missing}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_csv_with_a_100_kb_first_line_fails_with_a_bounded_reason() {
+        let mut csv = SECRET.repeat(100 * 1024 / SECRET.len()).into_bytes();
+        csv.extend_from_slice(b"\nW-1,Widget,3,9.99\n");
+        let (rows, reason, _) = read_until_invalid(&csv[..]).await;
+        assert!(rows.is_empty());
+        assert_clean(&reason);
+        assert_eq!(
+            reason,
+            format!("line 1: a record is longer than {MAX_RECORD_BYTES} bytes")
+        );
+    }
+
+    #[tokio::test]
+    async fn escape_bytes_in_a_field_never_reach_a_rejection() {
+        let csv = format!(
+            "sku,name,quantity,price\n\x1b[31m{SECRET},Widget,3,9.99\nW-1,\x1b[31m{SECRET},3,9.99\n\
+             W-1,Widget,\x1b[31m,9.99\nW-1,Widget,3,{SECRET}\nW-1,\x1b[31m\n"
+        );
+        let ndjson = format!(
+            "{{\"\\u001b[31m{SECRET}\":1}}\n{{\"sku\":\"W-1\",\"name\":\"\\u001b[31m{SECRET}\",\"quantity\":3,\"price\":1}}\n\x1b[31m{SECRET}\n"
+        );
+        for (file, format) in [(csv, ImportFormat::Csv), (ndjson, ImportFormat::Ndjson)] {
+            let rows = read_all(file.as_bytes(), format).await.unwrap();
+            assert!(!rows.is_empty());
+            let mut rejections = Rejections::default();
+            for row in rows {
+                let rejection = row.unwrap_err();
+                assert_clean(&rejection.to_string());
+                rejections.add(rejection);
+            }
+            // The summary holds up to five examples, each bounded.
+            let summary = rejections.summary().unwrap();
+            for example in summary.split("; ") {
+                assert_clean(example);
+            }
+        }
+    }
+
+    #[tokio::test]
+    async fn a_quote_never_closed_fails_the_file_after_the_record_limit_without_reading_the_rest() {
+        let mut csv = b"sku,name,quantity,price\nW-1,Widget,3,9.99\nW-2,\"Gadget,1,1\n".to_vec();
+        while csv.len() < 4 * 1024 * 1024 {
+            csv.extend_from_slice(format!("{SECRET},Widget,3,9.99\n").as_bytes());
+        }
+        let (rows, reason, read) = read_until_invalid(&csv[..]).await;
+        assert_eq!(rows, [Ok(widget())]);
+        assert_clean(&reason);
+        assert_eq!(
+            reason,
+            format!("line 3: a record is longer than {MAX_RECORD_BYTES} bytes")
+        );
+        assert!(read <= READ_BOUND, "{read} bytes of the file were read");
+    }
+
+    #[tokio::test]
+    async fn a_ten_megabyte_line_fails_the_file_without_being_held() {
+        let csv = b"sku,name,quantity,price\nW-1,Widget,3,9.99\n"
+            .chain(tokio::io::repeat(b'x').take(10 * 1024 * 1024))
+            .chain(&b"\nW-2,Gadget,1,1\n"[..]);
+        let (rows, reason, read) = read_until_invalid(csv).await;
+        assert_eq!(rows, [Ok(widget())]);
+        assert_eq!(
+            reason,
+            format!("line 3: a record is longer than {MAX_RECORD_BYTES} bytes")
+        );
+        assert!(read <= READ_BOUND, "{read} bytes of the file were read");
+    }
+
+    #[tokio::test]
+    async fn a_record_of_too_many_fields_fails_the_file_but_a_few_too_many_is_a_rejection() {
+        let csv = format!(
+            "sku,name,quantity,price\nW-1,Widget,3,9.99,x\n{}\n",
+            ",".repeat(MAX_FIELDS)
+        );
+        let (rows, reason, _) = read_until_invalid(csv.as_bytes()).await;
+        assert_eq!(
+            rows[0].as_ref().unwrap_err().reason,
+            "expected 4 fields, found 5"
+        );
+        assert_eq!(
+            reason,
+            format!("line 3: a record has more than {MAX_FIELDS} fields")
+        );
+    }
+
+    #[tokio::test]
+    async fn the_record_limit_follows_quotes_and_passes_on_no_more_than_the_limit() {
+        // Quoted separators and line breaks are inside one record; records just under the
+        // limit, many of them, pass whole.
+        let under = format!(
+            "\"{}\",\"a,\"\"b\"\"\r\nc\"\r\n",
+            "x".repeat(MAX_RECORD_BYTES - 16)
+        );
+        let file = under.repeat(40);
+        let mut passed = Vec::new();
+        BoundedRecords::new(file.as_bytes())
+            .read_to_end(&mut passed)
+            .await
+            .unwrap();
+        assert_eq!(passed, file.as_bytes());
+        // One byte more: the stream stops at the limit and fails, on the record's first line.
+        let over = format!("a\n\"\n{}\"\n", "x".repeat(MAX_RECORD_BYTES));
+        let mut passed = Vec::new();
+        let mut stream = BoundedRecords::new(over.as_bytes());
+        let error = stream.read_to_end(&mut passed).await.unwrap_err();
+        assert_eq!(
+            passed.len(),
+            2 + MAX_RECORD_BYTES,
+            "the record's bytes within the limit"
+        );
+        let over = error
+            .get_ref()
+            .unwrap()
+            .downcast_ref::<OverLimit>()
+            .unwrap();
+        assert_eq!(
+            over.describe(10),
+            format!("line 12: a record is longer than {MAX_RECORD_BYTES} bytes")
+        );
+    }
+
+    #[tokio::test]
+    async fn a_resumed_csv_reader_tells_the_file_line_of_a_record_over_the_limit() {
+        let header = ["sku", "name", "quantity", "price"].map(String::from);
+        let rest = format!("W-1,Widget,3,9.99\n{}\n", "x".repeat(MAX_RECORD_BYTES + 1));
+        let at = Position {
+            offset: 1000,
+            line: 41,
+        };
+        let mut reader = RowReader::resume(
+            tokio::io::BufReader::new(rest.as_bytes()),
+            ImportFormat::Csv,
+            Some(&header),
+            at,
+        )
+        .unwrap();
+        assert_eq!(reader.next().await.unwrap(), Some(Ok(widget())));
+        let reason = match reader.next().await {
+            Err(FileError::Invalid(reason)) => reason,
+            other => panic!("expected an invalid file, got {other:?}"),
+        };
+        assert_eq!(
+            reason,
+            format!("line 43: a record is longer than {MAX_RECORD_BYTES} bytes")
+        );
+    }
+
+    #[test]
+    fn a_reason_is_cut_at_a_character_boundary() {
+        let long = "\u{e9}".repeat(MAX_REASON_BYTES);
+        let cut = bounded(long);
+        assert_eq!(cut.len(), MAX_REASON_BYTES);
+        assert_eq!(bounded("é".repeat(200) + "x").len(), MAX_REASON_BYTES);
+        assert_eq!(
+            bounded(format!("x{}", "é".repeat(200))).len(),
+            MAX_REASON_BYTES - 1
+        );
+        let carried = Rejections::carried(1, &["x".repeat(10_000)]);
+        assert_eq!(carried.examples()[0].len(), MAX_REASON_BYTES);
     }
 }

@@ -17,7 +17,7 @@ use tokio::time::{Instant, timeout_at};
 use super::{Counts, ImportWorker};
 use crate::failure::ImportFailure;
 use crate::items::{BATCH_SIZE, ItemWriter, WriteError};
-use crate::rows::{FileError, Position, Rejections, Row, RowReader};
+use crate::rows::{FileError, Position, Rejections, Row, RowReader, bounded};
 use crate::source::{ObjectSource, ReadFrom, SourceError};
 
 /// Chunks in a row that may end without progress and still continue; the next stall is retried
@@ -252,8 +252,15 @@ where
         if finished && all_written && failure.is_none() {
             let rejected = done.rejections.count();
             if done.written == 0 && rejected > 0 {
-                let summary = done.rejections.summary().unwrap_or_default();
-                return Err(ImportFailure::InvalidFile.error(format!("no valid rows: {summary}")));
+                // The count and the first rejection: the whole summary would not fit the bound.
+                let first = done
+                    .rejections
+                    .examples()
+                    .first()
+                    .map_or("", String::as_str);
+                return Err(ImportFailure::InvalidFile.error(bounded(format!(
+                    "no valid rows: {rejected} rejected, the first at {first}"
+                ))));
             }
             return Ok(ChunkOutcome::Done(Counts {
                 written: done.written,
@@ -384,7 +391,7 @@ fn source_error(error: SourceError) -> RecordError {
 
 fn file_error(error: FileError) -> RecordError {
     match error {
-        FileError::Invalid(reason) => ImportFailure::InvalidFile.error(reason),
+        FileError::Invalid(reason) => ImportFailure::InvalidFile.error(bounded(reason)),
         FileError::Read(_) => {
             RecordError::retryable("reading the object failed").with_source(error)
         }

@@ -1048,3 +1048,48 @@ async fn a_stop_while_the_last_rows_wait_for_a_write_slot_continues_with_them_un
     );
     assert_eq!(worker.writer.rows.lock().unwrap().len(), 60);
 }
+
+#[tokio::test]
+async fn a_file_that_fails_is_told_by_line_and_rule_in_a_bounded_reason_without_its_bytes() {
+    const SECRET: &str = "TENANT-7-SECRET";
+    let worker = worker(Items::default());
+    let ndjson_as_csv = format!(
+        "{{\"sku\":\"W-1\",\"name\":\"{}\",\"quantity\":1,\"price\":1}}\n",
+        SECRET.repeat(400 * 1024 / SECRET.len())
+    );
+    let long_header = format!(
+        "{}\nW-1,Widget,3,9.99\n",
+        SECRET.repeat(100 * 1024 / SECRET.len())
+    );
+    let bad_header = format!("sku,name,\x1b[31m{SECRET},price\nW-1,Widget,3,9.99\n");
+    let escapes = format!("\x1b[31m{SECRET},Widget,1,1");
+    let price = format!("W-1,Widget,1,{SECRET}\x1b[31m");
+    let no_valid_rows = csv(0, &[&escapes, &price, &escapes, &price, &escapes, &price]);
+    let open_quote = format!(
+        "{}W-9,\"{SECRET}\x1b[31m,1,1\n{}",
+        csv(2, &[]),
+        csv(3000, &[]).repeat(20)
+    );
+    for contents in [
+        ndjson_as_csv,
+        long_header,
+        bad_header,
+        no_valid_rows,
+        open_quote,
+    ] {
+        let job = submit(&worker, "tenant.csv", Some(&contents));
+        let result = run(&worker, &job, 1).await;
+        let Err(RecordError::Permanent { code, reason, .. }) = &result else {
+            panic!("expected a permanent failure, got {result:?}");
+        };
+        assert_eq!(*code, ImportFailure::InvalidFile.as_str());
+        let recorded = worker.imports.get(job.import_id).reason.unwrap();
+        assert_eq!(&recorded, reason, "the import's error is the parked reason");
+        assert!(reason.len() <= crate::rows::MAX_REASON_BYTES, "{reason}");
+        assert!(reason.starts_with("line ") || reason.starts_with("no valid rows: "));
+        assert!(
+            !reason.contains(SECRET) && !reason.chars().any(char::is_control),
+            "{reason:?}"
+        );
+    }
+}
