@@ -7,6 +7,8 @@ pub struct ProducerConfig {
     pub imports_table: String,
     /// The job queue (`JOB_QUEUE_URL`).
     pub job_queue_url: String,
+    /// The bucket uploads go to (`UPLOAD_BUCKET`).
+    pub upload_bucket: String,
     /// Object keys must start with this (`UPLOAD_PREFIX`, default `uploads/`).
     pub upload_prefix: String,
     /// Largest accepted request body in bytes (`MAX_BODY_BYTES`, default 16384).
@@ -18,6 +20,7 @@ impl ProducerConfig {
     pub const VARIABLES: &'static [&'static str] = &[
         "IMPORTS_TABLE",
         "JOB_QUEUE_URL",
+        "UPLOAD_BUCKET",
         "UPLOAD_PREFIX",
         "MAX_BODY_BYTES",
     ];
@@ -27,6 +30,7 @@ impl ProducerConfig {
         Ok(Self {
             imports_table: env.required("IMPORTS_TABLE")?,
             job_queue_url: env.required("JOB_QUEUE_URL")?,
+            upload_bucket: env.required("UPLOAD_BUCKET")?,
             upload_prefix: env.get("UPLOAD_PREFIX").unwrap_or("uploads/").to_owned(),
             max_body_bytes: usize::try_from(env.positive_or("MAX_BODY_BYTES", 16 * 1024)?)
                 .unwrap_or(usize::MAX),

@@ -1,5 +1,7 @@
 //! `import-producer`: the HTTP API that accepts imports and queues their jobs.
 //!
+//! - `POST /uploads` with `{"format": "csv"}` answers `201` with a fresh object key in the
+//!   caller's own upload folder and a presigned `PUT` URL for it (`uploads`).
 //! - `POST /imports` with `{"objectKey": "uploads/...", "format": "csv"}` and an optional
 //!   `Idempotency-Key` header records the import (status `QUEUED`), sends its job to the queue,
 //!   and answers `202 Accepted` with the import and a `Location` header.
@@ -18,8 +20,8 @@
 //! fault. A failing dependency answers `503` with `Retry-After`; nothing is left that a retry with
 //! the same key cannot finish.
 //!
-//! Layout: `routes` (the router and handlers), `caller` (who is calling), `request` (body
-//! parsing), `problem` (errors), `config`. The router is plain axum: `main.rs` runs it on
+//! Layout: `routes` (the router and handlers), `caller` (who is calling), `uploads` (upload
+//! URLs), `request` (body parsing), `problem` (errors), `config`. The router is plain axum: `main.rs` runs it on
 //! `lambda_http`, and the local runner serves the same router over TCP.
 
 mod caller;
@@ -27,11 +29,13 @@ mod config;
 mod problem;
 mod request;
 mod routes;
+mod uploads;
 
 pub use config::ProducerConfig;
 pub use problem::{PROBLEM_TYPE_PREFIX, Problem};
 pub use request::NewImport;
 pub use routes::{Api, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, router};
+pub use uploads::{UPLOAD_URL_TTL, UploadUrl, Uploads};
 
 use imports::DynamoDbImports;
 use queue_worker::job::SqsJobQueue;
@@ -42,9 +46,15 @@ pub fn production_api(
     config: ProducerConfig,
     sdk: &aws_config::SdkConfig,
 ) -> Api<DynamoDbImports, SqsJobQueue> {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(queue_worker::aws::endpoint_overridden())
+            .build(),
+    );
     Api {
         store: DynamoDbImports::new(aws_sdk_dynamodb::Client::new(sdk), config.imports_table),
         queue: SqsJobQueue::new(aws_sdk_sqs::Client::new(sdk), config.job_queue_url),
+        uploads: Uploads::new(s3, config.upload_bucket),
         upload_prefix: config.upload_prefix,
         max_body_bytes: config.max_body_bytes,
     }

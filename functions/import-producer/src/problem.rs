@@ -132,6 +132,19 @@ impl Problem {
         .with_field(field)
     }
 
+    /// The object key is safe, but outside the caller's own upload folder.
+    pub fn foreign_object_key(field: &str, own_folder: &str) -> Self {
+        Self::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "foreign-object-key",
+            "Object key is not in your upload folder",
+            format!(
+                "{field} must be under {own_folder}/, where POST /uploads issues your upload URLs"
+            ),
+        )
+        .with_field(field)
+    }
+
     /// The `Idempotency-Key` header is malformed.
     pub fn invalid_idempotency_key(detail: impl Into<String>) -> Self {
         Self::new(

@@ -1,5 +1,5 @@
-//! Parsing `POST /imports` bodies into a validated request, field by field, so each error names
-//! the field at fault.
+//! Parsing `POST /imports` and `POST /uploads` bodies into validated requests, field by field,
+//! so each error names the field at fault.
 
 use imports::{ImportFormat, ObjectKey};
 use queue_worker::idempotency::PayloadHash;
@@ -38,13 +38,7 @@ impl NewImport {
             .map_err(|e| Problem::unsafe_object_key(OBJECT_KEY, format!("{OBJECT_KEY} {e}")))?;
 
         let format = match string_field(&fields, FORMAT)? {
-            Some(name) => ImportFormat::parse(name).ok_or_else(|| {
-                let known: Vec<&str> = ImportFormat::ALL.iter().map(|f| f.as_str()).collect();
-                Problem::invalid_value(
-                    FORMAT,
-                    format!("{FORMAT} must be one of {}", known.join(", ")),
-                )
-            })?,
+            Some(name) => parse_format(name)?,
             None => ImportFormat::from_key(&object_key).ok_or_else(|| {
                 Problem::missing_field(FORMAT).with_detail(format!(
                     "field {FORMAT} is required when {OBJECT_KEY} has no .csv, .ndjson or .jsonl extension"
@@ -59,6 +53,41 @@ impl NewImport {
     pub fn fingerprint(&self) -> PayloadHash {
         PayloadHash::of(format!("{}\n{}", self.format.as_str(), self.object_key).as_bytes())
     }
+}
+
+/// A valid request for an upload URL: the format of the file to upload (the key's extension).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NewUpload {
+    /// The file's format.
+    pub format: ImportFormat,
+}
+
+impl NewUpload {
+    /// Parses a `POST /uploads` body: `{"format": "csv"}` or `{"format": "ndjson"}`.
+    pub fn parse(body: &[u8]) -> Result<Self, Problem> {
+        let value: Value =
+            serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))?;
+        let Value::Object(fields) = value else {
+            return Err(Problem::body_not_an_object());
+        };
+        if let Some(unknown) = fields.keys().find(|k| k.as_str() != FORMAT) {
+            return Err(Problem::unknown_field(unknown, &[FORMAT]));
+        }
+        let name = string_field(&fields, FORMAT)?.ok_or_else(|| Problem::missing_field(FORMAT))?;
+        Ok(Self {
+            format: parse_format(name)?,
+        })
+    }
+}
+
+fn parse_format(name: &str) -> Result<ImportFormat, Problem> {
+    ImportFormat::parse(name).ok_or_else(|| {
+        let known: Vec<&str> = ImportFormat::ALL.iter().map(|f| f.as_str()).collect();
+        Problem::invalid_value(
+            FORMAT,
+            format!("{FORMAT} must be one of {}", known.join(", ")),
+        )
+    })
 }
 
 /// The string value of `name`, `None` when absent; a non-string is a type error.

@@ -1,7 +1,9 @@
-//! The routes: `POST /imports` and `GET /imports/{id}`.
+//! The routes: `POST /uploads`, `POST /imports` and `GET /imports/{id}`.
 //!
 //! Every import belongs to the principal that created it (see [`crate::caller`]): its
 //! idempotency keys are scoped to that principal, and no other principal can read or replay it.
+//! Every upload lives in its uploader's folder (see [`crate::uploads`]), and an import may name
+//! only an object in its caller's own folder.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -13,7 +15,8 @@ use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use imports::{
-    CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore, Principal,
+    CreateOutcome, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore, ObjectKey,
+    Principal,
 };
 use queue_worker::idempotency::IdempotencyKey;
 use queue_worker::job::JobQueue;
@@ -22,21 +25,25 @@ use serde_json::json;
 
 use crate::caller::Caller;
 use crate::problem::Problem;
-use crate::request::NewImport;
+use crate::request::{NewImport, NewUpload};
+use crate::uploads::Uploads;
 
 /// The header a client sends to make `POST /imports` safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on a response that replays an earlier request's result.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
 
-/// What the routes need: the import store, the job queue and the request limits.
+/// What the routes need: the import store, the job queue, the upload signer and the request
+/// limits.
 #[derive(Debug)]
 pub struct Api<S, Q> {
     /// Where import records live.
     pub store: S,
     /// Where jobs go.
     pub queue: Q,
-    /// Object keys must start with this.
+    /// Signs upload URLs.
+    pub uploads: Uploads,
+    /// Object keys must start with this, then the caller's upload folder.
     pub upload_prefix: String,
     /// Largest accepted body, in bytes.
     pub max_body_bytes: usize,
@@ -49,6 +56,12 @@ where
     Q: JobQueue<ImportJob> + 'static,
 {
     Router::new()
+        .route(
+            "/uploads",
+            post(create_upload::<S, Q>).fallback(|method: Method| async move {
+                Problem::method_not_allowed(method.as_str(), "POST")
+            }),
+        )
         .route(
             "/imports",
             post(create_import::<S, Q>).fallback(|method: Method| async move {
@@ -75,6 +88,15 @@ async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
     let body = read_body(body, api.max_body_bytes).await?;
     let new = NewImport::parse(&body, &api.upload_prefix)?;
     let key = idempotency_key(&parts.headers)?;
+    let own_folder = format!("{}{}", api.upload_prefix, caller.upload_folder());
+    if !new
+        .object_key
+        .as_str()
+        .strip_prefix(&own_folder)
+        .is_some_and(|rest| rest.starts_with('/'))
+    {
+        return Err(Problem::foreign_object_key("objectKey", &own_folder));
+    }
     let import_id = match &key {
         Some(key) => ImportId::for_idempotency_key(&caller, key),
         None => ImportId::generate(),
@@ -92,6 +114,44 @@ async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
         .get("x-amzn-trace-id")
         .and_then(|v| v.to_str().ok());
     accept(&api, &record, key.is_some(), trace).await
+}
+
+/// Answers a fresh object key in the caller's upload folder and a presigned `PUT` URL for it.
+async fn create_upload<S: ImportStore, Q: JobQueue<ImportJob>>(
+    State(api): State<Arc<Api<S, Q>>>,
+    Caller(caller): Caller,
+    request: Request,
+) -> Result<Response, Problem> {
+    let (parts, body) = request.into_parts();
+    require_json(&parts.headers)?;
+    let body = read_body(body, api.max_body_bytes).await?;
+    let new = NewUpload::parse(&body)?;
+    let name = format!(
+        "{}{}/{}.{}",
+        api.upload_prefix,
+        caller.upload_folder(),
+        uuid::Uuid::now_v7(),
+        new.format.as_str()
+    );
+    let key = ObjectKey::parse(&name, &api.upload_prefix)
+        .expect("a uuid file name in a hex folder is a safe key");
+    let upload = api.uploads.put_url(&key).await.map_err(|e| {
+        tracing::error!(error = %error_chain(e.as_ref()), "could not sign an upload URL");
+        Problem::dependency_unavailable("the upload URL could not be signed; retry")
+    })?;
+    let body = json!({
+        "objectKey": key.as_str(),
+        "format": new.format.as_str(),
+        "method": "PUT",
+        "uploadUrl": upload.url,
+        "expiresAt": humantime::format_rfc3339_seconds(upload.expires_at).to_string(),
+    });
+    let mut response = (StatusCode::CREATED, axum::Json(body)).into_response();
+    // The URL is a credential for one key: no cache may keep it.
+    response
+        .headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    Ok(response)
 }
 
 /// Records the import and queues its job, or replays what an earlier request with the same key

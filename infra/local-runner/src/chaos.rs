@@ -1006,13 +1006,9 @@ pub async fn run(
     burst: Burst,
     report: &Path,
 ) -> anyhow::Result<()> {
-    let bucket = pipeline
-        .resources
-        .reference("UploadBucket")
-        .context("the upload bucket")?;
     let requests = demo::plan(&burst);
     println!("generating and uploading sample files...");
-    let samples = demo::upload_files(pipeline, bucket, &requests, burst).await?;
+    let samples = demo::upload_files(pipeline, &requests, burst).await?;
     let k = chaos.knobs;
     println!(
         "chaos soak: {} requests, maximum concurrency {}, function timeout {} s, visibility \

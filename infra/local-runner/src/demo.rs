@@ -19,7 +19,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
-use aws_sdk_s3::primitives::ByteStream;
 use comfy_table::{Table, presets::UTF8_FULL};
 use indicatif::{ProgressBar, ProgressStyle};
 use queue_worker::batch::RecordStatus;
@@ -145,13 +144,9 @@ struct Totals {
 /// Runs the demo on a started pipeline; `Ok` when every check passed. With `report`, also
 /// writes the outcome there as JSON (for `make bench`'s drain-time curve).
 pub async fn run(pipeline: &Pipeline, burst: Burst, report: Option<&Path>) -> anyhow::Result<()> {
-    let bucket = pipeline
-        .resources
-        .reference("UploadBucket")
-        .context("the upload bucket")?;
     let requests = plan(&burst);
     println!("generating and uploading sample files...");
-    let samples = upload_files(pipeline, bucket, &requests, burst).await?;
+    let samples = upload_files(pipeline, &requests, burst).await?;
 
     println!(
         "firing {} imports at {} (function timeout {} s) ...",
@@ -251,14 +246,15 @@ pub(crate) fn plan(burst: &Burst) -> Vec<Request> {
     requests
 }
 
-/// Generates and uploads the file of each request that is not a repeat; returns the sample of
-/// every request.
+/// Generates and uploads the file of each request that is not a repeat, as a client does: asks
+/// the API for an upload URL (`POST /uploads`, a key in the caller's own folder) and `PUT`s the
+/// file there. Returns the sample of every request.
 pub(crate) async fn upload_files(
     pipeline: &Pipeline,
-    bucket: &str,
     requests: &[Request],
     burst: Burst,
 ) -> anyhow::Result<Vec<Sample>> {
+    let http = reqwest::Client::new();
     let uploads = Arc::new(Semaphore::new(16));
     let mut samples: Vec<Sample> = Vec::with_capacity(requests.len());
     let mut tasks = Vec::new();
@@ -267,7 +263,7 @@ pub(crate) async fn upload_files(
             samples.push(samples[request.source].clone());
             continue;
         }
-        let key = format!("uploads/demo/file-{i:05}.csv");
+        let (key, url) = upload_url(&http, &pipeline.base_url).await?;
         let contents = match request.kind {
             Kind::Poison => None,
             Kind::Small => Some(SampleFile {
@@ -302,14 +298,11 @@ pub(crate) async fn upload_files(
             valid,
             invalid,
         });
+        // Poison: a missing file is a URL never used.
         let Some(body) = body else { continue };
-        let (s3, bucket, permit) = (
-            pipeline.clients.s3.clone(),
-            bucket.to_owned(),
-            Arc::clone(&uploads).acquire_owned().await?,
-        );
+        let (http, permit) = (http.clone(), Arc::clone(&uploads).acquire_owned().await?);
         tasks.push(tokio::spawn(async move {
-            let result = upload(&s3, &bucket, key, &body).await;
+            let result = upload(&http, &url, &body).await;
             drop(permit);
             if let Body::File(path) = &body {
                 let _ = std::fs::remove_file(path);
@@ -332,22 +325,42 @@ enum Body {
     File(PathBuf),
 }
 
-async fn upload(
-    s3: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: String,
-    body: &Body,
-) -> anyhow::Result<()> {
-    let stream = match body {
-        Body::Bytes(bytes) => ByteStream::from(bytes.clone()),
-        Body::File(path) => ByteStream::from_path(path).await?,
-    };
-    s3.put_object()
-        .bucket(bucket)
-        .key(key)
-        .body(stream)
+/// A fresh key in the caller's upload folder and its presigned `PUT` URL, from the API.
+async fn upload_url(http: &reqwest::Client, base_url: &str) -> anyhow::Result<(String, String)> {
+    let response = http
+        .post(format!("{base_url}/uploads"))
+        .header("content-type", "application/json")
+        .body(r#"{"format":"csv"}"#)
         .send()
         .await?;
+    let status = response.status();
+    let issued: Value = response.json().await?;
+    ensure!(
+        status.as_u16() == 201,
+        "POST /uploads answered {status}: {issued}"
+    );
+    let field = |name: &str| {
+        issued[name]
+            .as_str()
+            .map(str::to_owned)
+            .with_context(|| format!("{name} in the upload response"))
+    };
+    Ok((field("objectKey")?, field("uploadUrl")?))
+}
+
+/// `PUT`s `body` to the presigned `url`.
+async fn upload(http: &reqwest::Client, url: &str, body: &Body) -> anyhow::Result<()> {
+    let bytes = match body {
+        Body::Bytes(bytes) => bytes.clone(),
+        Body::File(path) => tokio::fs::read(path).await?,
+    };
+    let response = http.put(url).body(bytes).send().await?;
+    let status = response.status();
+    ensure!(
+        status.is_success(),
+        "the upload answered {status}: {}",
+        response.text().await.unwrap_or_default()
+    );
     Ok(())
 }
 

@@ -193,6 +193,20 @@ impl Principal {
     pub fn as_str(&self) -> &str {
         &self.0
     }
+
+    /// The folder under the upload prefix that holds this principal's uploads: 32 hex digits
+    /// derived from the principal, the same for every session of it, opaque to everyone else.
+    /// The API issues upload URLs only inside it and accepts only object keys inside it.
+    pub fn upload_folder(&self) -> String {
+        let digest = Sha256::new()
+            .chain_update(b"upload-folder\0")
+            .chain_update(self.0.as_bytes())
+            .finalize();
+        digest[..16]
+            .iter()
+            .map(|byte| format!("{byte:02x}"))
+            .collect()
+    }
 }
 
 impl fmt::Display for Principal {
@@ -380,6 +394,23 @@ mod tests {
 
     fn principal(arn: &str) -> String {
         Principal::from_arn(arn).unwrap().as_str().to_owned()
+    }
+
+    #[test]
+    fn a_principal_has_one_upload_folder_for_all_its_sessions_and_its_own() {
+        let role = |session: &str| {
+            Principal::from_arn(&format!(
+                "arn:aws:sts::123456789012:assumed-role/importer/{session}"
+            ))
+            .unwrap()
+        };
+        let folder = role("a").upload_folder();
+        assert_eq!(folder.len(), 32);
+        assert!(folder.chars().all(|c| c.is_ascii_hexdigit()));
+        assert_eq!(role("b").upload_folder(), folder);
+        let other = Principal::from_arn("arn:aws:iam::123456789012:role/other").unwrap();
+        assert_ne!(other.upload_folder(), folder);
+        assert_ne!(Principal::anonymous().upload_folder(), folder);
     }
 
     #[test]

@@ -10,8 +10,10 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::BTreeMap;
 
-use harness::{RequestCounter, TestQueue, create_imports_table, sdk_config, serve};
-use import_producer::{Api, PROBLEM_TYPE_PREFIX, router};
+use harness::{
+    RequestCounter, TestQueue, create_bucket, create_imports_table, s3_client, sdk_config, serve,
+};
+use import_producer::{Api, PROBLEM_TYPE_PREFIX, Uploads, router};
 use imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore, Principal};
 use queue_worker::job::SqsJobQueue;
 use reqwest::{Method, StatusCode};
@@ -43,6 +45,8 @@ async fn iam_authorizer(mut request: axum::extract::Request) -> axum::extract::R
 struct Fixture {
     base: String,
     http: reqwest::Client,
+    s3: aws_sdk_s3::Client,
+    bucket: String,
     sqs: aws_sdk_sqs::Client,
     queue: TestQueue,
     store: DynamoDbImports,
@@ -60,9 +64,12 @@ async fn fixture_counting(counter: &RequestCounter) -> Fixture {
     let table = create_imports_table(&dynamodb, "imports").await;
     let queue = TestQueue::create(&sqs, "jobs", &[]).await;
     let store = DynamoDbImports::new(dynamodb.clone(), &table);
+    let s3 = s3_client(&config);
+    let bucket = create_bucket(&s3, "uploads").await;
     let api = Api {
         store: DynamoDbImports::new(dynamodb, &table),
         queue: SqsJobQueue::new(sqs.clone(), &queue.url),
+        uploads: Uploads::new(s3.clone(), &bucket),
         upload_prefix: "uploads/".into(),
         max_body_bytes: MAX_BODY_BYTES,
     };
@@ -70,10 +77,24 @@ async fn fixture_counting(counter: &RequestCounter) -> Fixture {
         base: serve(router(Arc::new(api)).layer(axum::middleware::map_request(iam_authorizer)))
             .await,
         http: reqwest::Client::new(),
+        s3,
+        bucket,
         sqs,
         queue,
         store,
     }
+}
+
+/// The principal of the IAM caller `caller`, or of an anonymous one.
+fn principal(caller: Option<&str>) -> Principal {
+    caller.map_or_else(Principal::anonymous, |arn| {
+        Principal::from_arn(arn).expect("a test caller's ARN is an ARN")
+    })
+}
+
+/// `uploads/{folder}/name`: an object in the upload folder of `caller`.
+fn own_key(caller: Option<&str>, name: &str) -> String {
+    format!("uploads/{}/{name}", principal(caller).upload_folder())
 }
 
 impl Fixture {
@@ -85,7 +106,8 @@ impl Fixture {
         self.post_as(None, key, body).await
     }
 
-    /// `POST /imports` by the IAM caller `caller`, or anonymously.
+    /// `POST /imports` by the IAM caller `caller`, or anonymously. A `{folder}` in the body is
+    /// the caller's own upload folder.
     async fn post_as(
         &self,
         caller: Option<&str>,
@@ -100,7 +122,7 @@ impl Fixture {
                 "x-amzn-trace-id",
                 "Root=1-6748b3c0-0123456789abcdef01234567",
             )
-            .body(body.to_owned());
+            .body(body.replace("{folder}", &principal(caller).upload_folder()));
         if let Some(key) = key {
             request = request.header("idempotency-key", key);
         }
@@ -136,7 +158,10 @@ impl Fixture {
 async fn an_accepted_import_is_in_the_table_and_exactly_one_job_is_on_the_queue() {
     let f = fixture().await;
     let (status, headers, body) = f
-        .post(Some("orders-1"), r#"{"objectKey":"uploads/orders.csv"}"#)
+        .post(
+            Some("orders-1"),
+            r#"{"objectKey":"uploads/{folder}/orders.csv"}"#,
+        )
         .await;
     assert_eq!(status, StatusCode::ACCEPTED);
     let id = ImportId::parse(body["importId"].as_str().unwrap()).unwrap();
@@ -149,7 +174,7 @@ async fn an_accepted_import_is_in_the_table_and_exactly_one_job_is_on_the_queue(
         .unwrap()
         .expect("the import is recorded");
     assert_eq!(record.status, ImportStatus::Queued);
-    assert_eq!(record.object_key.as_str(), "uploads/orders.csv");
+    assert_eq!(record.object_key.as_str(), own_key(None, "orders.csv"));
     assert!(record.job_sent);
 
     let event = f
@@ -163,7 +188,7 @@ async fn an_accepted_import_is_in_the_table_and_exactly_one_job_is_on_the_queue(
         json!({
             "schemaVersion": 1,
             "importId": id.to_string(),
-            "objectKey": "uploads/orders.csv",
+            "objectKey": own_key(None, "orders.csv"),
             "format": "csv"
         })
     );
@@ -191,7 +216,7 @@ async fn an_accepted_import_is_in_the_table_and_exactly_one_job_is_on_the_queue(
 #[tokio::test]
 async fn a_retry_with_the_same_key_adds_nothing() {
     let f = fixture().await;
-    let body = r#"{"objectKey":"uploads/orders.ndjson"}"#;
+    let body = r#"{"objectKey":"uploads/{folder}/orders.ndjson"}"#;
     let (first_status, _, first) = f.post(Some("orders-2"), body).await;
     let (status, headers, again) = f.post(Some("orders-2"), body).await;
     assert_eq!(first_status, StatusCode::ACCEPTED);
@@ -204,7 +229,7 @@ async fn a_retry_with_the_same_key_adds_nothing() {
 #[tokio::test]
 async fn two_sessions_of_one_role_with_one_key_make_one_import_and_one_job() {
     let f = fixture().await;
-    let body = r#"{"objectKey":"uploads/orders.csv"}"#;
+    let body = r#"{"objectKey":"uploads/{folder}/orders.csv"}"#;
     let (first_status, _, first) = f
         .post_as(Some(ROLE_SESSION_1), Some("orders-role"), body)
         .await;
@@ -240,7 +265,7 @@ async fn another_roles_get_is_the_same_404_as_an_unknown_import() {
         .post_as(
             Some(ROLE_SESSION_1),
             Some("orders-owner"),
-            r#"{"objectKey":"uploads/orders.csv"}"#,
+            r#"{"objectKey":"uploads/{folder}/orders.csv"}"#,
         )
         .await;
     let id = created["importId"].as_str().unwrap();
@@ -276,7 +301,7 @@ async fn a_failing_queue_gives_503_and_the_retry_after_it_is_restored_succeeds()
         .await
         .unwrap();
 
-    let body = r#"{"objectKey":"uploads/orders.csv"}"#;
+    let body = r#"{"objectKey":"uploads/{folder}/orders.csv"}"#;
     let (status, headers, problem) = f.post(Some("orders-3"), body).await;
     assert_eq!(status, StatusCode::SERVICE_UNAVAILABLE);
     assert!(headers.contains_key("retry-after"));
@@ -310,7 +335,7 @@ async fn a_failing_queue_gives_503_and_the_retry_after_it_is_restored_succeeds()
 async fn an_import_costs_two_table_writes_and_a_replay_one_read_free_write() {
     let counter = RequestCounter::default();
     let f = fixture_counting(&counter).await;
-    let body = r#"{"objectKey":"uploads/budget.csv"}"#;
+    let body = r#"{"objectKey":"uploads/{folder}/budget.csv"}"#;
     counter.reset();
     f.post(Some("budget"), body).await;
     let writes = BTreeMap::from([("PutItem".to_owned(), 1), ("UpdateItem".to_owned(), 1)]);
@@ -648,4 +673,53 @@ async fn every_bad_request_gets_its_exact_status_and_problem_and_queues_nothing(
         0,
         "no bad request queued a job"
     );
+}
+
+#[tokio::test]
+async fn a_client_uploads_through_the_url_the_api_signs_and_imports_that_key() {
+    let f = fixture().await;
+    let upload = |caller: &'static str| {
+        f.http
+            .post(format!("{}/uploads", f.base))
+            .header("content-type", "application/json")
+            .header(CALLER_ARN, caller)
+            .body(r#"{"format":"csv"}"#)
+            .send()
+    };
+    let response = upload(ROLE_SESSION_1).await.unwrap();
+    assert_eq!(response.status(), StatusCode::CREATED);
+    let issued: Value = response.json().await.unwrap();
+    let key = issued["objectKey"].as_str().unwrap().to_owned();
+    assert!(key.starts_with(&own_key(Some(ROLE_SESSION_1), "")), "{key}");
+
+    // The signed URL is a real S3 PUT: the file lands under exactly that key.
+    let put = f
+        .http
+        .put(issued["uploadUrl"].as_str().unwrap())
+        .body("sku,name,quantity,price\nA-1,One,1,1.00\n")
+        .send()
+        .await
+        .unwrap();
+    assert!(put.status().is_success(), "{:?}", put.text().await);
+    let stored =
+        f.s3.get_object()
+            .bucket(&f.bucket)
+            .key(&key)
+            .send()
+            .await
+            .expect("the upload is in the bucket");
+    let bytes = stored.body.collect().await.unwrap().into_bytes();
+    assert!(bytes.starts_with(b"sku,name"));
+
+    // Its uploader imports it (another session of the role too); another role may not.
+    let body = json!({ "objectKey": key }).to_string();
+    let (status, _, _) = f.post_as(Some(ROLE_SESSION_2), Some("up-1"), &body).await;
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let (status, _, problem) = f.post_as(Some(OTHER_ROLE), Some("up-1"), &body).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}foreign-object-key")
+    );
+    assert_eq!(f.queue.depth(&f.sqs).await, 1, "one job, the uploader's");
 }

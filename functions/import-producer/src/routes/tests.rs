@@ -17,7 +17,7 @@ use queue_worker::job::JobQueue;
 use serde_json::{Value, json};
 use tower::ServiceExt;
 
-use crate::{Api, PROBLEM_TYPE_PREFIX, router};
+use crate::{Api, PROBLEM_TYPE_PREFIX, Uploads, router};
 
 #[derive(Default)]
 struct MemoryImports {
@@ -114,10 +114,27 @@ impl JobQueue<ImportJob> for MemoryQueue {
 
 type TestApi = Arc<Api<MemoryImports, MemoryQueue>>;
 
+/// Signs with fixed credentials: presigning makes no request.
+fn uploads() -> Uploads {
+    let config = aws_sdk_s3::Config::builder()
+        .behavior_version(aws_sdk_s3::config::BehaviorVersion::latest())
+        .region(aws_sdk_s3::config::Region::new("us-east-1"))
+        .credentials_provider(aws_sdk_s3::config::Credentials::new(
+            "AKIDEXAMPLE",
+            "secret",
+            None,
+            None,
+            "test",
+        ))
+        .build();
+    Uploads::new(aws_sdk_s3::Client::from_conf(config), "upload-bucket")
+}
+
 fn api() -> TestApi {
     Arc::new(Api {
         store: MemoryImports::default(),
         queue: MemoryQueue::default(),
+        uploads: uploads(),
         upload_prefix: "uploads/".into(),
         max_body_bytes: 1024,
     })
@@ -128,8 +145,35 @@ fn fixture(name: &str) -> Value {
     serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap()
 }
 
-/// Sends an API Gateway event through `lambda_http`'s decoding and the router.
-async fn call(api: &TestApi, event: Value) -> (StatusCode, Response<Body>, Value) {
+/// The principal `event` is sent by: its IAM caller, its JWT, or nobody (`None` when the
+/// API cannot identify it).
+fn principal_of(event: &Value) -> Option<Principal> {
+    let authorizer = &event["requestContext"]["authorizer"];
+    if let Some(arn) = authorizer["iam"]["userArn"].as_str() {
+        return Principal::from_arn(arn).ok();
+    }
+    let claims = &authorizer["jwt"]["claims"];
+    match (claims["iss"].as_str(), claims["sub"].as_str()) {
+        (Some(iss), Some(sub)) => Principal::from_jwt(iss, sub).ok(),
+        _ => Some(Principal::anonymous()),
+    }
+}
+
+/// `uploads/{folder}/name`: an object in the upload folder of `event`'s caller.
+fn own_key(event: &Value, name: &str) -> String {
+    let caller = principal_of(event).expect("an identified caller");
+    format!("uploads/{}/{name}", caller.upload_folder())
+}
+
+/// Sends an API Gateway event through `lambda_http`'s decoding and the router. A `{folder}` in
+/// the body is the caller's own upload folder (where its `POST /uploads` puts files).
+async fn call(api: &TestApi, mut event: Value) -> (StatusCode, Response<Body>, Value) {
+    if let Some(body) = event["body"].as_str()
+        && body.contains("{folder}")
+        && let Some(caller) = principal_of(&event)
+    {
+        event["body"] = json!(body.replace("{folder}", &caller.upload_folder()));
+    }
     let request = lambda_http::request::from_str(&event.to_string()).expect("a valid event");
     let request = request.map(|body| Body::from(body.to_vec()));
     let response = router(Arc::clone(api)).oneshot(request).await.unwrap();
@@ -198,7 +242,8 @@ async fn an_accepted_import_is_recorded_and_exactly_one_job_is_queued() {
         Some(format!("/imports/{id}").as_str())
     );
     assert_eq!(body["status"], "QUEUED");
-    assert_eq!(body["objectKey"], "uploads/orders.csv");
+    let key = own_key(&fixture("post_imports.json"), "orders.csv");
+    assert_eq!(body["objectKey"], key.as_str());
     assert_eq!(body["format"], "csv");
 
     let records = api.store.all();
@@ -210,7 +255,7 @@ async fn an_accepted_import_is_recorded_and_exactly_one_job_is_queued() {
     let jobs = api.queue.jobs();
     assert_eq!(jobs.len(), 1);
     assert_eq!(jobs[0].0.import_id.to_string(), id);
-    assert_eq!(jobs[0].0.object_key, "uploads/orders.csv");
+    assert_eq!(jobs[0].0.object_key, key);
     assert_eq!(jobs[0].0.format, ImportFormat::Csv);
     assert_eq!(
         jobs[0].1.as_deref(),
@@ -235,7 +280,8 @@ async fn a_retry_with_the_same_key_replays_the_import_and_queues_nothing_more() 
 async fn the_same_key_with_another_body_is_a_conflict() {
     let api = api();
     call(&api, fixture("post_imports.json")).await;
-    let (status, _, problem) = call(&api, post(r#"{"objectKey":"uploads/other.csv"}"#)).await;
+    let (status, _, problem) =
+        call(&api, post(r#"{"objectKey":"uploads/{folder}/other.csv"}"#)).await;
     assert_eq!(status, StatusCode::CONFLICT);
     assert_eq!(
         problem["type"],
@@ -250,7 +296,7 @@ async fn equivalent_bodies_are_the_same_request() {
     call(&api, fixture("post_imports.json")).await;
     let (status, _, _) = call(
         &api,
-        post(r#"{ "format": "csv", "objectKey": "uploads/orders.csv" }"#),
+        post(r#"{ "format": "csv", "objectKey": "uploads/{folder}/orders.csv" }"#),
     )
     .await;
     assert_eq!(status, StatusCode::OK);
@@ -662,4 +708,105 @@ async fn a_wrong_method_is_405_with_allow() {
         problem["type"],
         format!("{PROBLEM_TYPE_PREFIX}method-not-allowed")
     );
+}
+
+/// `POST /uploads` with `body`.
+fn post_upload(body: &str) -> Value {
+    let mut event = post(body);
+    event["rawPath"] = json!("/uploads");
+    event["requestContext"]["http"]["path"] = json!("/uploads");
+    event["headers"]
+        .as_object_mut()
+        .unwrap()
+        .remove("idempotency-key");
+    event
+}
+
+#[tokio::test]
+async fn an_upload_url_is_issued_for_a_fresh_key_in_the_callers_own_folder() {
+    let api = api();
+    let event = as_caller(post_upload(r#"{"format":"ndjson"}"#), ROLE_SESSION_1);
+    let (status, response, body) = call(&api, event.clone()).await;
+    assert_eq!(status, StatusCode::CREATED, "{body}");
+    assert_eq!(header(&response, "cache-control"), Some("no-store"));
+    let key = body["objectKey"].as_str().unwrap();
+    let folder = own_key(&event, "");
+    assert!(
+        key.starts_with(&folder) && key.ends_with(".ndjson"),
+        "{key}"
+    );
+    assert_eq!(body["method"], "PUT");
+    let url = body["uploadUrl"].as_str().unwrap();
+    assert!(url.contains(&format!("/{key}?")), "{url}");
+    assert!(url.contains("X-Amz-Expires=900") && url.contains("X-Amz-Signature="));
+
+    // Another session of the role uploads into the same folder, under another name.
+    let (_, _, again) = call(
+        &api,
+        as_caller(post_upload(r#"{"format":"ndjson"}"#), ROLE_SESSION_2),
+    )
+    .await;
+    let second = again["objectKey"].as_str().unwrap();
+    assert!(second.starts_with(&folder) && second != key);
+    // Another role gets another folder.
+    let (_, _, theirs) = call(
+        &api,
+        as_caller(post_upload(r#"{"format":"csv"}"#), OTHER_ROLE),
+    )
+    .await;
+    assert!(!theirs["objectKey"].as_str().unwrap().starts_with(&folder));
+    assert!(api.store.all().is_empty() && api.queue.jobs().is_empty());
+}
+
+#[tokio::test]
+async fn an_upload_request_names_its_format() {
+    let api = api();
+    for (body, status, field) in [
+        ("{}", StatusCode::UNPROCESSABLE_ENTITY, "format"),
+        (
+            r#"{"format":"xlsx"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "format",
+        ),
+        (
+            r#"{"format":"csv","name":"a"}"#,
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "name",
+        ),
+    ] {
+        let (got, _, problem) = call(&api, post_upload(body)).await;
+        assert_eq!(
+            (got, problem["field"].as_str()),
+            (status, Some(field)),
+            "{body}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_import_of_a_key_outside_the_callers_folder_is_refused_and_nothing_recorded() {
+    let api = api();
+    // The reporter names the importer's upload.
+    let importers = own_key(&as_caller(post("{}"), ROLE_SESSION_1), "orders.csv");
+    let body = json!({ "objectKey": importers }).to_string();
+    let (status, _, problem) = call(&api, as_caller(post(&body), OTHER_ROLE)).await;
+    assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY);
+    assert_eq!(
+        problem["type"],
+        format!("{PROBLEM_TYPE_PREFIX}foreign-object-key")
+    );
+    assert_eq!(problem["field"], "objectKey");
+    // Directly under the prefix, or in a folder that only starts like the caller's.
+    for key in [
+        "uploads/orders.csv".to_owned(),
+        own_key(&as_caller(post("{}"), OTHER_ROLE), "")
+            .trim_end_matches('/')
+            .to_owned()
+            + "x/a.csv",
+    ] {
+        let body = json!({ "objectKey": key }).to_string();
+        let (status, _, _) = call(&api, as_caller(post(&body), OTHER_ROLE)).await;
+        assert_eq!(status, StatusCode::UNPROCESSABLE_ENTITY, "{key}");
+    }
+    assert!(api.store.all().is_empty() && api.queue.jobs().is_empty());
 }
