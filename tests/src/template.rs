@@ -41,12 +41,89 @@ pub fn violations(template: &Value) -> Vec<String> {
                 check_function(template, name, resource, &mut found)
             }
             Some("AWS::IAM::Role") => check_role(name, resource, &mut found),
+            Some("AWS::Serverless::HttpApi") => {
+                check_http_api(template, name, resource, &mut found)
+            }
             _ => {}
         }
     }
     check_mapping_keys(template, &mut found);
     check_queue_policies(template, &mut found);
     found
+}
+
+/// What an access log line must carry: the API's request id, the integration's (the function
+/// invocation's, which its log lines carry) and the caller's IAM identity, so every request is
+/// tied to who made it and to what the function did with it.
+pub const ACCESS_LOG_FIELDS: [&str; 3] = [
+    "$context.requestId",
+    "$context.integration.requestId",
+    "$context.identity.userArn",
+];
+
+/// Routes that write (queue work) and must be throttled tighter than the stage's default.
+pub const TIGHTER_ROUTES: [&str; 1] = ["POST /imports"];
+
+fn check_http_api(template: &Value, name: &str, api: &Value, found: &mut Vec<String>) {
+    let properties = &api["Properties"];
+    // The route keys the functions' HttpApi events give this API.
+    let mut routes = Vec::new();
+    for resource in template["Resources"]
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.values())
+    {
+        for event in resource["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flat_map(|m| m.values())
+        {
+            let event_properties = &event["Properties"];
+            if event["Type"].as_str() == Some("HttpApi")
+                && reference(&event_properties["ApiId"]) == Some(name)
+            {
+                let method = event_properties["Method"]
+                    .as_str()
+                    .unwrap_or("ANY")
+                    .to_ascii_uppercase();
+                let path = event_properties["Path"].as_str().unwrap_or_default();
+                routes.push(format!("{method} {path}"));
+            }
+        }
+    }
+    let settings = &properties["RouteSettings"];
+    for key in settings.as_mapping().into_iter().flat_map(|m| m.keys()) {
+        let key = key.as_str().unwrap_or_default();
+        if !routes.iter().any(|r| r == key) {
+            found.push(format!(
+                "{name}: RouteSettings names {key}, which is no route of the API (the stage would not deploy)"
+            ));
+        }
+    }
+    let default = &properties["DefaultRouteSettings"];
+    for route in TIGHTER_ROUTES {
+        for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
+            let tight = default_number(template, &settings[route][limit]);
+            let general = default_number(template, &default[limit]);
+            if !matches!((tight, general), (Some(t), Some(g)) if t < g) {
+                found.push(format!(
+                    "{name}: {route} needs a {limit} below the default route settings' ({general:?})"
+                ));
+            }
+        }
+    }
+    let format = properties["AccessLogSettings"]["Format"]
+        .as_str()
+        .unwrap_or_default();
+    for field in ACCESS_LOG_FIELDS {
+        // `$context.requestId` must not be satisfied by `$context.requestIdXyz`.
+        let present = format
+            .match_indices(field)
+            .any(|(at, _)| !format[at + field.len()..].starts_with(|c: char| c.is_alphanumeric()));
+        if !present {
+            found.push(format!("{name}: the access log must record {field}"));
+        }
+    }
 }
 
 /// Closed queues: every queue has an `AWS::SQS::QueuePolicy` that denies every request without

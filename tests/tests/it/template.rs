@@ -431,3 +431,53 @@ fn a_queue_policy_that_locks_out_a_sender_or_lets_another_in_is_caught() {
         "JobQueue: its queue policy must deny sqs:SendMessage to all but its senders",
     );
 }
+
+// ------------------------------------------------ the API
+
+#[test]
+fn an_access_log_without_the_caller_or_the_integrations_request_id_is_caught() {
+    // The format as it was: the caller's access key id, no integration request id.
+    let found = mutated(|t| {
+        t["Resources"]["HttpApi"]["Properties"]["AccessLogSettings"]["Format"] =
+            yaml(r#"'{"requestId":"$context.requestId","caller":"$context.identity.caller"}'"#)
+    });
+    assert_caught(
+        &found,
+        "HttpApi: the access log must record $context.integration.requestId",
+    );
+    assert_caught(
+        &found,
+        "HttpApi: the access log must record $context.identity.userArn",
+    );
+}
+
+#[test]
+fn a_write_route_not_throttled_tighter_than_reads_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["HttpApi"]["Properties"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("RouteSettings");
+    });
+    assert_caught(
+        &found,
+        "HttpApi: POST /imports needs a ThrottlingRateLimit below the default route settings'",
+    );
+    let found =
+        mutated(|t| t["Parameters"]["ImportsThrottlingBurstLimit"]["Default"] = yaml("100"));
+    assert_caught(&found, "POST /imports needs a ThrottlingBurstLimit");
+}
+
+#[test]
+fn route_settings_for_a_route_the_api_does_not_have_are_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["ProducerFunction"]["Properties"]["Events"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("SubmitImport");
+    });
+    assert_caught(
+        &found,
+        "HttpApi: RouteSettings names POST /imports, which is no route of the API",
+    );
+}
