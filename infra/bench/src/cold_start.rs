@@ -43,7 +43,15 @@ use crate::runtime_api::RuntimeApi;
 use crate::tls_proxy::{PrivateCa, TlsProxy};
 
 /// The object the processor's jobs import: a header and 10 rows (one `BatchWriteItem`).
-const OBJECT_KEY: &str = "uploads/cold-start.csv";
+/// The caller of the producer's events (API Gateway's IAM authorizer names it).
+const CALLER_ARN: &str = "arn:aws:iam::123456789012:user/bench";
+
+/// The object both functions work on: in the bench caller's own upload folder, where the
+/// producer accepts it.
+fn object_key() -> String {
+    let caller = imports::Principal::from_arn(CALLER_ARN).expect("the bench caller is an ARN");
+    format!("uploads/{}/cold-start.csv", caller.upload_folder())
+}
 /// The object `hello-world` GETs.
 const HELLO_KEY: &str = "hello.txt";
 /// The services with a listener each, as named in `AWS_ENDPOINT_URL_<SERVICE>`.
@@ -369,7 +377,7 @@ impl Workload {
         }
         s3.put_object()
             .bucket(&bucket)
-            .key(OBJECT_KEY)
+            .key(object_key())
             .body(csv.into_bytes().into())
             .send()
             .await?;
@@ -423,7 +431,7 @@ impl Workload {
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
                 .collect(),
-            object_key: ObjectKey::from_stored(OBJECT_KEY),
+            object_key: ObjectKey::from_stored(object_key()),
             queue_arn: format!("arn:aws:sqs:us-east-1:123456789012:{}", name("jobs")),
         })
     }
@@ -436,7 +444,8 @@ impl Workload {
             events.push(match kind {
                 Kind::HelloWorld => json!({}),
                 Kind::Producer => api_gateway_post(&format!(
-                    "{{\"objectKey\":\"{OBJECT_KEY}\",\"format\":\"csv\"}}"
+                    "{{\"objectKey\":\"{}\",\"format\":\"csv\"}}",
+                    object_key()
                 )),
                 Kind::Processor => {
                     let id = ImportId::generate();
@@ -563,7 +572,7 @@ fn api_gateway_post(body: &str) -> Value {
                 "accountId": "123456789012",
                 "callerId": "AIDAEXAMPLECALLER",
                 "principalOrgId": null,
-                "userArn": "arn:aws:iam::123456789012:user/bench",
+                "userArn": CALLER_ARN,
                 "userId": "AIDAEXAMPLECALLER"
             }},
             "domainName": "bench.execute-api.us-east-1.amazonaws.com",
