@@ -133,6 +133,15 @@ pub fn timeout_config(timeouts: &SdkTimeouts) -> TimeoutConfig {
 /// chain (profile files, web identity with its STS client, the container and instance metadata
 /// providers). Elsewhere the chains run as usual.
 pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
+    let overrides = overrides(env);
+    if !overrides.is_empty() {
+        // Whoever can set a function's environment can send its AWS traffic elsewhere: say so
+        // once, at start-up, where an operator's log search finds it.
+        tracing::warn!(
+            variables = ?overrides,
+            "AWS endpoints or trusted roots are overridden by the environment"
+        );
+    }
     let mut loader = aws_config::defaults(BehaviorVersion::latest())
         .http_client(https_client(env)?)
         .timeout_config(timeout_config(&SdkTimeouts::from_env(env)?));
@@ -151,6 +160,25 @@ pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
             loader.credentials_provider(Credentials::new(key, secret, token, None, "Environment"));
     }
     Ok(loader.load().await)
+}
+
+/// The variables that redirect the SDK's traffic or change whom it trusts.
+pub const OVERRIDE_VARIABLES: &[&str] = &[
+    "AWS_ENDPOINT_URL",
+    "AWS_ENDPOINT_URL_DYNAMODB",
+    "AWS_ENDPOINT_URL_S3",
+    "AWS_ENDPOINT_URL_SQS",
+    CA_BUNDLE_VARIABLE,
+];
+
+/// The [`OVERRIDE_VARIABLES`] set (non-empty) in `env`, with their values.
+pub fn overrides(env: &Env) -> Vec<(&'static str, String)> {
+    OVERRIDE_VARIABLES
+        .iter()
+        .filter_map(|name| {
+            env.get(name).map(|value| (*name, value.to_owned()))
+        })
+        .collect()
 }
 
 /// Whether an endpoint override (`AWS_ENDPOINT_URL` or `AWS_ENDPOINT_URL_S3`) is set: a local
@@ -187,6 +215,23 @@ mod tests {
             }
             other => panic!("expected an invalid {CA_BUNDLE_VARIABLE}, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn every_endpoint_or_trust_override_is_named_for_the_start_up_warning() {
+        assert!(overrides(&Env::from_pairs([("AWS_REGION", "eu-west-3")])).is_empty());
+        let env = Env::from_pairs([
+            ("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4566"),
+            ("AWS_ENDPOINT_URL", ""),
+            (CA_BUNDLE_VARIABLE, "/tmp/roots.pem"),
+        ]);
+        assert_eq!(
+            overrides(&env),
+            [
+                ("AWS_ENDPOINT_URL_SQS", "http://127.0.0.1:4566".to_owned()),
+                (CA_BUNDLE_VARIABLE, "/tmp/roots.pem".to_owned())
+            ]
+        );
     }
 
     #[tokio::test]
