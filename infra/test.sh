@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # `make test`: every test tier, in order, failing fast.
-#   1. `make check`: formatting, lints, unit tests (no AWS endpoint), the library built and
-#      tested without the rest of the workspace
+#   1. Cargo.lock up to date; `make check`: formatting, lints, unit tests (no AWS endpoint), the
+#      library built and tested without the rest of the workspace
 #   2. the bench targets build
 #   3. the no-Docker emulator, started here unless already running, and stopped on exit
 #      (also when a test fails) only if this script started it
@@ -17,6 +17,9 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 emulator=infra/emulator/emulator.sh
 step() { printf '\n==> %s\n' "$*"; }
+
+step "Cargo.lock matches Cargo.toml (as --locked would check)"
+cargo metadata --locked --format-version 1 >/dev/null
 
 step "make check: format, clippy, unit tests, the library alone"
 make --no-print-directory check
