@@ -1256,3 +1256,82 @@ async fn a_job_of_an_unsupported_schema_version_is_parked_and_fails_its_import()
     assert_eq!(import.status, ImportStatus::Failed);
     assert!(import.error.unwrap().contains("schema version 2"));
 }
+
+#[tokio::test]
+async fn a_never_closed_quote_and_a_huge_line_park_their_jobs_with_a_bounded_reason_and_the_batch_completes()
+ {
+    const SECRET: &str = "TENANT-7-SECRET";
+    let p = Pipeline::new().await;
+    let mut good = Vec::new();
+    for i in 0..3 {
+        let file = csv(&format!("OK{i}"), 2);
+        good.push(
+            p.submit(&format!("ok-{i}.csv"), Some(&file), ImportFormat::Csv)
+                .await,
+        );
+    }
+    // Three rows, then a quote opened on line 5 and never closed: the rest of the file would be
+    // one record.
+    let mut open_quote = csv("Q", 3);
+    open_quote.extend_from_slice(format!("Q-X,\"{SECRET}\x1b[31m,1,1\n").as_bytes());
+    open_quote.extend_from_slice(&csv("R", 20_000)[24..]);
+    let open_quote = p
+        .submit("open-quote.csv", Some(&open_quote), ImportFormat::Csv)
+        .await;
+    // One line of 8 MB (the harness reads objects up to 8 MiB), with no quote at all.
+    let mut long_line = b"sku,name,quantity,price\n".to_vec();
+    long_line.extend_from_slice(SECRET.repeat(8_000_000 / SECRET.len()).as_bytes());
+    long_line.extend_from_slice(b"\nL-1,Item,1,1\n");
+    let long_line = p
+        .submit("long-line.csv", Some(&long_line), ImportFormat::Csv)
+        .await;
+    let processor = p.processor(0).await;
+
+    let outcome = p.run(&processor, &p.receive(5).await).await;
+    assert!(failed_ids(&outcome).is_empty(), "nothing is retried");
+    use queue_worker::batch::RecordStatus::*;
+    assert_eq!(
+        (
+            outcome.summary.count(Processed),
+            outcome.summary.count(Parked)
+        ),
+        (3, 2)
+    );
+    for id in good {
+        let import = p.import(id).await;
+        assert_eq!(import.status, ImportStatus::Completed, "{id}");
+        assert_eq!(import.rows_written, Some(2), "{id}");
+    }
+    let parked = p
+        .dlq
+        .receive_event(&p.sqs, 10, Duration::from_secs(1))
+        .await;
+    assert_eq!(parked.records.len(), 2);
+    // The processor's record limit, 64 KiB.
+    let limit = 64 * 1024;
+    let expected = BTreeMap::from([
+        (
+            open_quote.to_string(),
+            format!("line 5: a record is longer than {limit} bytes"),
+        ),
+        (
+            long_line.to_string(),
+            format!("line 2: a record is longer than {limit} bytes"),
+        ),
+    ]);
+    for record in &parked.records {
+        let attribute = |name: &str| {
+            record.message_attributes[name]
+                .string_value
+                .clone()
+                .unwrap()
+        };
+        let id = attribute("job_id");
+        assert_eq!(attribute(dlq_attributes::ERROR_CLASS), "invalid_file");
+        let reason = attribute(dlq_attributes::REASON);
+        assert_eq!(reason, expected[&id]);
+        let import = p.import(id.parse().unwrap()).await;
+        assert_eq!(import.status, ImportStatus::Failed);
+        assert_eq!(import.error.as_deref(), Some(reason.as_str()));
+    }
+}
