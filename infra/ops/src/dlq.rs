@@ -17,6 +17,7 @@ use queue_worker::job;
 use serde::Serialize;
 
 use crate::OpsError;
+use crate::text::printable;
 
 /// The class of a message that SQS moved after too many receives, rather than the processor
 /// parking it with a reason.
@@ -81,6 +82,31 @@ impl ParkedMessage {
             .unwrap_or(0),
             age_seconds: now_ms.saturating_sub(sent_ms) / 1000,
         }
+    }
+}
+
+impl ParkedMessage {
+    /// The columns of [`cells`](Self::cells).
+    pub const COLUMNS: [&str; 6] = [
+        "message id",
+        "job id",
+        "class",
+        "reason",
+        "receives",
+        "parked for",
+    ];
+
+    /// The message as a table row, every text made [`printable`](crate::text::printable):
+    /// the attributes are whatever was sent to the queue, and may hold terminal escapes.
+    pub fn cells(&self) -> [String; 6] {
+        [
+            printable(&self.message_id),
+            printable(self.job_id.as_deref().unwrap_or("-")),
+            printable(&self.error_class),
+            printable(&self.reason),
+            self.receive_count.to_string(),
+            humantime::format_duration(Duration::from_secs(self.age_seconds)).to_string(),
+        ]
     }
 }
 
@@ -264,4 +290,47 @@ pub(crate) fn matches_class(message: &Message, class: Option<&str>) -> bool {
 
 pub(crate) fn seconds(duration: Duration) -> i32 {
     i32::try_from(duration.as_secs()).unwrap_or(i32::MAX)
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_sqs::types::MessageAttributeValue;
+
+    use super::*;
+
+    fn text(value: &str) -> MessageAttributeValue {
+        MessageAttributeValue::builder()
+            .data_type("String")
+            .string_value(value)
+            .build()
+            .unwrap()
+    }
+
+    #[test]
+    fn a_parked_message_shows_its_attributes_escaped_and_bounded() {
+        let message = Message::builder()
+            .message_id("m-1")
+            .message_attributes(job::attributes::JOB_ID, text("job\u{1b}]0;pwned\u{7}"))
+            .message_attributes(dlq_attributes::ERROR_CLASS, text("invalid_file\u{9b}2J"))
+            .message_attributes(
+                dlq_attributes::REASON,
+                text(&format!(
+                    "line 1:\u{1b}[31m{}\r\nfake row",
+                    "x".repeat(10_000)
+                )),
+            )
+            .build();
+        let cells = ParkedMessage::from_message(&message).cells();
+        assert_eq!(cells[1], "job\\u{1b}]0;pwned\\u{7}");
+        assert_eq!(cells[2], "invalid_file\\u{9b}2J");
+        assert!(
+            cells[3].starts_with("line 1:\\u{1b}[31mxxx"),
+            "{}",
+            cells[3]
+        );
+        assert!(cells[3].chars().count() <= crate::text::MAX_CELL_CHARS);
+        for cell in cells {
+            assert!(!cell.chars().any(char::is_control), "{cell:?}");
+        }
+    }
 }

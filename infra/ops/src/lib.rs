@@ -14,6 +14,7 @@ pub mod error;
 pub mod locate;
 pub mod redrive;
 pub mod stats;
+pub mod text;
 
 pub use error::OpsError;
 pub use locate::{Queues, Target};

@@ -9,6 +9,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use comfy_table::{Table, presets::UTF8_FULL};
 use queue_ops::redrive::{self, LoopOptions};
 use queue_ops::stats::{QueueStats, queue_stats};
+use queue_ops::text::{json_printable, printable};
 use queue_ops::{OpsError, Queues, Target, dlq};
 
 #[derive(Parser)]
@@ -205,7 +206,7 @@ async fn stats(clients: &Clients, queues: &Queues, json: bool) -> anyhow::Result
         rows.push(queue_stats(&clients.sqs, clients.cloudwatch.as_ref(), url).await?);
     }
     if json {
-        println!("{}", serde_json::to_string_pretty(&rows)?);
+        println!("{}", json_printable(&serde_json::to_string_pretty(&rows)?));
         return Ok(());
     }
     let mut table = Table::new();
@@ -235,7 +236,10 @@ async fn stats(clients: &Clients, queues: &Queues, json: bool) -> anyhow::Result
 async fn list(clients: &Clients, queues: &Queues, max: usize, json: bool) -> anyhow::Result<()> {
     let messages = dlq::list(&clients.sqs, &queues.dlq_url, max, Duration::from_secs(60)).await?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&messages)?);
+        println!(
+            "{}",
+            json_printable(&serde_json::to_string_pretty(&messages)?)
+        );
         return Ok(());
     }
     if messages.is_empty() {
@@ -243,23 +247,11 @@ async fn list(clients: &Clients, queues: &Queues, max: usize, json: bool) -> any
         return Ok(());
     }
     let mut table = Table::new();
-    table.load_style(UTF8_FULL).set_header([
-        "message id",
-        "job id",
-        "class",
-        "reason",
-        "receives",
-        "parked for",
-    ]);
+    table
+        .load_style(UTF8_FULL)
+        .set_header(dlq::ParkedMessage::COLUMNS);
     for m in &messages {
-        table.add_row([
-            m.message_id.clone(),
-            m.job_id.clone().unwrap_or_else(|| "-".into()),
-            m.error_class.clone(),
-            m.reason.clone(),
-            m.receive_count.to_string(),
-            humantime::format_duration(Duration::from_secs(m.age_seconds)).to_string(),
-        ]);
+        table.add_row(m.cells());
     }
     println!("{table}");
     println!("{} message(s); visibility restored", messages.len());
@@ -312,7 +304,7 @@ async fn follow_native(clients: &Clients, queues: &Queues) -> anyhow::Result<()>
             if task.status == "FAILED" {
                 bail!(
                     "the move task failed: {}",
-                    task.failure_reason.unwrap_or_default()
+                    printable(&task.failure_reason.unwrap_or_default())
                 );
             }
             println!(
