@@ -418,8 +418,12 @@ def check_queues(clients, report, resolve, res, physical):
         ):
             if prop in props:
                 report.expect(logical, attr, int(attrs.get(attr, -1)), resolve.number(props[prop]))
+        managed_sse = resolve(props.get("SqsManagedSseEnabled", False))
         report.expect(logical, "SqsManagedSseEnabled", attrs.get("SqsManagedSseEnabled"),
-                      str(props.get("SqsManagedSseEnabled", False)).lower())
+                      str(managed_sse is not NO_VALUE and managed_sse).lower())
+        key = resolve(props.get("KmsMasterKeyId"))
+        report.expect(logical, "KmsMasterKeyId", attrs.get("KmsMasterKeyId"),
+                      None if key is NO_VALUE else key)
         if "RedrivePolicy" in props:
             redrive = json.loads(attrs.get("RedrivePolicy", "{}"))
             want = resolve(props["RedrivePolicy"])
@@ -624,7 +628,7 @@ def check_tables(clients, report, resolve, res, physical):
                       sorted(props["AttributeDefinitions"], key=lambda a: a["AttributeName"]))
         report.expect(logical, "BillingMode",
                       table.get("BillingModeSummary", {}).get("BillingMode"), props["BillingMode"])
-        sse = props.get("SSESpecification", {}).get("SSEEnabled", False)
+        sse = resolve(props.get("SSESpecification", {})).get("SSEEnabled", False)
         report.expect(logical, "SSEDescription.Status",
                       table.get("SSEDescription", {}).get("Status"), "ENABLED" if sse else None)
         ttl = props.get("TimeToLiveSpecification")
@@ -676,7 +680,7 @@ def check_bucket(clients, report, resolve, res, physical):
             [r["ApplyServerSideEncryptionByDefault"]["SSEAlgorithm"] for r in rules]
             if isinstance(rules, list) else rules,
             [r["ServerSideEncryptionByDefault"]["SSEAlgorithm"]
-             for r in props["BucketEncryption"]["ServerSideEncryptionConfiguration"]],
+             for r in resolve(props["BucketEncryption"])["ServerSideEncryptionConfiguration"]],
         )
         ownership = s3_read(clients.s3.get_bucket_ownership_controls, Bucket=bucket)
         report.expect(logical, "OwnershipControls",

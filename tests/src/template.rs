@@ -49,7 +49,210 @@ pub fn violations(template: &Value) -> Vec<String> {
     }
     check_mapping_keys(template, &mut found);
     check_queue_policies(template, &mut found);
+    check_kms_key(template, &mut found);
     found
+}
+
+/// `value` as a deploy with the parameters' defaults sees it: `!Ref Parameter` is its default,
+/// `!If` takes the branch its condition picks, `AWS::NoValue` drops the entry. Other
+/// intrinsics stay as they are.
+pub fn resolve_defaults(template: &Value, value: &Value) -> Value {
+    if let Some(name) = reference(value) {
+        if name == "AWS::NoValue" {
+            return Value::Null;
+        }
+        let default = &template["Parameters"][name]["Default"];
+        if !template["Parameters"][name].is_null() {
+            return default.clone();
+        }
+        return value.clone();
+    }
+    if let Some(args) = intrinsic(value, "If").and_then(Value::as_sequence) {
+        if let [condition, yes, no] = args.as_slice() {
+            let holds = condition_holds(template, condition.as_str().unwrap_or_default());
+            return resolve_defaults(template, if holds { yes } else { no });
+        }
+    }
+    match value {
+        Value::Mapping(entries) => Value::Mapping(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), resolve_defaults(template, v)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        ),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|v| resolve_defaults(template, v))
+                .filter(|v| !v.is_null())
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Whether condition `name` holds with the parameters' defaults (`Not`, `Equals`, `And`, `Or`,
+/// `Condition`).
+fn condition_holds(template: &Value, name: &str) -> bool {
+    evaluate(template, &template["Conditions"][name])
+}
+
+fn evaluate(template: &Value, expression: &Value) -> bool {
+    let args = |name| {
+        intrinsic(expression, name)
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default()
+    };
+    if intrinsic(expression, "Not").is_some() {
+        return !args("Not").first().is_some_and(|e| evaluate(template, e));
+    }
+    if intrinsic(expression, "And").is_some() {
+        return args("And").iter().all(|e| evaluate(template, e));
+    }
+    if intrinsic(expression, "Or").is_some() {
+        return args("Or").iter().any(|e| evaluate(template, e));
+    }
+    if let Some(name) = intrinsic(expression, "Condition").and_then(Value::as_str) {
+        return condition_holds(template, name);
+    }
+    if let [a, b] = args("Equals").as_slice() {
+        let text = |v: &Value| local_runner::template::scalar_text(&resolve_defaults(template, v));
+        return text(a) == text(b);
+    }
+    false
+}
+
+/// A customer-managed key is one parameter away: with `KmsKeyArn` set, every queue, table,
+/// bucket and log group is encrypted with it and every function's role may use it; without,
+/// the defaults stay (SQS-managed SSE, DynamoDB's default encryption, SSE-S3, no key on logs)
+/// and no role is granted any KMS action.
+fn check_kms_key(template: &Value, found: &mut Vec<String>) {
+    let key = template["Parameters"]["KmsKeyArn"]["Default"]
+        .as_str()
+        .unwrap_or_default()
+        .to_owned();
+    let using = !key.is_empty();
+    let is_key = |v: &Value| v.as_str() == Some(key.as_str());
+    let resources = template["Resources"]
+        .as_mapping()
+        .cloned()
+        .unwrap_or_default();
+    let mut function_roles = Vec::new();
+    for resource in resources.values() {
+        if resource["Type"].as_str() == Some("AWS::Serverless::Function") {
+            if let Some((role, _)) = get_att(&resource["Properties"]["Role"]) {
+                function_roles.push(role.to_owned());
+            }
+        }
+    }
+    for (name, resource) in &resources {
+        let name = name.as_str().unwrap_or("?");
+        let properties = resolve_defaults(template, &resource["Properties"]);
+        let (ok, expected) = match resource["Type"].as_str() {
+            Some("AWS::SQS::Queue") => {
+                if using {
+                    (
+                        is_key(&properties["KmsMasterKeyId"])
+                            && properties["SqsManagedSseEnabled"].as_bool() != Some(true),
+                        "KmsMasterKeyId: the key",
+                    )
+                } else {
+                    (
+                        properties["SqsManagedSseEnabled"].as_bool() == Some(true)
+                            && properties["KmsMasterKeyId"].is_null(),
+                        "SqsManagedSseEnabled: true",
+                    )
+                }
+            }
+            Some("AWS::DynamoDB::Table") => {
+                let sse = &properties["SSESpecification"];
+                let enabled = sse["SSEEnabled"].as_bool() == Some(true);
+                if using {
+                    (
+                        enabled
+                            && sse["SSEType"].as_str() == Some("KMS")
+                            && is_key(&sse["KMSMasterKeyId"]),
+                        "SSESpecification with SSEType: KMS and KMSMasterKeyId: the key",
+                    )
+                } else {
+                    (
+                        enabled && sse["KMSMasterKeyId"].is_null(),
+                        "SSESpecification.SSEEnabled: true",
+                    )
+                }
+            }
+            Some("AWS::S3::Bucket") => {
+                let rules =
+                    as_list(&properties["BucketEncryption"]["ServerSideEncryptionConfiguration"]);
+                let all = |f: &dyn Fn(&Value) -> bool| {
+                    !rules.is_empty()
+                        && rules.iter().all(|r| f(&r["ServerSideEncryptionByDefault"]))
+                };
+                if using {
+                    (
+                        all(&|d| {
+                            d["SSEAlgorithm"].as_str() == Some("aws:kms")
+                                && is_key(&d["KMSMasterKeyID"])
+                        }),
+                        "SSEAlgorithm: aws:kms with KMSMasterKeyID: the key",
+                    )
+                } else {
+                    (
+                        all(&|d| d["SSEAlgorithm"].as_str() == Some("AES256")),
+                        "SSEAlgorithm: AES256",
+                    )
+                }
+            }
+            Some("AWS::Logs::LogGroup") => {
+                if using {
+                    (is_key(&properties["KmsKeyId"]), "KmsKeyId: the key")
+                } else {
+                    (properties["KmsKeyId"].is_null(), "no KmsKeyId")
+                }
+            }
+            Some("AWS::IAM::Role") => {
+                let statements: Vec<&Value> = as_list(&properties["Policies"])
+                    .into_iter()
+                    .flat_map(|p| as_list(&p["PolicyDocument"]["Statement"]))
+                    .collect();
+                let grants = |action: &str| {
+                    statements.iter().any(|s| {
+                        as_list(&s["Action"])
+                            .iter()
+                            .any(|a| a.as_str() == Some(action))
+                            && as_list(&s["Resource"]).iter().any(|r| is_key(r))
+                    })
+                };
+                let any_kms = statements.iter().any(|s| {
+                    as_list(&s["Action"])
+                        .iter()
+                        .any(|a| a.as_str().is_some_and(|a| a.starts_with("kms:")))
+                });
+                if !function_roles.iter().any(|r| r == name) {
+                    continue;
+                }
+                if using {
+                    (
+                        grants("kms:Decrypt") && grants("kms:GenerateDataKey"),
+                        "kms:Decrypt and kms:GenerateDataKey on the key",
+                    )
+                } else {
+                    (!any_kms, "no KMS action")
+                }
+            }
+            _ => continue,
+        };
+        if !ok {
+            let with = if using {
+                format!("with KmsKeyArn {key}")
+            } else {
+                "without KmsKeyArn".to_owned()
+            };
+            found.push(format!("{name}: {with} it needs {expected}"));
+        }
+    }
 }
 
 /// What an access log line must carry: the API's request id, the integration's (the function

@@ -3,6 +3,7 @@
 
 use harness::profiles::{load_manifest, panic_violations};
 use harness::template::{load, transform, transformed_violations, violations};
+use local_runner::template::intrinsic;
 use serde_yaml_ng::Value;
 
 fn mutated(change: impl FnOnce(&mut Value)) -> Vec<String> {
@@ -479,5 +480,83 @@ fn route_settings_for_a_route_the_api_does_not_have_are_caught() {
     assert_caught(
         &found,
         "HttpApi: RouteSettings names POST /imports, which is no route of the API",
+    );
+}
+
+// ------------------------------------------------ a customer-managed key
+
+const KEY: &str = "arn:aws:kms:us-east-1:123456789012:key/1234abcd-12ab-34cd-56ef-1234567890ab";
+
+fn with_key(change: impl FnOnce(&mut Value)) -> Vec<String> {
+    mutated(|t| {
+        t["Parameters"]["KmsKeyArn"]["Default"] = Value::from(KEY);
+        change(t);
+    })
+}
+
+#[test]
+fn with_a_kms_key_every_queue_table_bucket_and_log_group_uses_it() {
+    assert_eq!(with_key(|_| {}), Vec::<String>::new());
+    // What the check reads: each kind of resource, resolved with the key set.
+    let mut template = load();
+    template["Parameters"]["KmsKeyArn"]["Default"] = Value::from(KEY);
+    let resolve = |resource: &str, path: &[&str]| {
+        let mut value = harness::template::resolve_defaults(
+            &template,
+            &template["Resources"][resource]["Properties"],
+        );
+        for key in path {
+            value = value[*key].clone();
+        }
+        value
+    };
+    assert_eq!(resolve("JobQueue", &["KmsMasterKeyId"]), KEY);
+    assert_eq!(
+        resolve("ItemsTable", &["SSESpecification", "KMSMasterKeyId"]),
+        KEY
+    );
+    assert_eq!(resolve("ProcessorLogs", &["KmsKeyId"]), KEY);
+}
+
+#[test]
+fn a_resource_left_out_of_the_kms_key_is_caught() {
+    let found = with_key(|t| {
+        t["Resources"]["ApiAccessLogs"]["Properties"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("KmsKeyId");
+        t["Resources"]["DeadLetterQueue"]["Properties"]["KmsMasterKeyId"] = yaml("alias/aws/sqs");
+        t["Resources"]["IdempotencyTable"]["Properties"]["SSESpecification"] =
+            yaml("{SSEEnabled: true}");
+        t["Resources"]["UploadBucket"]["Properties"]["BucketEncryption"]["ServerSideEncryptionConfiguration"]
+            [0]["ServerSideEncryptionByDefault"] = yaml("{SSEAlgorithm: AES256}");
+        t["Resources"]["ProducerRole"]["Properties"]["Policies"][0]["PolicyDocument"]["Statement"]
+            .as_sequence_mut()
+            .unwrap()
+            .retain(|s| intrinsic(s, "If").is_none());
+    });
+    for resource in [
+        "ApiAccessLogs",
+        "DeadLetterQueue",
+        "IdempotencyTable",
+        "UploadBucket",
+        "ProducerRole",
+    ] {
+        assert_caught(
+            &found,
+            &format!("{resource}: with KmsKeyArn {KEY} it needs"),
+        );
+    }
+}
+
+#[test]
+fn without_a_kms_key_the_defaults_stay() {
+    let found = mutated(|t| {
+        t["Resources"]["ItemsTable"]["Properties"]["SSESpecification"] =
+            yaml("{SSEEnabled: true, SSEType: KMS, KMSMasterKeyId: alias/mine}");
+    });
+    assert_caught(
+        &found,
+        "ItemsTable: without KmsKeyArn it needs SSESpecification.SSEEnabled: true",
     );
 }
