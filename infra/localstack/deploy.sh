@@ -7,7 +7,8 @@
 #                     make localstack-down stops it)
 #   deploy.sh check   the CI step: deploy the existing .aws-sam build, read every resource back
 #                     and check it against the template (readback.py), update a parameter and
-#                     check again, delete, check that nothing is left; prints the timings
+#                     check again, delete, check that only the retained tables are left, delete
+#                     them, check that nothing is left; prints the timings
 #
 # Without Docker (host mode) functions are created but cannot run (LocalStack's Lambda needs
 # Docker); DynamoDB is forwarded to the emulator. With Docker the compose LocalStack runs
@@ -67,10 +68,12 @@ require_build() {
 sam_deploy() {
     local stack="$1"
     shift
-    # No prompts (samconfig's local environment); generous bound for a busy machine.
+    # No prompts (samconfig's local environment); generous bound for a busy machine. The
+    # imports and items tables are retained by sam delete (DeletionPolicy: Retain): locally
+    # without deletion protection, and deleted after the stack (delete_retained below).
     timeout 1200 "$tools" sam deploy --config-file "$root/samconfig.toml" --config-env local \
         --stack-name "$stack" --template-file "$build/template.yaml" --no-progressbar \
-        --parameter-overrides "$@"
+        --parameter-overrides DeletionProtection=false "$@"
 }
 
 sam_delete() {
@@ -117,7 +120,12 @@ down() {
     use_localstack
     step "sam delete --config-env local (stack $stack)"
     started="$(now)"
+    local record=target/deploy-local/down.json
+    "$tools" python infra/localstack/readback.py record --stack "$stack" --record "$record"
     sam_delete "$stack"
+    # The tables sam delete retains (DeletionPolicy: Retain) would stay in LocalStack.
+    "$tools" python infra/localstack/readback.py gone --stack "$stack" --record "$record" \
+        --delete-retained
     log "deleted in $(since "$started") s (LocalStack keeps running: make localstack-down)"
 }
 
@@ -166,7 +174,8 @@ check() {
     sam_delete "$stack"
     t_delete="$(since "$started")"
     step "nothing left behind"
-    "${readback[@]}" gone --stack "$stack" --record "$out/updated.json" "${emulator_args[@]}"
+    "${readback[@]}" gone --stack "$stack" --record "$out/updated.json" --delete-retained \
+        "${emulator_args[@]}"
 
     printf '\ntimings: deploy %s s, update %s s, delete %s s, whole check %s s\n' \
         "$t_deploy" "$t_update" "$t_delete" "$(since "$t_total")"

@@ -2,7 +2,8 @@
 
     readback.py check --stack NAME --record FILE [--parameter KEY=VALUE ...] [--same-as FILE]
                       [--emulator URL]
-    readback.py gone  --stack NAME --record FILE [--emulator URL]
+    readback.py gone  --stack NAME --record FILE [--emulator URL] [--delete-retained]
+    readback.py record --stack NAME --record FILE
 
 `check` resolves the template's settings with the deployed parameter values (defaults unless
 given), reads every resource of the stack back (SQS, Lambda, DynamoDB, S3, CloudWatch, Logs,
@@ -11,7 +12,9 @@ the stack's physical resources to FILE; `--same-as` checks that an update kept t
 in place, not replaced); `--emulator` that the tables are on the DynamoDB emulator behind
 LocalStack (host mode). `gone` checks that none of the recorded resources exists any more,
 and with `--emulator` that no table of the stack is left on the DynamoDB emulator behind
-LocalStack.
+LocalStack. Resources with `DeletionPolicy: Retain` (the imports and items tables) must still
+exist after the delete; `--delete-retained` then deletes them. `record` writes a stack's
+physical resources to FILE, for `gone` after a `sam delete` that `check` did not precede.
 
 Every check prints one line: `ok`, `FAIL`, or `n/a` for a setting LocalStack does not keep
 (see KNOWN_GAPS), with what it read. Exit status 1 when any check fails.
@@ -786,9 +789,29 @@ def gone(args):
         "AWS::SQS::QueuePolicy": "its queues",
         "AWS::Lambda::Permission": "its function",
     }
+    # Resources the template retains (DeletionPolicy: Retain) must still exist after the
+    # delete; with --delete-retained they are deleted here, so nothing is left behind.
+    resources = load_template()["Resources"]
+    retained = {
+        logical for logical in record["types"]
+        if resources.get(logical, {}).get("DeletionPolicy") == "Retain"
+    }
     left = []
     for logical, kind in sorted(record["types"].items()):
         pid = record["physical"][logical]
+        if logical in retained and kind == "AWS::DynamoDB::Table":
+            report.holds(logical, f"{kind} {pid} retained by DeletionPolicy: Retain",
+                         not probes[kind](pid))
+            if args.delete_retained:
+                table = clients.ddb.describe_table(TableName=pid)["Table"]
+                if table.get("DeletionProtectionEnabled"):
+                    clients.ddb.update_table(TableName=pid, DeletionProtectionEnabled=False)
+                clients.ddb.delete_table(TableName=pid)
+                wait_for(f"{pid} deleted", lambda: probes[kind](pid))
+                report.line("ok", logical, f"{kind} {pid} deleted after the stack (retained)")
+            else:
+                left.append(logical)
+            continue
         if kind in probes:
             is_gone = probes[kind](pid)
             report.holds(logical, f"{kind} {pid} deleted", is_gone)
@@ -824,8 +847,30 @@ def main():
     g.add_argument("--stack", required=True)
     g.add_argument("--record", required=True)
     g.add_argument("--emulator")
+    g.add_argument("--delete-retained", action="store_true",
+                   help="delete the retained tables after checking they were retained")
+    r = sub.add_parser("record")
+    r.add_argument("--stack", required=True)
+    r.add_argument("--record", required=True)
     args = parser.parse_args()
-    return check(args) if args.command == "check" else gone(args)
+    return {"check": check, "gone": gone, "record": record}[args.command](args)
+
+
+def record(args):
+    """Writes the stack's physical resources to FILE (for `gone` after a delete)."""
+    try:
+        resources = stack_resources(Clients(), args.stack)
+    except botocore.exceptions.ClientError as e:
+        if "does not exist" not in str(e):
+            raise
+        resources = []
+    Path(args.record).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.record).write_text(json.dumps({
+        "stack": args.stack,
+        "physical": {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources},
+        "types": {r["LogicalResourceId"]: r["ResourceType"] for r in resources},
+    }, indent=2))
+    return 0
 
 
 if __name__ == "__main__":

@@ -41,6 +41,8 @@ pub fn violations(template: &Value) -> Vec<String> {
                 check_function(template, name, resource, &mut found)
             }
             Some("AWS::IAM::Role") => check_role(name, resource, &mut found),
+            Some("AWS::S3::Bucket") => check_bucket(template, name, resource, &mut found),
+            Some("AWS::DynamoDB::Table") => check_table(template, name, resource, &mut found),
             Some("AWS::Serverless::HttpApi") => {
                 check_http_api(template, name, resource, &mut found)
             }
@@ -326,6 +328,80 @@ fn check_http_api(template: &Value, name: &str, api: &Value, found: &mut Vec<Str
         if !present {
             found.push(format!("{name}: the access log must record {field}"));
         }
+    }
+}
+
+/// A bucket: a lifecycle rule aborts incomplete multipart uploads within a week, and its policy
+/// denies requests without TLS and with TLS below 1.2.
+fn check_bucket(template: &Value, name: &str, resource: &Value, found: &mut Vec<String>) {
+    let bucket = resolve_defaults(template, resource);
+    let aborts = as_list(&bucket["Properties"]["LifecycleConfiguration"]["Rules"])
+        .iter()
+        .any(|rule| {
+            rule["Status"].as_str() == Some("Enabled")
+                && number(&rule["AbortIncompleteMultipartUpload"]["DaysAfterInitiation"])
+                    .is_some_and(|days| days <= 7.0)
+        });
+    if !aborts {
+        found.push(format!(
+            "{name}: needs a lifecycle rule aborting incomplete multipart uploads within 7 days"
+        ));
+    }
+    let statements: Vec<Value> = template["Resources"]
+        .as_mapping()
+        .into_iter()
+        .flat_map(|m| m.values())
+        .filter(|r| {
+            r["Type"].as_str() == Some("AWS::S3::BucketPolicy")
+                && reference(&r["Properties"]["Bucket"]) == Some(name)
+        })
+        .flat_map(|r| as_list(&r["Properties"]["PolicyDocument"]["Statement"]))
+        .cloned()
+        .collect();
+    let denies_all = |s: &Value| {
+        s["Effect"].as_str() == Some("Deny")
+            && s["Principal"].as_str() == Some("*")
+            && as_list(&s["Action"])
+                .iter()
+                .any(|a| matches!(a.as_str(), Some("s3:*" | "*")))
+    };
+    let plain = statements.iter().any(|s| {
+        let insecure = &s["Condition"]["Bool"]["aws:SecureTransport"];
+        denies_all(s) && (*insecure == Value::Bool(false) || insecure.as_str() == Some("false"))
+    });
+    if !plain {
+        found.push(format!(
+            "{name}: its bucket policy must deny s3:* when aws:SecureTransport is false"
+        ));
+    }
+    let old_tls = statements.iter().any(|s| {
+        denies_all(s) && number(&s["Condition"]["NumericLessThan"]["s3:TlsVersion"]) == Some(1.2)
+    });
+    if !old_tls {
+        found.push(format!(
+            "{name}: its bucket policy must deny s3:* when s3:TlsVersion is below 1.2"
+        ));
+    }
+}
+
+/// A table of records (one without a TTL: not a cache of claims that expire) outlives the
+/// stack: `DeletionPolicy` and `UpdateReplacePolicy` `Retain`, and deletion protection on by
+/// default.
+fn check_table(template: &Value, name: &str, table: &Value, found: &mut Vec<String>) {
+    if !table["Properties"]["TimeToLiveSpecification"].is_null() {
+        return;
+    }
+    for policy in ["DeletionPolicy", "UpdateReplacePolicy"] {
+        if table[policy].as_str() != Some("Retain") {
+            found.push(format!("{name}: a table of records needs {policy}: Retain"));
+        }
+    }
+    let protection = resolve_defaults(template, &table["Properties"]["DeletionProtectionEnabled"]);
+    let on = protection.as_bool() == Some(true) || protection.as_str() == Some("true");
+    if !on {
+        found.push(format!(
+            "{name}: a table of records needs DeletionProtectionEnabled (true by default)"
+        ));
     }
 }
 

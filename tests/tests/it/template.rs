@@ -560,3 +560,54 @@ fn without_a_kms_key_the_defaults_stay() {
         "ItemsTable: without KmsKeyArn it needs SSESpecification.SSEEnabled: true",
     );
 }
+
+// ------------------------------------------------ bucket and tables
+
+#[test]
+fn a_bucket_accepting_old_tls_or_keeping_incomplete_uploads_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["UploadBucketPolicy"]["Properties"]["PolicyDocument"]["Statement"]
+            .as_sequence_mut()
+            .unwrap()
+            .retain(|s| s["Sid"] != "DenyTlsBelow12");
+        t["Resources"]["UploadBucket"]["Properties"]["LifecycleConfiguration"]["Rules"]
+            .as_sequence_mut()
+            .unwrap()
+            .retain(|r| r["Id"] != "AbortIncompleteUploads");
+    });
+    assert_caught(
+        &found,
+        "UploadBucket: its bucket policy must deny s3:* when s3:TlsVersion is below 1.2",
+    );
+    assert_caught(
+        &found,
+        "UploadBucket: needs a lifecycle rule aborting incomplete multipart uploads",
+    );
+}
+
+#[test]
+fn a_table_of_records_the_stack_may_drop_is_caught() {
+    let found = mutated(|t| {
+        let table = t["Resources"]["ItemsTable"].as_mapping_mut().unwrap();
+        table.remove("DeletionPolicy");
+        table.remove("UpdateReplacePolicy");
+    });
+    assert_caught(
+        &found,
+        "ItemsTable: a table of records needs DeletionPolicy: Retain",
+    );
+    assert_caught(
+        &found,
+        "ItemsTable: a table of records needs UpdateReplacePolicy: Retain",
+    );
+    let found = mutated(|t| t["Parameters"]["DeletionProtection"]["Default"] = yaml("'false'"));
+    assert_caught(
+        &found,
+        "ImportsTable: a table of records needs DeletionProtectionEnabled",
+    );
+    // The idempotency table's claims expire: it may go with the stack.
+    assert!(
+        !found.iter().any(|v| v.contains("IdempotencyTable")),
+        "{found:?}"
+    );
+}
