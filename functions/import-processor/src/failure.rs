@@ -18,9 +18,10 @@ pub enum ImportFailure {
     ObjectMissing,
     /// The object is larger than `MAX_OBJECT_BYTES`.
     ObjectTooLarge,
-    /// The object was replaced while the import was running.
+    /// The object was replaced after the import started reading it.
     ObjectChanged,
-    /// The file is not a valid import (bad header, no valid rows, a line too long).
+    /// The file is not a valid import (bad header, no valid rows, a record over the size or field
+    /// limit).
     InvalidFile,
     /// The items table refused the rows as invalid.
     RowsRejectedByTable,

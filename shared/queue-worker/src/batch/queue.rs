@@ -358,7 +358,7 @@ mod tests {
         message.receipt_handle = Some(receipt_handle.to_owned());
         message
             .attributes
-            .insert("MessageGroupId".to_owned(), "import-7".to_owned());
+            .insert("MessageGroupId".to_owned(), "group-7".to_owned());
         message
     }
 
@@ -366,7 +366,7 @@ mod tests {
     fn two_deliveries_of_one_message_park_with_one_deduplication_id_in_a_fifo_dlq() {
         let dlq = "https://sqs.us-east-1.amazonaws.com/123456789012/jobs-dlq.fifo";
         let (first, second) = (delivery("receipt-1"), delivery("receipt-2"));
-        assert_eq!(fifo_ids(dlq, &first), Some(("import-7", "msg-1")));
+        assert_eq!(fifo_ids(dlq, &first), Some(("group-7", "msg-1")));
         assert_eq!(
             fifo_ids(dlq, &first),
             fifo_ids(dlq, &second),
