@@ -353,12 +353,21 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                     }
                     RecordError::Permanent { code, reason, .. } => {
                         tracing::warn!(error = %error_chain(&error), code, "permanent failure; parking");
-                        match self.queue.park(message, ParkReason { code, reason }).await {
-                            Ok(()) => RecordStatus::Parked,
-                            Err(e) => {
+                        let park = self.queue.park(message, ParkReason { code, reason });
+                        match tokio::time::timeout_at(invocation.report_instant(), park).await {
+                            Ok(Ok(())) => RecordStatus::Parked,
+                            Ok(Err(e)) => {
                                 tracing::error!(
                                     error = %error_chain(e.as_ref()),
                                     "parking failed; the record will be retried"
+                                );
+                                RecordStatus::ParkFailed
+                            }
+                            // Reported failed, the record comes back and is parked then (a
+                            // park that did land leaves a second copy: see the README).
+                            Err(_) => {
+                                tracing::error!(
+                                    "parking did not finish before the invocation's end; the record will be retried"
                                 );
                                 RecordStatus::ParkFailed
                             }

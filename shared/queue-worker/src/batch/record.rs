@@ -107,7 +107,8 @@ pub type RecordResult = Result<Ack, RecordError>;
 /// |---|---|---|
 /// | `stop_at` | [`drain_instant`](Self::drain_instant) (3/8 of the margin later) | requests sent before `stop_at` are awaited and counted, none is started |
 /// | the drain | [`finish_instant`](Self::finish_instant) (3/4 of the margin after `stop_at`) | the commit, the continuation, completing or releasing the claim |
-/// | the finish | the deadline | the batch processor reports, delays and parks records |
+/// | the finish | [`report_instant`](Self::report_instant) (halfway to the deadline) | the batch processor parks records |
+/// | the report | the deadline | the batch response goes back to Lambda |
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Invocation {
     /// When Lambda ends the invocation (`Context::deadline()`): bound leases by it.
@@ -147,6 +148,20 @@ impl Invocation {
     pub fn drain_instant(&self) -> tokio::time::Instant {
         let stop = self.stop_instant();
         stop + (self.finish_instant().saturating_duration_since(stop)) / 2
+    }
+
+    /// Until when the batch processor waits on a request of its own (parking a record in the
+    /// dead-letter queue), on the async runtime's clock: halfway from the
+    /// [finishing time](Self::finish_instant) to the deadline, so the response still goes back
+    /// before Lambda ends the invocation.
+    pub fn report_instant(&self) -> tokio::time::Instant {
+        let finish = self.finish_instant();
+        let deadline = tokio::time::Instant::now()
+            + self
+                .deadline
+                .duration_since(SystemTime::now())
+                .unwrap_or_default();
+        finish + deadline.saturating_duration_since(finish) / 2
     }
 
     /// When the steps that record a record's outcome (a commit, a continuation, completing or
@@ -282,7 +297,8 @@ mod tests {
             Duration::from_millis(3200),
         );
         let after = |instant: tokio::time::Instant| (instant - start).as_millis();
-        // 6.8 s of work; the 3.2 s margin: 1.2 s of drain, 1.2 s to finish, 0.8 s to report.
+        // 6.8 s of work; the 3.2 s margin: 1.2 s of drain, 1.2 s to finish, 0.4 s to park and
+        // 0.4 s to report.
         let (stop, drain, finish) = (
             after(invocation.stop_instant()),
             after(invocation.drain_instant()),
@@ -291,5 +307,7 @@ mod tests {
         assert!((6_790..=6_800).contains(&stop), "{stop}");
         assert!((7_990..=8_000).contains(&drain), "{drain}");
         assert!((9_190..=9_200).contains(&finish), "{finish}");
+        let report = after(invocation.report_instant());
+        assert!((9_590..=9_600).contains(&report), "{report}");
     }
 }

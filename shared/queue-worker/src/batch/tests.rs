@@ -73,6 +73,8 @@ struct FakeQueue {
     delayed: Mutex<Vec<(String, Duration)>>,
     parked: Mutex<Vec<(String, String, String)>>,
     park_fails: bool,
+    /// Parking never answers (a dead-letter queue that hangs).
+    park_hangs: bool,
     /// Parking panics (a bug in the queue adapter, outside the record handler).
     park_panics: bool,
     /// Changing a message's visibility panics.
@@ -99,6 +101,9 @@ impl QueueActions for FakeQueue {
         }
         if self.park_fails {
             return Err("dead-letter queue unavailable".into());
+        }
+        if self.park_hangs {
+            std::future::pending::<()>().await;
         }
         let id = message.message_id.clone().unwrap_or_default();
         self.parked
@@ -629,4 +634,24 @@ proptest! {
             }
         }
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_dead_letter_queue_that_hangs_is_given_up_before_the_deadline_and_the_record_retried() {
+    let processor = BatchProcessor::new(
+        Scripted::default(),
+        FakeQueue {
+            park_hangs: true,
+            ..FakeQueue::default()
+        },
+        settings(2),
+    );
+    let deadline = SystemTime::now() + Duration::from_secs(5);
+    let mut event = sleeping_batch(2, 0);
+    event.records[1].body = Some("permanent".into());
+    let outcome = tokio::time::timeout(Duration::from_secs(5), processor.process(&event, deadline))
+        .await
+        .expect("the response goes back before the deadline");
+    assert_eq!(failed_ids(&outcome), ["msg-1"]);
+    assert_eq!(outcome.summary.count(RecordStatus::ParkFailed), 1);
 }
