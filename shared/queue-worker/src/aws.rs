@@ -175,9 +175,7 @@ pub const OVERRIDE_VARIABLES: &[&str] = &[
 pub fn overrides(env: &Env) -> Vec<(&'static str, String)> {
     OVERRIDE_VARIABLES
         .iter()
-        .filter_map(|name| {
-            env.get(name).map(|value| (*name, value.to_owned()))
-        })
+        .filter_map(|name| env.get(name).map(|value| (*name, value.to_owned())))
         .collect()
 }
 
