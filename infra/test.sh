@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # `make test`: every test tier, in order, failing fast.
-#   1. Cargo.lock up to date; `make check`: formatting, lints, unit tests (no AWS endpoint), the
+#   1. Cargo.lock up to date; dependency licenses and sources (cargo-deny); `make check`: formatting, lints, unit tests (no AWS endpoint), the
 #      library built and tested without the rest of the workspace
 #   2. the bench targets build
 #   3. the no-Docker emulator, started here unless already running, and stopped on exit
@@ -20,6 +20,9 @@ step() { printf '\n==> %s\n' "$*"; }
 
 step "Cargo.lock matches Cargo.toml (as --locked would check)"
 cargo metadata --locked --format-version 1 >/dev/null
+
+step "dependencies: licenses, bans and sources (deny.toml)"
+infra/tools/deny.sh
 
 step "make check: format, clippy, unit tests, the library alone"
 make --no-print-directory check
