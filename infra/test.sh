@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # `make test`: every test tier, in order, failing fast.
-#   1. Cargo.lock up to date; dependency licenses and sources (cargo-deny); `make check`: formatting, lints, unit tests (no AWS endpoint), the
-#      library built and tested without the rest of the workspace
+#   1. Cargo.lock up to date; dependency licenses and sources (cargo-deny); `make check`:
+#      formatting, lints, unit tests (no AWS endpoint), the library built and tested without
+#      the rest of the workspace
 #   2. the bench targets build
 #   3. the no-Docker emulator, started here unless already running, and stopped on exit
 #      (also when a test fails) only if this script started it
