@@ -83,9 +83,7 @@ async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
     Caller(caller): Caller,
     request: Request,
 ) -> Result<Response, Problem> {
-    let (parts, body) = request.into_parts();
-    require_json(&parts.headers)?;
-    let body = read_body(body, api.max_body_bytes).await?;
+    let (parts, body) = json_body(request, api.max_body_bytes).await?;
     let new = NewImport::parse(&body, &api.upload_prefix)?;
     let key = idempotency_key(&parts.headers)?;
     let own_folder = format!("{}{}", api.upload_prefix, caller.upload_folder());
@@ -122,9 +120,7 @@ async fn create_upload<S: ImportStore, Q: JobQueue<ImportJob>>(
     Caller(caller): Caller,
     request: Request,
 ) -> Result<Response, Problem> {
-    let (parts, body) = request.into_parts();
-    require_json(&parts.headers)?;
-    let body = read_body(body, api.max_body_bytes).await?;
+    let (_, body) = json_body(request, api.max_body_bytes).await?;
     let new = NewUpload::parse(&body)?;
     let name = format!(
         "{}{}/{}.{}",
@@ -327,6 +323,17 @@ fn view(record: &ImportRecord) -> serde_json::Value {
         view["error"] = json!(error);
     }
     view
+}
+
+/// The request's parts and its body, which must be JSON of at most `limit` bytes.
+async fn json_body(
+    request: Request,
+    limit: usize,
+) -> Result<(axum::http::request::Parts, axum::body::Bytes), Problem> {
+    let (parts, body) = request.into_parts();
+    require_json(&parts.headers)?;
+    let body = read_body(body, limit).await?;
+    Ok((parts, body))
 }
 
 fn require_json(headers: &HeaderMap) -> Result<(), Problem> {
