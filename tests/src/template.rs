@@ -267,7 +267,7 @@ pub const ACCESS_LOG_FIELDS: [&str; 3] = [
 ];
 
 /// Routes that write (queue work) and must be throttled tighter than the stage's default.
-pub const TIGHTER_ROUTES: [&str; 1] = ["POST /imports"];
+pub const TIGHTER_ROUTES: [&str; 2] = ["POST /uploads", "POST /imports"];
 
 fn check_http_api(template: &Value, name: &str, api: &Value, found: &mut Vec<String>) {
     let properties = &api["Properties"];
