@@ -207,7 +207,7 @@ where
         // the same from the write that starts it (`begin`), whatever the receive count says.
         if job.chunk() > 0 {
             let read = self.imports.progress(job.import_id);
-            let stored = timeout_at(run.invocation.stop_instant(), read)
+            let progress = timeout_at(run.invocation.stop_instant(), read)
                 .await
                 .map_err(|_| {
                     RecordError::retryable(
@@ -216,14 +216,24 @@ where
                 })?
                 .map_err(|e| {
                     RecordError::retryable("could not read the import's progress").with_source(e)
-                })?
-                .unwrap_or(Transition::UnknownImport);
-            let committed = match &stored {
-                Transition::Superseded { chunks, .. } => *chunks > job.chunk(),
-                _ => true,
+                })?;
+            let Some(progress) = progress else {
+                return self.settle(job, None, Ok(Transition::UnknownImport));
             };
-            if committed {
-                return self.settle(job, None, Ok(stored.clone()));
+            // Before the first effect, as chunk 0's start does: the job must be this import's,
+            // and start where its record says the next chunk starts.
+            if progress.object_key != key || progress.format != job.format {
+                return Err(not_the_imports_job(job));
+            }
+            match &progress.state {
+                Transition::Superseded {
+                    chunks, checkpoint, ..
+                } if *chunks == job.chunk() => {
+                    if checkpoint.as_deref() != job.resume.as_ref() {
+                        return Err(not_the_imports_job(job));
+                    }
+                }
+                _ => return self.settle(job, None, Ok(progress.state)),
             }
         }
         let outcome = match self.run_chunk(job, &key, run.invocation).await {
@@ -257,12 +267,7 @@ where
             }
             // A job whose object or format is not its import's: a forged or stale job. The
             // import is not touched.
-            ChunkOutcome::NotStarted(_) => {
-                return Err(ImportFailure::JobMismatch.error(format!(
-                    "the job names another object or format than import {}",
-                    job.import_id
-                )));
-            }
+            ChunkOutcome::NotStarted(_) => return Err(not_the_imports_job(job)),
         };
         let recorded =
             self.imports
@@ -345,6 +350,16 @@ impl<O, W, R> ImportWorker<O, W, R> {
             }
         }
     }
+}
+
+/// A job that names another object, format or starting point than its import record: forged,
+/// or stale. Parked; the import is not touched.
+fn not_the_imports_job(job: &ImportJob) -> RecordError {
+    ImportFailure::JobMismatch.error(format!(
+        "chunk {} names another object, format or starting point than import {}",
+        job.chunk(),
+        job.import_id
+    ))
 }
 
 #[cfg(test)]

@@ -53,8 +53,8 @@ use import_processor::{
     ReadFrom, Row, S3ObjectSource, SourceError, WriteError,
 };
 use imports::{
-    ChunkEnd, DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportResults, ObjectKey, Start,
-    StoreError, Transition,
+    ChunkEnd, DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportResults, ObjectKey,
+    Progress, Start, StoreError, Transition,
 };
 use queue_worker::BoxError;
 use queue_worker::batch::{
@@ -402,7 +402,7 @@ impl<R: ImportResults> ImportResults for ChaosResults<R> {
             .await
     }
 
-    async fn progress(&self, import_id: ImportId) -> Result<Option<Transition>, StoreError> {
+    async fn progress(&self, import_id: ImportId) -> Result<Option<Progress>, StoreError> {
         if self.chaos.fault("imports.progress") {
             return Err(StoreError::Unavailable(injected("imports table")));
         }

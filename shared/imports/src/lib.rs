@@ -15,7 +15,7 @@ mod types;
 pub use job::{Checkpoint, ImportJob, JOB_SCHEMA_VERSION};
 pub use record::{
     ChunkEnd, CreateOutcome, DynamoDbImports, ImportRecord, ImportResults, ImportStatus,
-    ImportStore, Start, StoreError, Transition, import_attributes,
+    ImportStore, Progress, Start, StoreError, Transition, import_attributes,
 };
 pub use types::{
     ImportFormat, ImportId, InvalidImportId, InvalidObjectKey, InvalidPrincipal, ObjectKey,

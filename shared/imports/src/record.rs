@@ -217,6 +217,18 @@ pub enum Start {
     },
 }
 
+/// An import's progress, as a continuation reads it before its first effect.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Progress {
+    /// The object the import reads: a job naming another is not this import's.
+    pub object_key: ObjectKey,
+    /// Its format.
+    pub format: ImportFormat,
+    /// [`Transition::AlreadyCompleted`] once completed, else [`Transition::Superseded`] with the
+    /// status, chunks done and the checkpoint the next chunk must start from.
+    pub state: Transition,
+}
+
 /// How a chunk of an import ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ChunkEnd<'a> {
@@ -263,13 +275,12 @@ pub trait ImportResults: Send + Sync {
         at: SystemTime,
     ) -> impl Future<Output = Result<Transition, StoreError>> + Send;
 
-    /// What the record says of the import's progress, read consistently: [`Transition::
-    /// AlreadyCompleted`] once completed, else [`Transition::Superseded`] with the status,
-    /// chunks done and checkpoint; `None` if no import has this id.
+    /// What the record says of the import's progress, read consistently (see [`Progress`]);
+    /// `None` if no import has this id.
     fn progress(
         &self,
         import_id: ImportId,
-    ) -> impl Future<Output = Result<Option<Transition>, StoreError>> + Send;
+    ) -> impl Future<Output = Result<Option<Progress>, StoreError>> + Send;
 
     /// Marks the import `FAILED` with `reason`, unless it completed already.
     fn mark_failed(
@@ -732,8 +743,12 @@ impl ImportResults for DynamoDbImports {
             .await
     }
 
-    async fn progress(&self, import_id: ImportId) -> Result<Option<Transition>, StoreError> {
-        Ok(self.get(import_id).await?.map(stored_transition))
+    async fn progress(&self, import_id: ImportId) -> Result<Option<Progress>, StoreError> {
+        Ok(self.get(import_id).await?.map(|record| Progress {
+            object_key: record.object_key.clone(),
+            format: record.format,
+            state: stored_transition(record),
+        }))
     }
 
     async fn mark_failed(

@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::time::Duration;
 
-use imports::{ImportFormat, ImportStatus};
+use imports::{ImportFormat, ImportStatus, Progress};
 use queue_worker::Env;
 use queue_worker::batch::{Ack, BatchSettings, Invocation};
 use queue_worker::protection::DependencySettings;
@@ -251,8 +251,12 @@ impl ImportResults for Records {
         Ok(Transition::Applied)
     }
 
-    async fn progress(&self, id: ImportId) -> Result<Option<Transition>, StoreError> {
-        Ok(self.0.lock().unwrap().get(&id).map(Self::stored))
+    async fn progress(&self, id: ImportId) -> Result<Option<Progress>, StoreError> {
+        Ok(self.0.lock().unwrap().get(&id).map(|record| Progress {
+            object_key: ObjectKey::from_stored(record.object_key.clone()),
+            format: record.format,
+            state: Self::stored(record),
+        }))
     }
 
     async fn mark_failed(
@@ -1092,4 +1096,37 @@ async fn a_file_that_fails_is_told_by_line_and_rule_in_a_bounded_reason_without_
             "{reason:?}"
         );
     }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_continuation_that_is_not_where_its_import_stands_is_parked_before_writing() {
+    let worker = slow_worker(1);
+    let job = submit(&worker, "a.csv", Some(&csv(200, &[])));
+    let first = run_within(&worker, &job, 1, 5).await.unwrap();
+    let next = first.next().cloned().expect("a continuation");
+    let requests = worker.writer.requests.load(Ordering::SeqCst);
+
+    // The right import and object, but another starting point (a forged or stale job).
+    let mut skipping = next.clone();
+    skipping.resume.as_mut().unwrap().offset += 10;
+    // The right starting point, but another object.
+    let other = ObjectKey::parse("uploads/other.csv", "uploads/").unwrap();
+    worker.source.put(other.as_str(), &csv(200, &[]), "\"v1\"");
+    let mut elsewhere = next.clone();
+    elsewhere.object_key = other.as_str().to_owned();
+    for forged in [skipping, elsewhere] {
+        let result = run_within(&worker, &forged, 1, 60).await;
+        assert_eq!(class(&result), Some(ImportFailure::JobMismatch.as_str()));
+    }
+    assert_eq!(worker.writer.requests.load(Ordering::SeqCst), requests);
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Processing
+    );
+    // The true continuation still finishes the import.
+    assert!(run_to_the_end(&worker, &next).await >= 1);
+    assert_eq!(
+        worker.imports.get(job.import_id).status,
+        ImportStatus::Completed
+    );
 }
