@@ -132,7 +132,7 @@ pub struct Chaos {
     /// Panics injected.
     panics: AtomicU64,
     /// Samples of each live environment's items-table concurrency limit: (sum, count).
-    limits: Mutex<(f64, u64)>,
+    limits: Mutex<(u64, u64)>,
     /// The capacity-limited downstream.
     pub downstream: Downstream,
 }
@@ -978,7 +978,7 @@ fn watch_environment(processor: Weak<ChaosProcessor>, chaos: Arc<Chaos>) {
             };
             let items_table = processor.handler().worker().items_table();
             let open = items_table.is_circuit_open();
-            let limit = items_table.concurrency_limit().limit();
+            let limit = items_table.concurrency_limit().limit() as u64;
             let pending = items_table.pending_calls();
             drop(processor);
             chaos.downstream.demand(pending, sampled.elapsed());
@@ -1261,7 +1261,13 @@ async fn check(
     let mean_limit = chaos
         .limits
         .lock()
-        .map(|l| if l.1 > 0 { l.0 / l.1 as f64 } else { 0.0 })
+        .map(|l| {
+            if l.1 > 0 {
+                l.0 as f64 / l.1 as f64
+            } else {
+                0.0
+            }
+        })
         .unwrap_or(0.0);
     let summary = json!({
         "requests": burst.imports,

@@ -3,20 +3,14 @@
 //! A fixed limit is the bound the configuration allows (batch concurrency x calls per record).
 //! An adaptive limit starts there and learns what the dependency accepts, AIMD-style, as TCP's
 //! congestion window does:
-//! - **additive increase**: after a window of successful calls (as many as the limit lets
-//!   through at once) made while the limit was binding, the limit grows by one, up to its ceiling. Successes while
+//! - **additive increase**: after a window of successful calls (as many as the limit) made
+//!   while the limit was binding, the limit grows by one, up to its ceiling. Successes while
 //!   fewer calls are waiting than the limit allows say nothing about more, so they do not count;
 //!   the limit cannot drift far above what is used;
-//! - **multiplicative decrease**: a throttled call cuts the limit to 0.7 of the calls actually
-//!   in flight (not of a limit that was never used), to no less than 1. Only one decrease per
+//! - **multiplicative decrease**: a throttled call halves the limit, from the calls actually in
+//!   flight (not from a limit that was never used), to no less than 1. Only one decrease per
 //!   round: a throttle of a call that started before the last decrease is an echo of the same
 //!   overload and does not cut again.
-//!
-//! The limit is kept as a fraction and lets its whole part through at once: cut from 4 calls in
-//! flight to 2.8, it lets 2 through, and one window of successes later 3 (3.8). The cut is
-//! gentler than TCP's half (0.7 is CUBIC's) because several environments share a downstream
-//! that takes only a few calls at once: halving 3 calls in flight leaves 1, and the downstream
-//! idles while the limits climb back.
 //!
 //! Each execution environment learns on its own. Several environments writing to one
 //! downstream converge on a share of it each (AIMD is fair between its users), and a
@@ -35,8 +29,8 @@ pub enum Concurrency {
         /// The limit.
         max: usize,
     },
-    /// Between 1 and `max` calls at once: cut to 0.7 of the calls in flight on throttling, grown
-    /// by one after a window of successes (see the module docs).
+    /// Between 1 and `max` calls at once: halved on throttling, grown by one after a window of
+    /// successes (see the module docs).
     Adaptive {
         /// The ceiling, and the start: the bound the configuration allows.
         max: usize,
@@ -53,25 +47,17 @@ impl Concurrency {
 }
 
 /// The multiplicative decrease.
-const DECREASE: f64 = 0.7;
+const DECREASE: f64 = 0.5;
 
 #[derive(Debug)]
 struct State {
     policy: Concurrency,
-    /// Calls at once, as a fraction: its whole part is let through.
-    limit: f64,
+    limit: usize,
     in_flight: usize,
     /// Successful calls made while the limit was binding, since the last change.
     window: usize,
     /// Number of decreases so far: a permit remembers the round it started in.
     round: u64,
-}
-
-impl State {
-    /// Calls let through at once.
-    fn places(&self) -> usize {
-        (self.limit.floor() as usize).max(1)
-    }
 }
 
 /// A concurrency limit calls wait on (see the module docs).
@@ -99,7 +85,7 @@ impl ConcurrencyLimit {
         Self {
             state: Mutex::new(State {
                 policy,
-                limit: policy.max() as f64,
+                limit: policy.max(),
                 in_flight: 0,
                 window: 0,
                 round: 0,
@@ -113,22 +99,16 @@ impl ConcurrencyLimit {
         self.state.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// The current limit, as a fraction (its whole part is the number of calls let through at
-    /// once).
-    pub fn limit(&self) -> f64 {
+    /// The current limit.
+    pub fn limit(&self) -> usize {
         self.state().limit
-    }
-
-    /// The policy it follows.
-    pub fn policy(&self) -> Concurrency {
-        self.state().policy
     }
 
     /// Switches to `policy`, starting again from its ceiling (what it learnt is forgotten).
     pub fn set_policy(&self, policy: Concurrency) {
         let mut state = self.state();
         state.policy = policy;
-        state.limit = policy.max() as f64;
+        state.limit = policy.max();
         state.window = 0;
         state.round += 1;
         drop(state);
@@ -149,12 +129,12 @@ impl ConcurrencyLimit {
             room.as_mut().enable();
             {
                 let mut state = self.state();
-                if state.in_flight < state.places() {
+                if state.in_flight < state.limit {
                     state.in_flight += 1;
                     return LimitPermit {
                         limit: self,
                         round: state.round,
-                        binding: waited || state.in_flight == state.places(),
+                        binding: waited || state.in_flight == state.limit,
                     };
                 }
             }
@@ -173,9 +153,9 @@ impl LimitPermit<'_> {
             && self.binding
         {
             state.window += 1;
-            if state.window >= state.places() {
+            if state.window >= state.limit {
                 state.window = 0;
-                state.limit = (state.limit + 1.0).min(max.max(1) as f64);
+                state.limit = (state.limit + 1).min(max.max(1));
                 drop(state);
                 limit.room.notify_waiters();
             }
@@ -189,8 +169,8 @@ impl LimitPermit<'_> {
         if let Concurrency::Adaptive { .. } = state.policy
             && self.round == state.round
         {
-            let used = state.limit.min(state.in_flight as f64);
-            let decreased = (used * DECREASE).max(1.0);
+            let used = state.limit.min(state.in_flight);
+            let decreased = ((used as f64 * DECREASE).floor() as usize).max(1);
             tracing::debug!(
                 from = state.limit,
                 to = decreased,

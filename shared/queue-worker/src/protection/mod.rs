@@ -13,9 +13,7 @@
 //!    is **at capacity**: throttling is a capacity signal, not a failure. It never counts
 //!    against the circuit; it lowers the environment's limit (AIMD, see [`Concurrency`]), and
 //!    the throttled call waits a jittered backoff and tries again in place while the caller has
-//!    time ([`Dependency::call_until`]), instead of failing its record. Under the adaptive limit
-//!    that backoff is short (the lower limit is what slows the environment down; the delay only
-//!    spreads the retries), under a fixed one it is the only brake and longer.
+//!    time ([`Dependency::call_until`]), instead of failing its record.
 //! 4. Each attempt has a timeout, and failed attempts are retried a bounded number of times
 //!    with jittered exponential backoff.
 //!
@@ -69,8 +67,8 @@ pub struct DependencySettings {
     /// Attempts per call, the first included, counting failed attempts (timeouts, transient
     /// errors); throttled attempts are bounded by time instead.
     pub max_attempts: u32,
-    /// Delay before the second attempt; doubles per attempt, jittered. Also the base of the
-    /// delays after throttled attempts.
+    /// Delay before the second attempt; doubles per attempt, jittered. Also the first delay
+    /// after a throttled attempt.
     pub retry_base: Duration,
     /// Consecutive failed calls that open the circuit.
     pub failure_threshold: u32,
@@ -115,8 +113,8 @@ impl DependencySettings {
             .build()
     }
 
-    /// The delays after throttled attempts under a fixed limit: `retry_base` doubling up to 8
-    /// times it, jittered, without a count (the caller's time bounds them).
+    /// The delays after throttled attempts: `retry_base` doubling up to 8 times it, jittered,
+    /// without a count (the caller's time bounds them).
     fn throttle_delays(&self) -> impl Iterator<Item = Duration> {
         ExponentialBuilder::default()
             .with_min_delay(self.retry_base)
@@ -124,17 +122,6 @@ impl DependencySettings {
             .without_max_times()
             .with_jitter()
             .build()
-    }
-
-    /// The delay after the `n`-th throttled attempt (from 0) under an adaptive limit: "full
-    /// jitter", uniform between 0 and `retry_base` doubling up to 8 times it. The limit's
-    /// decrease is what slows the environment down; the delay only spreads the retries, so it is
-    /// a third of the fixed limit's on average, and a throttled call is back in line for a place
-    /// while the downstream still has room.
-    fn adaptive_throttle_delay(&self, n: u32) -> Duration {
-        self.retry_base
-            .saturating_mul(1 << n.min(3))
-            .mul_f64(fastrand::f64())
     }
 }
 
@@ -292,9 +279,7 @@ impl Dependency {
     /// - An open circuit fails at once ([`DependencyError::CircuitOpen`]).
     /// - The call waits for a place under the concurrency limit.
     /// - A throttled attempt lowers the limit, waits a jittered backoff and tries again, as long
-    ///   as the next attempt can start before `stop` (the backoff: under an adaptive limit,
-    ///   uniform between 0 and `retry_base` doubling up to 8 times it; under a fixed one,
-    ///   `retry_base` doubling up to 8 times it, plus up to as much again); then the call gives up with
+    ///   as the next attempt can start before `stop`; then the call gives up with
     ///   [`DependencyError::Throttled`], just after `stop` (a caller bounding its work by `stop`
     ///   stops first). Throttling never counts against the circuit.
     /// - Transient failures and timeouts are retried up to the attempt limit and then count as
@@ -347,14 +332,7 @@ impl Dependency {
                     place.throttled();
                     throttled += 1;
                     last_throttle = error;
-                    let delay = match self.limit.policy() {
-                        Concurrency::Adaptive { .. } => {
-                            self.settings.adaptive_throttle_delay(throttled - 1)
-                        }
-                        Concurrency::Fixed { .. } => {
-                            throttle_delays.next().unwrap_or(self.settings.retry_base)
-                        }
-                    };
+                    let delay = throttle_delays.next().unwrap_or(self.settings.retry_base);
                     if Instant::now() + delay >= stop {
                         drop(breaker);
                         return Err(self.out_of_time(stop, throttled, last_throttle).await);

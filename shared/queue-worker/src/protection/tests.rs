@@ -214,48 +214,19 @@ async fn a_late_success_from_before_the_circuit_opened_does_not_close_it() {
 const FAR: Duration = Duration::from_secs(3600);
 
 #[tokio::test(start_paused = true)]
-async fn an_adaptive_limit_is_cut_to_0_7_of_the_calls_in_flight_on_throttling_never_below_one() {
+async fn an_adaptive_limit_halves_on_throttling_from_the_calls_in_flight_never_below_one() {
     let limit = ConcurrencyLimit::new(Concurrency::Adaptive { max: 16 });
     let places: Vec<_> = futures_util::future::join_all((0..6).map(|_| limit.acquire())).await;
     let mut places = places.into_iter();
     // 6 of 16 places in use: the decrease starts from what was used.
     places.next().unwrap().throttled();
-    assert_eq!(limit.limit(), 6.0 * 0.7);
+    assert_eq!(limit.limit(), 3);
     drop(places);
 
-    for expected in [1.0, 1.0] {
+    for expected in [1, 1] {
         limit.acquire().await.throttled();
         assert_eq!(limit.limit(), expected);
     }
-}
-
-#[tokio::test(start_paused = true)]
-async fn a_cut_limit_lets_its_whole_part_through_and_grows_back_by_whole_calls() {
-    let limit = ConcurrencyLimit::new(Concurrency::Adaptive { max: 8 });
-    let places: Vec<_> = futures_util::future::join_all((0..4).map(|_| limit.acquire())).await;
-    places.into_iter().next().unwrap().throttled();
-    assert_eq!(limit.limit(), 4.0 * 0.7);
-
-    let at_most = |n: usize| {
-        let limit = &limit;
-        async move {
-            let held: Vec<_> =
-                futures_util::future::join_all((0..n).map(|_| limit.acquire())).await;
-            let one_more = tokio::time::timeout(Duration::from_secs(60), limit.acquire()).await;
-            assert!(one_more.is_err(), "only {n} calls at once");
-            held
-        }
-    };
-    // 2.8 lets 2 calls through; a window of 2 successes of calls that filled it makes it 3.8:
-    // 3 calls.
-    for _ in 0..2 {
-        let mut held = at_most(2).await;
-        let filling = held.pop().unwrap();
-        drop(held);
-        filling.succeeded();
-    }
-    assert_eq!(limit.limit(), 4.0 * 0.7 + 1.0);
-    drop(at_most(3).await);
 }
 
 #[tokio::test(start_paused = true)]
@@ -264,43 +235,43 @@ async fn a_late_throttle_of_a_call_started_before_the_last_decrease_does_not_cut
     let (first, second) = (limit.acquire().await, limit.acquire().await);
     let (third, fourth) = (limit.acquire().await, limit.acquire().await);
     first.throttled();
-    assert_eq!(limit.limit(), 2.8);
+    assert_eq!(limit.limit(), 2);
     second.throttled();
     third.throttled();
-    assert_eq!(limit.limit(), 2.8, "one decrease per round of overload");
+    assert_eq!(limit.limit(), 2, "one decrease per round of overload");
     drop(fourth);
 
     // A call started after the decrease belongs to a new round.
     limit.acquire().await.throttled();
-    assert_eq!(limit.limit(), 1.0);
+    assert_eq!(limit.limit(), 1);
 }
 
 #[tokio::test(start_paused = true)]
 async fn the_limit_grows_by_one_per_window_of_binding_successes_up_to_its_ceiling() {
     let limit = ConcurrencyLimit::new(Concurrency::Adaptive { max: 3 });
     limit.acquire().await.throttled();
-    assert_eq!(limit.limit(), 1.0);
+    assert_eq!(limit.limit(), 1);
 
     // At a limit of 1 every call fills it: one success per step.
     limit.acquire().await.succeeded();
-    assert_eq!(limit.limit(), 2.0);
+    assert_eq!(limit.limit(), 2);
     // At 2, a window is two successes of calls that filled the limit.
     for _ in 0..2 {
         let (below, filling) = (limit.acquire().await, limit.acquire().await);
         below.succeeded();
         assert_eq!(
             limit.limit(),
-            2.0,
+            2,
             "a call below the limit says nothing about more"
         );
         filling.succeeded();
     }
-    assert_eq!(limit.limit(), 3.0);
+    assert_eq!(limit.limit(), 3);
     for _ in 0..10 {
         let places: Vec<_> = futures_util::future::join_all((0..3).map(|_| limit.acquire())).await;
         places.into_iter().for_each(LimitPermit::succeeded);
     }
-    assert_eq!(limit.limit(), 3.0, "never above the ceiling");
+    assert_eq!(limit.limit(), 3, "never above the ceiling");
 }
 
 #[tokio::test(start_paused = true)]
@@ -313,14 +284,13 @@ async fn successes_while_the_limit_is_not_binding_do_not_grow_it() {
         limit.acquire().await,
     );
     a.throttled();
-    assert_eq!(limit.limit(), 2.8);
+    assert_eq!(limit.limit(), 2);
     drop((b, c, d));
-    // One call at a time under a limit of 2.8 (2 at once): the limit is never reached, so never
-    // raised.
+    // One call at a time under a limit of 2: the limit is never reached, so never raised.
     for _ in 0..50 {
         limit.acquire().await.succeeded();
     }
-    assert_eq!(limit.limit(), 2.8);
+    assert_eq!(limit.limit(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -328,7 +298,7 @@ async fn a_fixed_limit_never_changes() {
     let limit = ConcurrencyLimit::new(Concurrency::Fixed { max: 4 });
     limit.acquire().await.throttled();
     limit.acquire().await.succeeded();
-    assert_eq!(limit.limit(), 4.0);
+    assert_eq!(limit.limit(), 4);
 }
 
 #[tokio::test(start_paused = true)]
@@ -363,54 +333,6 @@ async fn a_throttled_call_is_retried_in_place_and_never_opens_the_circuit() {
     assert_eq!(value, "ok");
     assert_eq!(downstream.calls(), 21);
     assert!(!dependency.is_circuit_open());
-}
-
-/// How long a call waited after each of `throttles` throttled attempts (the downstream answers
-/// at once), under `concurrency`.
-async fn throttle_delays(concurrency: Concurrency, throttles: u32) -> Duration {
-    let dependency = Dependency::new("partner-api", SETTINGS).with_concurrency(concurrency);
-    let downstream = Downstream::failing(throttles, || FakeError::Throttled);
-    let started = Instant::now();
-    dependency
-        .call_until(started + FAR, || downstream.call())
-        .await
-        .unwrap();
-    started.elapsed()
-}
-
-#[tokio::test(start_paused = true)]
-async fn under_an_adaptive_limit_a_throttled_call_waits_a_full_jittered_delay() {
-    fastrand::seed(11);
-    // One throttled attempt: a delay uniform between 0 and `retry_base` (10 ms).
-    let mut waits = Vec::new();
-    for _ in 0..200 {
-        waits.push(throttle_delays(Concurrency::Adaptive { max: 4 }, 1).await);
-    }
-    assert!(waits.iter().all(|w| *w <= SETTINGS.retry_base), "{waits:?}");
-    let mean = waits.iter().sum::<Duration>() / 200;
-    assert!(
-        (Duration::from_millis(4)..=Duration::from_millis(6)).contains(&mean),
-        "about half the base on average: {mean:?}"
-    );
-    // The bound doubles per throttled attempt of the call, up to 8 times the base: 10 + 20 +
-    // 40 + 80 + 80 ms at most after five.
-    let five = throttle_delays(Concurrency::Adaptive { max: 4 }, 5).await;
-    assert!(five <= Duration::from_millis(230), "{five:?}");
-}
-
-#[tokio::test(start_paused = true)]
-async fn under_a_fixed_limit_a_throttled_call_waits_at_least_the_base_doubling() {
-    fastrand::seed(11);
-    for _ in 0..20 {
-        let one = throttle_delays(Concurrency::Fixed { max: 4 }, 1).await;
-        assert!(
-            (SETTINGS.retry_base..=SETTINGS.retry_base * 2).contains(&one),
-            "{one:?}"
-        );
-    }
-    // 10 + 20 + 40 + 80 + 80 ms at least after five.
-    let five = throttle_delays(Concurrency::Fixed { max: 4 }, 5).await;
-    assert!(five >= Duration::from_millis(230), "{five:?}");
 }
 
 #[tokio::test(start_paused = true)]
@@ -533,7 +455,7 @@ impl AtCapacity {
 
 /// 20 callers (a batch's records) make 25 calls each against a downstream that takes 4 at once;
 /// returns the downstream's throttled attempts and the final limit.
-async fn crowd(concurrency: Concurrency) -> (u32, f64) {
+async fn crowd(concurrency: Concurrency) -> (u32, usize) {
     let dependency = Dependency::new("partner-api", SETTINGS).with_concurrency(concurrency);
     let downstream = AtCapacity::new(4);
     let callers = (0..20).map(|_| async {
@@ -560,15 +482,14 @@ async fn an_adaptive_limit_converges_on_what_the_downstream_takes_and_throttles_
     fastrand::seed(7);
     let (fixed_throttles, fixed_limit) = crowd(Concurrency::Fixed { max: 20 }).await;
     let (adaptive_throttles, adaptive_limit) = crowd(Concurrency::Adaptive { max: 20 }).await;
-    assert_eq!(fixed_limit, 20.0);
+    assert_eq!(fixed_limit, 20);
     assert!(
-        (1.0..=8.0).contains(&adaptive_limit),
+        (1..=8).contains(&adaptive_limit),
         "the limit ends near the downstream's 4, not at 20: {adaptive_limit}"
     );
-    // With the seed above: fixed 120, adaptive 37 throttled attempts. With the seeds 0 to 99
-    // they ranged over 119 to 130 and 35 to 37 (a ratio of at least 3.2): the adaptive limit's
-    // short backoff retries sooner, so it is throttled a little more often than a halving limit
-    // with the fixed one's backoff (28 to 31).
+    // With the seed above: fixed 120, adaptive 29 throttled attempts. Unseeded they ranged over
+    // 119 to 131 and 28 to 31 in 150 runs (a ratio of at least 3.9); a third leaves room for a
+    // change of the code that moves the draws.
     assert!(
         adaptive_throttles * 3 < fixed_throttles,
         "adaptive {adaptive_throttles} throttled attempts, fixed {fixed_throttles}"
