@@ -383,6 +383,18 @@ mod tests {
     }
 
     #[test]
+    fn a_key_derived_id_is_the_one_issued_before() {
+        // Ids already issued must never change: this value was computed by the derivation as
+        // first released (SHA-256 of principal, NUL, key; its first 16 bytes as a UUIDv8).
+        let key = IdempotencyKey::parse("order-42").unwrap();
+        let caller = Principal::from_arn("arn:aws:iam::123456789012:role/importer").unwrap();
+        assert_eq!(
+            ImportId::for_idempotency_key(&caller, &key).to_string(),
+            "670d5668-73af-8a2f-8235-a074cba0c953"
+        );
+    }
+
+    #[test]
     fn key_derived_ids_are_the_same_for_two_sessions_of_a_role() {
         let key = IdempotencyKey::parse("order-42").unwrap();
         let session = |name: &str| {
