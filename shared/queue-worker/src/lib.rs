@@ -6,6 +6,8 @@
 //!
 //! - [`worker`]: [`worker::Idempotent`] runs a [`worker::Worker`] behind the idempotency guard
 //!   as a [`batch::RecordHandler`], and carries its continuations.
+//! - [`accept`]: the producer's side: an API records a request, queues its job, and answers a
+//!   retry with the same idempotency key from the record (replay, resend, or a reused key).
 //! - [`job`]: the [`job::Job`] trait for a typed message body, and the queue jobs are sent to.
 //! - [`batch`]: the batch processor: per-record outcomes, partial batch responses, backoff,
 //!   parking in the dead-letter queue, the invocation's deadline.
@@ -22,6 +24,7 @@
 //!
 //! The long form (semantics, settings, what each part guarantees) is in `shared/README.md`.
 
+pub mod accept;
 pub mod aws;
 pub mod batch;
 pub mod config;
