@@ -8,6 +8,8 @@
 //!   as a [`batch::RecordHandler`], and carries its continuations.
 //! - [`accept`]: the producer's side: an API records a request, queues its job, and answers a
 //!   retry with the same idempotency key from the record (replay, resend, or a reused key).
+//! - `http` (feature `http`): the HTTP side of an accepting API on axum: RFC 9457 problem
+//!   details, the JSON body and `Idempotency-Key` helpers, and the answer to each accept decision.
 //! - [`job`]: the [`job::Job`] trait for a typed message body, and the queue jobs are sent to.
 //! - [`batch`]: the batch processor: per-record outcomes, partial batch responses, backoff,
 //!   parking in the dead-letter queue, the invocation's deadline.
@@ -29,6 +31,8 @@ pub mod aws;
 pub mod batch;
 pub mod config;
 pub mod dynamo;
+#[cfg(feature = "http")]
+pub mod http;
 pub mod idempotency;
 pub mod job;
 pub mod protection;
