@@ -206,7 +206,7 @@ impl Bench {
         Parts {
             guard: DynamoDbStore::new(
                 self.counters.guard.dynamodb_client(&sdk),
-                &config.guard.table_name,
+                &config.worker.guard.table_name,
             ),
             source,
             writer: DynamoDbItems::new(
@@ -221,7 +221,7 @@ impl Bench {
             jobs,
             queue: SqsQueueActions::new(
                 self.counters.sqs.sqs_client(&sdk),
-                &config.dead_letter_queue_url,
+                &config.worker.dead_letter_queue_url,
             ),
             config,
         }
@@ -313,7 +313,7 @@ impl Bench {
     async fn in_progress_elsewhere(&self, job: &ImportJob) {
         let other = IdempotencyGuard::new(
             DynamoDbStore::new(self.dynamodb.clone(), &self.guard_table),
-            GuardSettings::from(&self.config.guard),
+            GuardSettings::from(&self.config.worker.guard),
         );
         let decision = other
             .claim(

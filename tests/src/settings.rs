@@ -26,6 +26,14 @@ pub fn variables_read_by(binary: &str) -> Option<BTreeSet<&'static str>> {
         "import-producer" => vec![import_producer::ProducerConfig::VARIABLES],
         "import-processor" => vec![
             import_processor::ProcessorConfig::VARIABLES,
+            queue_worker::lambda::WorkerSettings::VARIABLES,
+            queue_worker::config::GuardConfig::VARIABLES,
+            queue_worker::batch::BatchSettings::VARIABLES,
+            queue_worker::protection::DependencySettings::VARIABLES,
+        ],
+        "notifier" => vec![
+            notifier::NotifierConfig::VARIABLES,
+            queue_worker::lambda::WorkerSettings::VARIABLES,
             queue_worker::config::GuardConfig::VARIABLES,
             queue_worker::batch::BatchSettings::VARIABLES,
             queue_worker::protection::DependencySettings::VARIABLES,
@@ -52,6 +60,12 @@ fn start(binary: &str, env: &Env) -> Result<String, String> {
         "import-processor" => import_processor::ProcessorConfig::from_env(env)
             .map(|config| format!("{config:?}"))
             .map_err(|e| e.to_string()),
+        "notifier" => {
+            queue_worker::lambda::WorkerSettings::for_worker::<notifier::ProductionNotifier>(env)
+                .and_then(|worker| Ok((worker, notifier::NotifierConfig::from_env(env)?)))
+                .map(|config| format!("{config:?}"))
+                .map_err(|e| e.to_string())
+        }
         _ => Err(format!("unknown binary {binary:?}")),
     }
 }

@@ -1,16 +1,15 @@
 use std::num::NonZeroUsize;
 
-use queue_worker::batch::BatchSettings;
-use queue_worker::config::{ConfigError, Env, GuardConfig};
+use queue_worker::config::{ConfigError, Env};
+use queue_worker::lambda::WorkerSettings;
 use queue_worker::protection::DependencySettings;
 
 /// Settings of the processor, read once at start-up.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ProcessorConfig {
-    /// The idempotency guard.
-    pub guard: GuardConfig,
-    /// How batches are processed.
-    pub batch: BatchSettings,
+    /// What every worker is configured with (the guard, batches, the queues, metrics). The
+    /// processor continues its imports, so `JOB_QUEUE_URL` is required.
+    pub worker: WorkerSettings,
     /// Protection of the items table.
     pub items_table_protection: DependencySettings,
     /// The imports table (`IMPORTS_TABLE`).
@@ -24,41 +23,42 @@ pub struct ProcessorConfig {
     /// Largest object imported (`MAX_OBJECT_BYTES`, default 1 GiB): imports continue across
     /// invocations, so this is a sanity limit, not a time limit.
     pub max_object_bytes: u64,
-    /// Where permanent failures are parked (`DEAD_LETTER_QUEUE_URL`).
-    pub dead_letter_queue_url: String,
-    /// Where an import's next chunk is queued (`JOB_QUEUE_URL`): the queue the jobs come from.
-    pub job_queue_url: String,
     /// Item writes one job keeps in flight (`ITEM_WRITES_IN_FLIGHT`, default 2).
     pub item_writes_in_flight: NonZeroUsize,
 }
 
 impl ProcessorConfig {
-    /// The environment variables this struct reads itself (see also [`GuardConfig::VARIABLES`],
-    /// [`BatchSettings::VARIABLES`] and [`DependencySettings::VARIABLES`]).
+    /// The environment variables this struct reads itself (see also
+    /// [`WorkerSettings::all_variables`] and [`DependencySettings::VARIABLES`]).
     pub const VARIABLES: &'static [&'static str] = &[
         "IMPORTS_TABLE",
         "ITEMS_TABLE",
         "UPLOAD_BUCKET",
         "UPLOAD_PREFIX",
         "MAX_OBJECT_BYTES",
-        "DEAD_LETTER_QUEUE_URL",
-        "JOB_QUEUE_URL",
         "ITEM_WRITES_IN_FLIGHT",
     ];
 
     /// Reads the settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        Self::with_settings(env, WorkerSettings::from_env(env)?)
+    }
+
+    /// Reads the processor's own settings, beside the worker settings already read.
+    pub fn with_settings(env: &Env, worker: WorkerSettings) -> Result<Self, ConfigError> {
+        if worker.job_queue_url.is_none() {
+            return Err(ConfigError::Missing {
+                name: "JOB_QUEUE_URL".into(),
+            });
+        }
         Ok(Self {
-            guard: GuardConfig::from_env(env)?,
-            batch: BatchSettings::from_env(env)?,
+            worker,
             items_table_protection: DependencySettings::from_env(env)?,
             imports_table: env.required("IMPORTS_TABLE")?,
             items_table: env.required("ITEMS_TABLE")?,
             upload_bucket: env.required("UPLOAD_BUCKET")?,
             upload_prefix: env.get("UPLOAD_PREFIX").unwrap_or("uploads/").to_owned(),
             max_object_bytes: env.positive_or("MAX_OBJECT_BYTES", 1024 * 1024 * 1024)?,
-            dead_letter_queue_url: env.required("DEAD_LETTER_QUEUE_URL")?,
-            job_queue_url: env.required("JOB_QUEUE_URL")?,
             item_writes_in_flight: env.parsed_or(
                 "ITEM_WRITES_IN_FLIGHT",
                 crate::handler::DEFAULT_WRITES_IN_FLIGHT,

@@ -192,6 +192,7 @@ where
     R: ImportResults,
 {
     type Job = ImportJob;
+    const CONTINUES: bool = true;
 
     async fn run(&self, job: &ImportJob, run: &Run<'_>) -> Result<Done<ImportJob>, RecordError> {
         let key = self.admit(job, run.invocation).await?;

@@ -1,5 +1,6 @@
-//! [`Parts`]: the one way the processor is built, by `main.rs`, the local runner, the tests and
-//! the benches, so all of them run the same code.
+//! [`Parts`]: the one way the processor is built, by `main.rs` (through
+//! [`production_worker`] and the library's `run_worker`), the local runner, the tests and the
+//! benches, so all of them run the same code.
 //!
 //! [`Parts::new`] makes the production seams from the configuration; a caller that needs another
 //! seam (a fault injector, a counting client, an in-memory fake) puts it in that field, by
@@ -15,8 +16,10 @@ use aws_config::SdkConfig;
 use aws_config::retry::RetryConfig;
 use imports::DynamoDbImports;
 use queue_worker::batch::{BatchProcessor, SqsQueueActions};
-use queue_worker::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard};
+use queue_worker::config::ConfigError;
+use queue_worker::idempotency::DynamoDbStore;
 use queue_worker::job::SqsJobQueue;
+use queue_worker::lambda::Init;
 use queue_worker::protection::Dependency;
 use queue_worker::worker::Idempotent;
 
@@ -47,26 +50,31 @@ pub type ProductionParts = Parts<
     S3ObjectSource,
     DynamoDbItems,
     DynamoDbImports,
-    SqsJobQueue,
+    Option<SqsJobQueue>,
     SqsQueueActions,
 >;
+
+/// The production worker (what `main.rs` hands the library's `run_worker`).
+pub type ProductionWorker = ImportWorker<S3ObjectSource, DynamoDbItems, DynamoDbImports>;
 
 /// The processor built from a set of seams.
 pub type Processor<S, O, W, R, Q, A> = BatchProcessor<Idempotent<ImportWorker<O, W, R>, S, Q>, A>;
 
-/// The production processor.
-pub type ProductionProcessor = Processor<
-    DynamoDbStore,
-    S3ObjectSource,
-    DynamoDbItems,
-    DynamoDbImports,
-    SqsJobQueue,
-    SqsQueueActions,
->;
+/// The production processor: the library's `LambdaProcessor` of the [`ProductionWorker`].
+pub type ProductionProcessor = queue_worker::lambda::LambdaProcessor<ProductionWorker>;
 
-/// Builds the production processor: [`Parts::new`] then [`Parts::build`].
-pub fn build(config: &ProcessorConfig, sdk: &SdkConfig) -> ProductionProcessor {
-    Parts::new(config, sdk).build()
+/// The production worker from the library's [`Init`]: the processor's own settings read beside
+/// the worker settings, its clients built from the SDK configuration.
+pub fn production_worker(init: Init<'_>) -> Result<ProductionWorker, ConfigError> {
+    let config = ProcessorConfig::with_settings(init.env, init.settings.clone())?;
+    let Parts {
+        source,
+        writer,
+        imports,
+        config,
+        ..
+    } = Parts::new(&config, init.sdk);
+    Ok(worker(source, writer, imports, &config))
 }
 
 impl ProductionParts {
@@ -92,12 +100,16 @@ impl ProductionParts {
                 .build(),
         );
         Self {
-            guard: DynamoDbStore::new(dynamodb.clone(), &config.guard.table_name),
+            guard: DynamoDbStore::new(dynamodb.clone(), &config.worker.guard.table_name),
             source: S3ObjectSource::new(s3, &config.upload_bucket, config.max_object_bytes),
             writer: DynamoDbItems::new(items_client, &config.items_table),
             imports: DynamoDbImports::new(dynamodb, &config.imports_table),
-            jobs: SqsJobQueue::on_first_send(sdk, &config.job_queue_url),
-            queue: SqsQueueActions::on_first_failure(sdk, &config.dead_letter_queue_url),
+            jobs: config
+                .worker
+                .job_queue_url
+                .as_deref()
+                .map(|url| SqsJobQueue::on_first_send(sdk, url)),
+            queue: SqsQueueActions::on_first_failure(sdk, &config.worker.dead_letter_queue_url),
             config: config.clone(),
         }
     }
@@ -114,21 +126,31 @@ where
 {
     /// The batch processor running the import worker behind the idempotency guard.
     pub fn build(self) -> Processor<S, O, W, R, Q, A> {
-        let config = self.config;
-        let worker = ImportWorker::new(
-            self.source,
-            self.writer,
-            self.imports,
-            Dependency::new("items-table", config.items_table_protection),
-            &config.upload_prefix,
-        )
-        .with_writes_in_flight(config.item_writes_in_flight)
-        .with_stall_backoff(config.batch.backoff);
-        let guard = IdempotencyGuard::new(self.guard, GuardSettings::from(&config.guard));
-        BatchProcessor::new(
-            Idempotent::new(worker, guard, self.jobs),
-            self.queue,
-            config.batch,
-        )
+        let worker = worker(self.source, self.writer, self.imports, &self.config);
+        self.config
+            .worker
+            .processor_with(worker, self.guard, self.jobs, self.queue)
     }
+}
+
+fn worker<O, W, R>(
+    source: O,
+    writer: W,
+    imports: R,
+    config: &ProcessorConfig,
+) -> ImportWorker<O, W, R>
+where
+    O: crate::ObjectSource,
+    W: crate::ItemWriter,
+    R: imports::ImportResults,
+{
+    ImportWorker::new(
+        source,
+        writer,
+        imports,
+        Dependency::new("items-table", config.items_table_protection),
+        &config.upload_prefix,
+    )
+    .with_writes_in_flight(config.item_writes_in_flight)
+    .with_stall_backoff(config.worker.batch.backoff)
 }

@@ -884,7 +884,7 @@ pub type ChaosHandler = Idempotent<
         ChaosResults<DynamoDbImports>,
     >,
     ChaosStore<DynamoDbStore>,
-    ChaosJobs<SqsJobQueue>,
+    ChaosJobs<Option<SqsJobQueue>>,
 >;
 
 /// The processor with every seam wrapped.
@@ -901,7 +901,7 @@ pub fn function(
 ) -> ChaosFunction {
     let (config, sdk, chaos_of_start) = (config.clone(), sdk.clone(), Arc::clone(chaos));
     // The items table's bound in one environment: records at once x writes in flight each.
-    let bound = config.batch.concurrency.get() * config.item_writes_in_flight.get();
+    let bound = config.worker.batch.concurrency.get() * config.item_writes_in_flight.get();
     let concurrency = if chaos.knobs.adaptive {
         Concurrency::Adaptive { max: bound }
     } else {

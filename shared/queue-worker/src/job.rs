@@ -74,6 +74,23 @@ pub trait JobQueue<J>: Send + Sync {
     }
 }
 
+/// No job queue: a worker that never continues is built with `None`, and a continuation it
+/// returns anyway fails to send (the claim is kept, the job retried and, in the end, parked with
+/// the reason), never silently dropped.
+impl<J: Sync, Q: JobQueue<J>> JobQueue<J> for Option<Q> {
+    async fn send_after(
+        &self,
+        job: &J,
+        delay: Duration,
+        trace_context: Option<&str>,
+    ) -> Result<(), BoxError> {
+        match self {
+            Some(queue) => queue.send_after(job, delay, trace_context).await,
+            None => Err("this worker has no job queue for continuations (JOB_QUEUE_URL)".into()),
+        }
+    }
+}
+
 /// A [`JobQueue`] on SQS, for any [`Job`]. Needs `sqs:SendMessage` on the queue (and
 /// `kms:GenerateDataKey` when the queue uses a customer-managed key).
 #[derive(Debug)]

@@ -16,6 +16,9 @@
 //! - [`idempotency`]: the fenced guard that makes side effects happen once, with a DynamoDB
 //!   store and an in-memory store.
 //! - [`protection`]: a downstream dependency's timeout, retries and circuit breaker.
+//! - [`lambda`]: the Lambda entry, [`lambda::run_worker`]: a worker's whole `main`, with the
+//!   settings every worker shares ([`lambda::WorkerSettings`]) and the production seams.
+//! - [`metrics`]: one CloudWatch Embedded Metric Format line per invocation.
 //! - [`config`]: typed configuration read once from the environment, with errors that name the
 //!   variable at fault.
 //! - [`aws`]: the SDK configuration, loaded once per execution environment. Endpoints come from
@@ -35,6 +38,8 @@ pub mod dynamo;
 pub mod http;
 pub mod idempotency;
 pub mod job;
+pub mod lambda;
+pub mod metrics;
 pub mod protection;
 pub mod telemetry;
 pub mod worker;

@@ -76,6 +76,11 @@ pub trait Worker: Send + Sync {
     /// The job this worker handles.
     type Job: Job;
 
+    /// Whether this worker ever continues a job ([`Done::then`]). A worker that does needs a job
+    /// queue (`JOB_QUEUE_URL`), checked at init by [`crate::lambda::run_worker`]; one that does
+    /// not needs none.
+    const CONTINUES: bool = false;
+
     /// Does `job` within `run`'s invocation. A permanent error is parked with its class; a
     /// retryable one comes back later. Stop starting new work at
     /// [`Invocation::stop_instant`]: running out of time is never a permanent failure.

@@ -122,10 +122,10 @@ async fn function_environments_resolve_to_the_local_resources_and_start_the_code
     let config =
         import_processor::ProcessorConfig::from_env(&queue_worker::Env::from_pairs(env)).unwrap();
     assert_eq!(
-        Some(config.dead_letter_queue_url.as_str()),
+        Some(config.worker.dead_letter_queue_url.as_str()),
         provisioned.reference("DeadLetterQueue")
     );
-    assert_eq!(config.batch.concurrency.get(), 10);
+    assert_eq!(config.worker.batch.concurrency.get(), 10);
 }
 
 #[tokio::test]

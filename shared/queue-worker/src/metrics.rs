@@ -1,17 +1,20 @@
-//! One CloudWatch Embedded Metric Format line per invocation.
+//! One CloudWatch Embedded Metric Format line per invocation of a worker.
 //!
 //! Lambda sends stdout to CloudWatch Logs, which turns a line in this format into metrics with
 //! no API call and no agent: `Processed`, `Duplicates`, `Failed` (reported back to the queue),
-//! `Retried` (retryable failures), `Parked` (sent to the DLQ) and `OldestMessageAgeMs`.
+//! `Retried` (retryable failures), `Parked` (sent to the DLQ) and `OldestMessageAgeMs`, in the
+//! namespace `METRICS_NAMESPACE` (default [`DEFAULT_NAMESPACE`]) with the dimension
+//! `FunctionName`, so every worker of a stack reports under one namespace and is told apart by
+//! its function.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use crate::batch::{BatchSummary, RecordStatus};
 use aws_lambda_events::event::sqs::SqsEvent;
-use queue_worker::batch::{BatchSummary, RecordStatus};
 use serde_json::{Value, json};
 
-/// The metric namespace. `[To customize]`
-pub const NAMESPACE: &str = "ImportPipeline";
+/// The metric namespace when `METRICS_NAMESPACE` is not set.
+pub const DEFAULT_NAMESPACE: &str = "QueueWorkers";
 
 /// The age of the batch's oldest message, from its `SentTimestamp`.
 pub fn oldest_message_age(event: &SqsEvent, now: SystemTime) -> Option<Duration> {
@@ -26,8 +29,9 @@ pub fn oldest_message_age(event: &SqsEvent, now: SystemTime) -> Option<Duration>
         })
 }
 
-/// The EMF document for one invocation of `function_name`.
+/// The EMF document for one invocation of `function_name`, in `namespace`.
 pub fn emf(
+    namespace: &str,
     function_name: &str,
     summary: &BatchSummary,
     oldest: Option<Duration>,
@@ -42,7 +46,7 @@ pub fn emf(
         "_aws": {
             "Timestamp": timestamp,
             "CloudWatchMetrics": [{
-                "Namespace": NAMESPACE,
+                "Namespace": namespace,
                 "Dimensions": [["FunctionName"]],
                 "Metrics": [
                     metric("Processed", "Count"),
@@ -93,7 +97,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let line = emf("import-processor", &summary, oldest, now);
+        let line = emf("Workers", "import-processor", &summary, oldest, now);
         assert_eq!(line["Processed"], 2);
         assert_eq!(line["Duplicates"], 1);
         assert_eq!(line["Failed"], 3);
@@ -101,6 +105,8 @@ mod tests {
         assert_eq!(line["Parked"], 1);
         assert_eq!(line["OldestMessageAgeMs"], 120_000);
         assert_eq!(line["_aws"]["Timestamp"], 1_795_858_260_000u64);
+        assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Workers");
+        assert_eq!(line["FunctionName"], "import-processor");
         let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap()
