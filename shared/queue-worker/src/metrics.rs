@@ -5,7 +5,7 @@
 //! `Retried` (retryable failures), `Parked` (sent to the DLQ) and `OldestMessageAgeMs`, in the
 //! namespace `METRICS_NAMESPACE` (default [`DEFAULT_NAMESPACE`]) with the dimension
 //! `FunctionName`, so every worker of a stack reports under one namespace and is told apart by
-//! its function.
+//! its function. `METRICS.md`, beside this crate, says when each moves and what it answers.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,6 +71,41 @@ pub fn emf(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The (name, unit) rows of `METRICS.md`'s table.
+    fn documented() -> Vec<(String, String)> {
+        include_str!("../METRICS.md")
+            .lines()
+            .filter_map(|line| {
+                let cells: Vec<&str> = line.split('|').map(str::trim).collect();
+                let name = cells.get(1)?.strip_prefix('`')?.strip_suffix('`')?;
+                Some((name.to_owned(), (*cells.get(2)?).to_owned()))
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_table_is_the_line() {
+        let line = emf(
+            DEFAULT_NAMESPACE,
+            "worker",
+            &BatchSummary::default(),
+            None,
+            UNIX_EPOCH,
+        );
+        let emitted: Vec<(String, String)> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|m| {
+                (
+                    m["Name"].as_str().unwrap().to_owned(),
+                    m["Unit"].as_str().unwrap().to_owned(),
+                )
+            })
+            .collect();
+        assert_eq!(documented(), emitted);
+    }
 
     #[test]
     fn one_line_carries_every_count_and_the_oldest_age() {
