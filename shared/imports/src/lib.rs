@@ -6,7 +6,9 @@
 //! protection helpers do not change.
 //!
 //! Layout: value types in `types`, the job message in `job` (a [`queue_worker::job::Job`], sent
-//! with the library's job queue), the import record and its DynamoDB store in `record`.
+//! with the library's job queue), the import record and its DynamoDB store in `record`. An
+//! import record is the producer's request record ([`queue_worker::accept::RequestRecord`]);
+//! [`ImportRequests`] hands an [`ImportStore`] to the library's accept flow.
 
 mod job;
 mod record;
@@ -14,8 +16,8 @@ mod types;
 
 pub use job::{Checkpoint, ImportJob, JOB_SCHEMA_VERSION};
 pub use record::{
-    ChunkEnd, CreateOutcome, DynamoDbImports, ImportRecord, ImportResults, ImportStatus,
-    ImportStore, Progress, Start, StoreError, Transition, import_attributes,
+    ChunkEnd, CreateOutcome, DynamoDbImports, ImportRecord, ImportRequests, ImportResults,
+    ImportStatus, ImportStore, Progress, Start, StoreError, Transition, import_attributes,
 };
 pub use types::{
     ImportFormat, ImportId, InvalidImportId, InvalidObjectKey, InvalidPrincipal, ObjectKey,

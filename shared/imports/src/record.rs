@@ -8,8 +8,9 @@ use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
-use super::{Checkpoint, ImportFormat, ImportId, ObjectKey, Principal};
+use super::{Checkpoint, ImportFormat, ImportId, ImportJob, ObjectKey, Principal};
 use queue_worker::BoxError;
+use queue_worker::accept::{RequestRecord, RequestStore};
 use queue_worker::dynamo::{Item, from_millis, millis, n, s};
 
 /// Where an import is in its life.
@@ -117,14 +118,41 @@ impl ImportRecord {
     }
 }
 
-/// What creating an import found.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum CreateOutcome {
-    /// The record was written.
-    Created,
-    /// A record with this id already exists (a retry, or a reused key): here it is (boxed: a
-    /// record is large, and most creates find none).
-    Exists(Box<ImportRecord>),
+/// What creating an import found: created, or the existing record (a retry, or a reused key).
+pub type CreateOutcome = queue_worker::accept::CreateOutcome<ImportRecord>;
+
+/// An import is a request the producer accepts: the accept flow's view of it.
+impl RequestRecord for ImportRecord {
+    type Id = ImportId;
+    type Job = ImportJob;
+    const ABANDONED: &'static str = "the job could not be queued; submit the import again";
+
+    fn id(&self) -> ImportId {
+        self.import_id
+    }
+
+    fn fingerprint(&self) -> &str {
+        &self.request_hash
+    }
+
+    fn owner(&self) -> Option<&str> {
+        self.owner.as_ref().map(Principal::as_str)
+    }
+
+    fn job_sent(&self) -> bool {
+        self.job_sent
+    }
+
+    /// The job is sent again only while the import is `QUEUED`: once the processor has moved
+    /// it on, the job evidently arrived, and sending chunk 0 of a `PROCESSING`, `COMPLETED` or
+    /// `FAILED` import again would start it over.
+    fn awaits_processing(&self) -> bool {
+        self.status == ImportStatus::Queued
+    }
+
+    fn job(&self) -> ImportJob {
+        ImportJob::new(self.import_id, &self.object_key, self.format)
+    }
 }
 
 /// Why an import store operation failed.
@@ -174,6 +202,40 @@ pub trait ImportStore: Send + Sync {
         &self,
         import_id: ImportId,
     ) -> impl Future<Output = Result<Option<ImportRecord>, StoreError>> + Send;
+}
+
+/// An [`ImportStore`] as the accept flow's [`RequestStore`]: what the producer hands to
+/// [`queue_worker::accept::accept`].
+#[derive(Debug)]
+pub struct ImportRequests<'a, S>(pub &'a S);
+
+impl<S: ImportStore> RequestStore for ImportRequests<'_, S> {
+    type Record = ImportRecord;
+    type Error = StoreError;
+
+    fn create(
+        &self,
+        record: &ImportRecord,
+    ) -> impl Future<Output = Result<CreateOutcome, StoreError>> + Send {
+        self.0.create(record)
+    }
+
+    fn mark_job_sent(
+        &self,
+        import_id: ImportId,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.mark_job_sent(import_id, at)
+    }
+
+    fn abandon_unsent(
+        &self,
+        import_id: ImportId,
+        reason: &str,
+        at: SystemTime,
+    ) -> impl Future<Output = Result<(), StoreError>> + Send {
+        self.0.abandon_unsent(import_id, reason, at)
+    }
 }
 
 /// What recording an import's outcome did.

@@ -6,6 +6,7 @@ use sha2::{Digest, Sha256};
 use unicode_properties::{GeneralCategory, UnicodeGeneralCategory};
 use uuid::Uuid;
 
+use queue_worker::accept::id_for_key;
 use queue_worker::idempotency::IdempotencyKey;
 
 /// The id of an import: a UUID. Server-generated ids are UUIDv7, so they sort by creation time;
@@ -28,14 +29,7 @@ impl ImportId {
     /// whichever session sends it, and different principals cannot collide by picking the same
     /// key.
     pub fn for_idempotency_key(caller: &Principal, key: &IdempotencyKey) -> Self {
-        let mut hash = Sha256::new();
-        hash.update(caller.as_str().as_bytes());
-        hash.update([0]);
-        hash.update(key.as_str().as_bytes());
-        let digest = hash.finalize();
-        let mut bytes = [0u8; 16];
-        bytes.copy_from_slice(&digest[..16]);
-        Self(Uuid::new_v8(bytes))
+        Self(id_for_key(caller.as_str(), key))
     }
 
     /// Parses the canonical hyphenated form.
