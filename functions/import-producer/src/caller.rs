@@ -22,7 +22,7 @@ use axum::http::request::Parts;
 use imports::{InvalidPrincipal, Principal};
 use lambda_http::request::RequestContext;
 
-use crate::problem::Problem;
+use crate::problem::{self, Problem};
 
 /// The calling principal, as an extractor: a handler that takes it answers `403` to a caller
 /// that cannot be identified, before reading anything else of the request.
@@ -76,5 +76,5 @@ fn refused(error: InvalidPrincipal) -> Problem {
 
 fn unidentified(why: &str) -> Problem {
     tracing::warn!(reason = why, "refused a caller that cannot be identified");
-    Problem::unidentified_caller()
+    problem::unidentified_caller()
 }

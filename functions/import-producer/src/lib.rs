@@ -21,8 +21,10 @@
 //! the same key cannot finish.
 //!
 //! Layout: `routes` (the router and handlers), `caller` (who is calling), `uploads` (upload
-//! URLs), `request` (body parsing), `problem` (errors), `config`. The router is plain axum: `main.rs` runs it on
-//! `lambda_http`, and the local runner serves the same router over TCP.
+//! URLs), `request` (body parsing), `problem` (this API's problem types and the domain's own
+//! problems), `config`. The accept flow and the generic problems are the library's
+//! (`queue_worker::accept`, `queue_worker::http`). The router is plain axum: `main.rs` runs it
+//! on `lambda_http`, and the local runner serves the same router over TCP.
 
 mod caller;
 mod config;
@@ -32,9 +34,9 @@ mod routes;
 mod uploads;
 
 pub use config::ProducerConfig;
-pub use problem::{PROBLEM_TYPE_PREFIX, Problem};
+pub use problem::{PROBLEM_TYPE_PREFIX, PROBLEMS, Problem};
 pub use request::NewImport;
-pub use routes::{Api, IDEMPOTENCY_KEY, IDEMPOTENT_REPLAYED, router};
+pub use routes::{Api, router};
 pub use uploads::{UPLOAD_URL_TTL, UploadUrl, Uploads};
 
 use imports::DynamoDbImports;

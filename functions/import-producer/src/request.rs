@@ -5,7 +5,7 @@ use imports::{ImportFormat, ObjectKey};
 use queue_worker::idempotency::PayloadHash;
 use serde_json::{Map, Value};
 
-use crate::problem::Problem;
+use crate::problem::{self, PROBLEMS, Problem};
 
 const OBJECT_KEY: &str = "objectKey";
 const FORMAT: &str = "format";
@@ -24,23 +24,23 @@ impl NewImport {
     /// Parses a body. The object key must lie under `upload_prefix`.
     pub fn parse(body: &[u8], upload_prefix: &str) -> Result<Self, Problem> {
         let value: Value =
-            serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))?;
+            serde_json::from_slice(body).map_err(|e| PROBLEMS.invalid_json(e.to_string()))?;
         let Value::Object(fields) = value else {
-            return Err(Problem::body_not_an_object());
+            return Err(problem::body_not_an_object());
         };
         if let Some(unknown) = fields.keys().find(|k| !KNOWN_FIELDS.contains(&k.as_str())) {
-            return Err(Problem::unknown_field(unknown, &KNOWN_FIELDS));
+            return Err(PROBLEMS.unknown_field(unknown, &KNOWN_FIELDS));
         }
 
         let raw_key =
-            string_field(&fields, OBJECT_KEY)?.ok_or_else(|| Problem::missing_field(OBJECT_KEY))?;
+            string_field(&fields, OBJECT_KEY)?.ok_or_else(|| PROBLEMS.missing_field(OBJECT_KEY))?;
         let object_key = ObjectKey::parse(raw_key, upload_prefix)
-            .map_err(|e| Problem::unsafe_object_key(OBJECT_KEY, format!("{OBJECT_KEY} {e}")))?;
+            .map_err(|e| problem::unsafe_object_key(OBJECT_KEY, format!("{OBJECT_KEY} {e}")))?;
 
         let format = match string_field(&fields, FORMAT)? {
             Some(name) => parse_format(name)?,
             None => ImportFormat::from_key(&object_key).ok_or_else(|| {
-                Problem::missing_field(FORMAT).with_detail(format!(
+                PROBLEMS.missing_field(FORMAT).with_detail(format!(
                     "field {FORMAT} is required when {OBJECT_KEY} has no .csv, .ndjson or .jsonl extension"
                 ))
             })?,
@@ -66,14 +66,14 @@ impl NewUpload {
     /// Parses a `POST /uploads` body: `{"format": "csv"}` or `{"format": "ndjson"}`.
     pub fn parse(body: &[u8]) -> Result<Self, Problem> {
         let value: Value =
-            serde_json::from_slice(body).map_err(|e| Problem::invalid_json(e.to_string()))?;
+            serde_json::from_slice(body).map_err(|e| PROBLEMS.invalid_json(e.to_string()))?;
         let Value::Object(fields) = value else {
-            return Err(Problem::body_not_an_object());
+            return Err(problem::body_not_an_object());
         };
         if let Some(unknown) = fields.keys().find(|k| k.as_str() != FORMAT) {
-            return Err(Problem::unknown_field(unknown, &[FORMAT]));
+            return Err(PROBLEMS.unknown_field(unknown, &[FORMAT]));
         }
-        let name = string_field(&fields, FORMAT)?.ok_or_else(|| Problem::missing_field(FORMAT))?;
+        let name = string_field(&fields, FORMAT)?.ok_or_else(|| PROBLEMS.missing_field(FORMAT))?;
         Ok(Self {
             format: parse_format(name)?,
         })
@@ -83,7 +83,7 @@ impl NewUpload {
 fn parse_format(name: &str) -> Result<ImportFormat, Problem> {
     ImportFormat::parse(name).ok_or_else(|| {
         let known: Vec<&str> = ImportFormat::ALL.iter().map(|f| f.as_str()).collect();
-        Problem::invalid_value(
+        PROBLEMS.invalid_value(
             FORMAT,
             format!("{FORMAT} must be one of {}", known.join(", ")),
         )
@@ -98,6 +98,6 @@ fn string_field<'a>(
     match fields.get(name) {
         None => Ok(None),
         Some(Value::String(text)) => Ok(Some(text)),
-        Some(_) => Err(Problem::wrong_type(name, "a string")),
+        Some(_) => Err(PROBLEMS.wrong_type(name, "a string")),
     }
 }
