@@ -10,6 +10,7 @@ mod guard_dynamodb;
 mod guard_memory;
 mod job_queue;
 mod layout;
+mod notifier;
 mod ops;
 mod processor;
 mod producer_api;

@@ -181,21 +181,25 @@ fn a_function_without_a_role_of_its_own_is_caught() {
 fn after_the_sam_transform_no_role_has_a_managed_policy_or_a_grant_on_star_but_x_ray() {
     let transformed = transform(&load());
     assert_eq!(transformed_violations(&transformed), Vec::<String>::new());
-    // The check sees the roles: both written out, each with X-Ray as its only grant on *.
+    // The check sees the roles: all written out, each with X-Ray as its only grant on *.
     let resources = transformed["Resources"].as_mapping().unwrap();
     let roles: Vec<&str> = resources
         .iter()
         .filter(|(_, r)| r["Type"].as_str() == Some("AWS::IAM::Role"))
         .filter_map(|(name, _)| name.as_str())
         .collect();
-    assert_eq!(roles, ["ProcessorRole", "ProducerRole"], "{roles:?}");
+    assert_eq!(
+        roles,
+        ["NotifierRole", "ProcessorRole", "ProducerRole"],
+        "{roles:?}"
+    );
 }
 
 #[test]
 fn the_roles_sam_generates_for_a_function_without_one_are_caught_after_the_transform() {
     // The template as it was before the roles were written out: SAM's generated roles.
     let mut template = load();
-    for function in ["ProcessorFunction", "ProducerFunction"] {
+    for function in ["NotifierFunction", "ProcessorFunction", "ProducerFunction"] {
         template["Resources"][function]["Properties"]
             .as_mapping_mut()
             .unwrap()
