@@ -1,4 +1,4 @@
-//! The producer's side: accepting a request once, however often a client sends it.
+//! The accepting side: taking a request once, however often a client sends it.
 //!
 //! An API that accepts work records the request, queues its job and answers at once. A client
 //! that gets no answer (a timeout, a `503`) retries with the same idempotency key, and must get

@@ -132,7 +132,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let line = emf("Workers", "import-processor", &summary, oldest, now);
+        let line = emf("Workers", "thumbnailer", &summary, oldest, now);
         assert_eq!(line["Processed"], 2);
         assert_eq!(line["Duplicates"], 1);
         assert_eq!(line["Failed"], 3);
@@ -141,7 +141,7 @@ mod tests {
         assert_eq!(line["OldestMessageAgeMs"], 120_000);
         assert_eq!(line["_aws"]["Timestamp"], 1_795_858_260_000u64);
         assert_eq!(line["_aws"]["CloudWatchMetrics"][0]["Namespace"], "Workers");
-        assert_eq!(line["FunctionName"], "import-processor");
+        assert_eq!(line["FunctionName"], "thumbnailer");
         let names: Vec<&str> = line["_aws"]["CloudWatchMetrics"][0]["Metrics"]
             .as_array()
             .unwrap()
