@@ -39,32 +39,31 @@ use std::collections::{BTreeMap, HashMap};
 use std::io;
 use std::path::Path;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant, SystemTime};
 
 use anyhow::{Context as _, bail};
 use aws_config::SdkConfig;
-use aws_lambda_events::event::sqs::{SqsEvent, SqsMessage};
+use aws_lambda_events::event::sqs::SqsEvent;
 use comfy_table::{ContentArrangement, Table, presets::UTF8_FULL};
 use import_processor::{
     DynamoDbItems, ImportWorker, ItemWriter, ObjectSource, Opened, Parts, ProcessorConfig,
     ReadFrom, Row, S3ObjectSource, SourceError, WriteError,
 };
 use imports::{
-    ChunkEnd, DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportResults, ObjectKey,
-    Progress, Start, StoreError, Transition,
+    ChunkEnd, DynamoDbImports, ImportFormat, ImportId, ImportResults, ObjectKey, Progress, Start,
+    StoreError, Transition,
 };
-use queue_worker::BoxError;
-use queue_worker::batch::{
-    BatchProcessor, ParkReason, QueueActions, RecordStatus, SqsQueueActions,
-};
-use queue_worker::idempotency::{
-    Claim, ClaimRequest, Decision, DynamoDbStore, GuardError, IdempotencyStore,
-};
-use queue_worker::job::{JobQueue, SqsJobQueue};
+use queue_worker::batch::{BatchProcessor, RecordStatus, SqsQueueActions};
+use queue_worker::idempotency::DynamoDbStore;
+use queue_worker::job::SqsJobQueue;
 use queue_worker::protection::Concurrency;
+use queue_worker::testing::{
+    BEFORE_COMPLETE, BEFORE_THE_CLAIM, Ended, Faults, FaultyJobs, FaultyQueue, FaultyStore,
+    injected,
+};
 use queue_worker::worker::Idempotent;
 use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
@@ -115,9 +114,8 @@ pub struct Knobs {
 pub struct Chaos {
     /// The knobs in effect.
     pub knobs: Knobs,
-    kills: Mutex<BTreeMap<&'static str, u64>>,
-    faults: Mutex<BTreeMap<&'static str, u64>>,
-    parked: Mutex<BTreeMap<String, u64>>,
+    /// The library's injectors: faults, kill points, and their counts.
+    faults: Arc<Faults>,
     /// Successful `COMPLETED` commits per import id.
     completions: Mutex<HashMap<String, u64>>,
     /// Import ids whose `COMPLETED` commit was sent but its invocation killed before the
@@ -142,9 +140,7 @@ impl Chaos {
     pub fn new(knobs: Knobs) -> Self {
         Self {
             knobs,
-            kills: Mutex::default(),
-            faults: Mutex::default(),
-            parked: Mutex::default(),
+            faults: Arc::new(Faults::new(knobs.fault_rate)),
             completions: Mutex::default(),
             unseen_commits: Mutex::default(),
             duplicated: Arc::default(),
@@ -155,76 +151,16 @@ impl Chaos {
             downstream: Downstream::new(knobs.capacity, knobs.rate),
         }
     }
-
-    fn count(map: &Mutex<BTreeMap<&'static str, u64>>, key: &'static str) {
-        if let Ok(mut map) = map.lock() {
-            *map.entry(key).or_default() += 1;
-        }
-    }
-
-    /// Whether this call on `path` fails (and counts it).
-    fn fault(&self, path: &'static str) -> bool {
-        let hit = self.knobs.fault_rate > 0.0 && fastrand::f64() < self.knobs.fault_rate;
-        if hit {
-            Self::count(&self.faults, path);
-        }
-        hit
-    }
-
-    /// At a kill point: kills the current invocation here if it was chosen to die here (never
-    /// returns then).
-    async fn kill_point(&self, point: &'static str) {
-        let Ok(switch) = KILL.try_with(Arc::clone) else {
-            return;
-        };
-        if switch.target != Some(point) || (point == ITEM_WRITE && fastrand::f64() >= 0.02) {
-            return;
-        }
-        if !switch.fired.swap(true, Ordering::SeqCst) {
-            if let Ok(mut at) = switch.point.lock() {
-                *at = Some(point);
-            }
-            switch.notify.notify_one();
-        }
-        std::future::pending::<()>().await;
-    }
-
-    fn snapshot(map: &Mutex<BTreeMap<&'static str, u64>>) -> BTreeMap<String, u64> {
-        map.lock()
-            .map(|m| m.iter().map(|(k, v)| ((*k).to_owned(), *v)).collect())
-            .unwrap_or_default()
-    }
-}
-
-fn injected(what: &str) -> BoxError {
-    format!("injected fault (chaos): {what}").into()
 }
 
 // ------------------------------------------------------------------------------------ kills
 
-tokio::task_local! {
-    static KILL: Arc<KillSwitch>;
-}
-
 /// Where an invocation can be killed: before the claim, at an item write, between the last write
 /// and the chunk's commit, between the commit and the claim's completion.
-pub const KILL_POINTS: [&str; 4] = [
-    "before the claim",
-    ITEM_WRITE,
-    "after the writes, before the commit",
-    "after the commit, before complete",
-];
+pub const KILL_POINTS: [&str; 4] = [BEFORE_THE_CLAIM, ITEM_WRITE, BEFORE_COMMIT, BEFORE_COMPLETE];
 
 const ITEM_WRITE: &str = "at an item write";
-
-#[derive(Default)]
-struct KillSwitch {
-    /// The kill point this invocation dies at, if any.
-    target: Option<&'static str>,
-    notify: tokio::sync::Notify,
-    fired: AtomicBool,
-    point: Mutex<Option<&'static str>>,
-}
+const BEFORE_COMMIT: &str = "after the writes, before the commit";
 
 /// The processor as the mapping's function, killed now and then.
 ///
@@ -245,10 +181,6 @@ impl Function for ChaosFunction {
         let knobs = self.chaos.knobs;
         let target = (knobs.kill_point_rate > 0.0 && fastrand::f64() < knobs.kill_point_rate)
             .then(|| KILL_POINTS[fastrand::usize(..KILL_POINTS.len())]);
-        let switch = Arc::new(KillSwitch {
-            target,
-            ..KillSwitch::default()
-        });
         let timer = (knobs.kill_rate > 0.0 && fastrand::f64() < knobs.kill_rate).then(|| {
             let window = if fastrand::bool() {
                 Duration::from_millis(300)
@@ -260,7 +192,10 @@ impl Function for ChaosFunction {
         let warm = self.idle.lock().ok().and_then(|mut idle| idle.pop());
         let environment = warm.unwrap_or_else(|| (self.start)());
         let processor = Processor::new(Arc::clone(&environment), Arc::clone(&self.stats));
-        let work = KILL.scope(Arc::clone(&switch), processor.invoke(event, deadline));
+        let work = self
+            .chaos
+            .faults
+            .killable(target, processor.invoke(event, deadline));
         let random_kill = async {
             match timer {
                 Some(after) => tokio::time::sleep(after).await,
@@ -268,19 +203,17 @@ impl Function for ChaosFunction {
             }
         };
         tokio::select! {
-            response = work => {
-                if let Ok(mut idle) = self.idle.lock() {
-                    idle.push(environment);
+            ended = work => match ended {
+                Ended::Finished(response) => {
+                    if let Ok(mut idle) = self.idle.lock() {
+                        idle.push(environment);
+                    }
+                    response
                 }
-                response
-            }
-            () = switch.notify.notified() => {
-                let point = switch.point.lock().ok().and_then(|p| *p).unwrap_or("unknown");
-                Chaos::count(&self.chaos.kills, point);
-                Err(format!("killed (chaos) at {point}"))
-            }
+                Ended::Killed(point) => Err(format!("killed (chaos) at {point}")),
+            },
             () = random_kill => {
-                Chaos::count(&self.chaos.kills, "random time");
+                self.chaos.faults.count_kill("random time");
                 Err("killed (chaos) at a random time".into())
             }
         }
@@ -288,51 +221,6 @@ impl Function for ChaosFunction {
 }
 
 // ------------------------------------------------------------------------------- the seams
-
-/// The guard's store, with faults and kill points.
-pub struct ChaosStore<S> {
-    inner: S,
-    chaos: Arc<Chaos>,
-}
-
-impl<S: IdempotencyStore> IdempotencyStore for ChaosStore<S> {
-    async fn try_claim(&self, request: &ClaimRequest) -> Result<Decision, GuardError> {
-        self.chaos.kill_point("before the claim").await;
-        if self.chaos.fault("guard.try_claim") {
-            if fastrand::bool() {
-                // Response lost: the claim may be written, the worker does not know.
-                let _ = self.inner.try_claim(request).await;
-            }
-            return Err(GuardError::Unavailable(injected("guard table")));
-        }
-        self.inner.try_claim(request).await
-    }
-
-    async fn complete(
-        &self,
-        claim: &Claim,
-        result: &str,
-        expires_at: SystemTime,
-    ) -> Result<(), GuardError> {
-        self.chaos
-            .kill_point("after the commit, before complete")
-            .await;
-        if self.chaos.fault("guard.complete") {
-            if fastrand::bool() {
-                let _ = self.inner.complete(claim, result, expires_at).await;
-            }
-            return Err(GuardError::Unavailable(injected("guard table")));
-        }
-        self.inner.complete(claim, result, expires_at).await
-    }
-
-    async fn release(&self, claim: &Claim) -> Result<(), GuardError> {
-        if self.chaos.fault("guard.release") {
-            return Err(GuardError::Unavailable(injected("guard table")));
-        }
-        self.inner.release(claim).await
-    }
-}
 
 /// The imports table (the processor's side), with faults, kill points and a count of commits
 /// that completed an import.
@@ -349,10 +237,8 @@ impl<R: ImportResults> ImportResults for ChaosResults<R> {
         end: ChunkEnd<'_>,
         at: SystemTime,
     ) -> Result<Transition, StoreError> {
-        self.chaos
-            .kill_point("after the writes, before the commit")
-            .await;
-        let lost = self.chaos.fault("imports.record_chunk");
+        self.chaos.faults.kill_point(BEFORE_COMMIT, 1.0).await;
+        let lost = self.chaos.faults.fault("imports.record_chunk");
         if lost && fastrand::bool() {
             return Err(StoreError::Unavailable(injected("imports table")));
         }
@@ -387,7 +273,7 @@ impl<R: ImportResults> ImportResults for ChaosResults<R> {
         etag: &str,
         at: SystemTime,
     ) -> Result<Start, StoreError> {
-        if self.chaos.fault("imports.begin") {
+        if self.chaos.faults.fault("imports.begin") {
             if fastrand::bool() {
                 // Response lost: the import may be started, the worker does not know.
                 let _ = self
@@ -403,7 +289,7 @@ impl<R: ImportResults> ImportResults for ChaosResults<R> {
     }
 
     async fn progress(&self, import_id: ImportId) -> Result<Option<Progress>, StoreError> {
-        if self.chaos.fault("imports.progress") {
+        if self.chaos.faults.fault("imports.progress") {
             return Err(StoreError::Unavailable(injected("imports table")));
         }
         self.inner.progress(import_id).await
@@ -415,7 +301,7 @@ impl<R: ImportResults> ImportResults for ChaosResults<R> {
         reason: &str,
         at: SystemTime,
     ) -> Result<Transition, StoreError> {
-        if self.chaos.fault("imports.mark_failed") {
+        if self.chaos.faults.fault("imports.mark_failed") {
             return Err(StoreError::Unavailable(injected("imports table")));
         }
         self.inner.mark_failed(import_id, reason, at).await
@@ -453,7 +339,7 @@ impl<O: ObjectSource> ObjectSource for ChaosSource<O> {
         key: &ObjectKey,
         from: Option<ReadFrom<'_>>,
     ) -> Result<Opened, SourceError> {
-        if self.chaos.fault("s3.get_object") {
+        if self.chaos.faults.fault("s3.get_object") {
             return Err(SourceError::Unavailable(injected("S3 GetObject")));
         }
         let mut opened = self.inner.open(key, from).await?;
@@ -481,7 +367,7 @@ struct CutBody {
 
 impl CutBody {
     fn cut(&self) -> io::Error {
-        Chaos::count(&self.chaos.faults, "s3.stream_cut");
+        self.chaos.faults.count_fault("s3.stream_cut");
         io::Error::new(
             io::ErrorKind::ConnectionReset,
             "injected fault (chaos): the S3 stream was cut mid-object",
@@ -532,7 +418,7 @@ impl AsyncBufRead for CutBody {
             return match Pin::new(&mut this.inner).poll_fill_buf(cx) {
                 Poll::Ready(Ok([])) => Poll::Ready(Ok(&[])),
                 Poll::Ready(Ok(_)) => {
-                    Chaos::count(&chaos.faults, "s3.stream_cut");
+                    chaos.faults.count_fault("s3.stream_cut");
                     Poll::Ready(Err(io::Error::new(
                         io::ErrorKind::ConnectionReset,
                         "injected fault (chaos): the S3 stream was cut mid-object",
@@ -556,56 +442,6 @@ impl AsyncBufRead for CutBody {
         let this = self.get_mut();
         this.remaining = this.remaining.saturating_sub(amt as u64);
         Pin::new(&mut this.inner).consume(amt);
-    }
-}
-
-/// The continuation send, with faults.
-pub struct ChaosJobs<Q> {
-    inner: Q,
-    chaos: Arc<Chaos>,
-}
-
-impl<Q: JobQueue<ImportJob>> JobQueue<ImportJob> for ChaosJobs<Q> {
-    async fn send_after(
-        &self,
-        job: &ImportJob,
-        delay: Duration,
-        trace_context: Option<&str>,
-    ) -> Result<(), BoxError> {
-        if self.chaos.fault("sqs.send_continuation") {
-            return Err(injected("SQS SendMessage (continuation)"));
-        }
-        self.inner.send_after(job, delay, trace_context).await
-    }
-}
-
-/// `ChangeMessageVisibility` and the DLQ send, with faults; counts parked messages by class.
-pub struct ChaosQueue {
-    inner: SqsQueueActions,
-    chaos: Arc<Chaos>,
-}
-
-impl QueueActions for ChaosQueue {
-    async fn change_visibility(
-        &self,
-        message: &SqsMessage,
-        delay: Duration,
-    ) -> Result<(), BoxError> {
-        if self.chaos.fault("sqs.change_visibility") {
-            return Err(injected("SQS ChangeMessageVisibility"));
-        }
-        self.inner.change_visibility(message, delay).await
-    }
-
-    async fn park(&self, message: &SqsMessage, why: ParkReason<'_>) -> Result<(), BoxError> {
-        if self.chaos.fault("sqs.park") {
-            return Err(injected("SQS SendMessage (DLQ)"));
-        }
-        self.inner.park(message, why).await?;
-        if let Ok(mut parked) = self.chaos.parked.lock() {
-            *parked.entry(why.code.to_owned()).or_default() += 1;
-        }
-        Ok(())
     }
 }
 
@@ -725,7 +561,8 @@ pub struct CapacityWriter<W> {
 
 impl<W: ItemWriter> ItemWriter for CapacityWriter<W> {
     async fn write(&self, import_id: ImportId, rows: &[Row]) -> Result<(), WriteError> {
-        self.chaos.kill_point(ITEM_WRITE).await;
+        // At a write: after ~50 writes on average.
+        self.chaos.faults.kill_point(ITEM_WRITE, 0.02).await;
         let panic_rate = self.chaos.knobs.panic_rate;
         if panic_rate > 0.0 && fastrand::f64() < panic_rate {
             self.chaos.panics.fetch_add(1, Ordering::Relaxed);
@@ -883,12 +720,12 @@ pub type ChaosHandler = Idempotent<
         CapacityWriter<DynamoDbItems>,
         ChaosResults<DynamoDbImports>,
     >,
-    ChaosStore<DynamoDbStore>,
-    ChaosJobs<Option<SqsJobQueue>>,
+    FaultyStore<DynamoDbStore>,
+    FaultyJobs<Option<SqsJobQueue>>,
 >;
 
 /// The processor with every seam wrapped.
-pub type ChaosProcessor = BatchProcessor<ChaosHandler, ChaosQueue>;
+pub type ChaosProcessor = BatchProcessor<ChaosHandler, FaultyQueue<SqsQueueActions>>;
 
 /// Builds the production processor (`import_processor::Parts`), each seam behind its injector:
 /// once per execution environment, when the function starts one.
@@ -920,9 +757,9 @@ pub fn function(
             config,
         } = Parts::new(&config, &sdk);
         let processor = Parts {
-            guard: ChaosStore {
+            guard: FaultyStore {
                 inner: guard,
-                chaos: Arc::clone(chaos),
+                faults: Arc::clone(&chaos.faults),
             },
             source: ChaosSource {
                 inner: source,
@@ -936,13 +773,13 @@ pub fn function(
                 inner: imports,
                 chaos: Arc::clone(chaos),
             },
-            jobs: ChaosJobs {
+            jobs: FaultyJobs {
                 inner: jobs,
-                chaos: Arc::clone(chaos),
+                faults: Arc::clone(&chaos.faults),
             },
-            queue: ChaosQueue {
+            queue: FaultyQueue {
                 inner: queue,
-                chaos: Arc::clone(chaos),
+                faults: Arc::clone(&chaos.faults),
             },
             config,
         }
@@ -1254,9 +1091,9 @@ async fn check(
     let fraction = g.saturated.map(|s| s / g.bound);
     let stats = &pipeline.stats;
     let (invocations, failed_invocations) = stats.invocations();
-    let kills = Chaos::snapshot(&chaos.kills);
-    let faults = Chaos::snapshot(&chaos.faults);
-    let parked = chaos.parked.lock().map(|p| p.clone()).unwrap_or_default();
+    let kills = chaos.faults.kills();
+    let faults = chaos.faults.injected();
+    let parked = chaos.faults.parked();
     let seconds = drained_in.as_secs_f64();
     let mean_limit = chaos
         .limits

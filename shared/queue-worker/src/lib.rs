@@ -6,7 +6,7 @@
 //!
 //! - [`worker`]: [`worker::Idempotent`] runs a [`worker::Worker`] behind the idempotency guard
 //!   as a [`batch::RecordHandler`], and carries its continuations.
-//! - [`accept`]: the producer's side: an API records a request, queues its job, and answers a
+//! - [`accept`]: the accepting side: an API records a request, queues its job, and answers a
 //!   retry with the same idempotency key from the record (replay, resend, or a reused key).
 //! - `http` (feature `http`): the HTTP side of an accepting API on axum: RFC 9457 problem
 //!   details, the JSON body and `Idempotency-Key` helpers, and the answer to each accept decision.
@@ -25,6 +25,7 @@
 //!   the standard `AWS_ENDPOINT_URL*` variables, so the same binary talks to AWS or to a local
 //!   emulator without code changes.
 //! - [`telemetry`]: tracing set-up (JSON in Lambda, readable text on a terminal).
+//! - `testing` (feature `testing`): fault injectors for the library's seams, for chaos soaks.
 //! - [`dynamo`]: checked access to DynamoDB items, for stores written by hand.
 //!
 //! The long form (semantics, settings, what each part guarantees) is in `shared/README.md`.
@@ -42,6 +43,8 @@ pub mod lambda;
 pub mod metrics;
 pub mod protection;
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 pub mod worker;
 
 pub use config::{ConfigError, Env};
