@@ -576,11 +576,25 @@ def check_mapping(clients, report, resolve, logical, name, sqs, props, physical)
                   mapping.get("MaximumBatchingWindowInSeconds"), window)
     report.expect(subject, "FunctionResponseTypes", mapping.get("FunctionResponseTypes"),
                   sqs["FunctionResponseTypes"])
-    concurrency = mapping.get("ScalingConfig", {}).get("MaximumConcurrency")
-    report.expect(subject, "ScalingConfig.MaximumConcurrency", concurrency,
-                  resolve.number(sqs["ScalingConfig"]["MaximumConcurrency"]))
-    report.holds(subject, "invariant: MaximumConcurrency within 2..1000",
-                 isinstance(concurrency, int) and 2 <= concurrency <= 1000)
+    # On demand (ScalingConfig) or provisioned (ProvisionedPollerConfig), as the template's
+    # condition picks with the deployed parameters.
+    absent = {"Ref": "AWS::NoValue"}
+    scaling = resolve(sqs.get("ScalingConfig", absent))
+    pollers = resolve(sqs.get("ProvisionedPollerConfig", absent))
+    report.holds(subject, "invariant: on demand or provisioned, never both",
+                 (scaling is NO_VALUE) != (pollers is NO_VALUE))
+    if scaling is not NO_VALUE:
+        concurrency = mapping.get("ScalingConfig", {}).get("MaximumConcurrency")
+        report.expect(subject, "ScalingConfig.MaximumConcurrency", concurrency,
+                      resolve.number(scaling["MaximumConcurrency"]))
+        report.holds(subject, "invariant: MaximumConcurrency within 2..1000",
+                     isinstance(concurrency, int) and 2 <= concurrency <= 1000)
+    if pollers is not NO_VALUE:
+        report.expect(subject, "ProvisionedPollerConfig", mapping.get("ProvisionedPollerConfig"),
+                      {k: resolve.number(v) for k, v in pollers.items()},
+                      gap="ProvisionedPollerConfig")
+    report.expect(subject, "MetricsConfig", mapping.get("MetricsConfig"),
+                  resolve(sqs.get("MetricsConfig", absent)), gap="MetricsConfig")
     report.holds(subject, "invariant: ReportBatchItemFailures reported",
                  "ReportBatchItemFailures" in (mapping.get("FunctionResponseTypes") or []))
     report.holds(subject, "invariant: a batch above 10 has a window of at least 1 s",

@@ -52,79 +52,11 @@ pub fn violations(template: &Value) -> Vec<String> {
     check_mapping_keys(template, &mut found);
     check_queue_policies(template, &mut found);
     check_kms_key(template, &mut found);
+    check_mapping_alarms(template, &mut found);
     found
 }
 
-/// `value` as a deploy with the parameters' defaults sees it: `!Ref Parameter` is its default,
-/// `!If` takes the branch its condition picks, `AWS::NoValue` drops the entry. Other
-/// intrinsics stay as they are.
-pub fn resolve_defaults(template: &Value, value: &Value) -> Value {
-    if let Some(name) = reference(value) {
-        if name == "AWS::NoValue" {
-            return Value::Null;
-        }
-        let default = &template["Parameters"][name]["Default"];
-        if !template["Parameters"][name].is_null() {
-            return default.clone();
-        }
-        return value.clone();
-    }
-    if let Some(args) = intrinsic(value, "If").and_then(Value::as_sequence) {
-        if let [condition, yes, no] = args.as_slice() {
-            let holds = condition_holds(template, condition.as_str().unwrap_or_default());
-            return resolve_defaults(template, if holds { yes } else { no });
-        }
-    }
-    match value {
-        Value::Mapping(entries) => Value::Mapping(
-            entries
-                .iter()
-                .map(|(k, v)| (k.clone(), resolve_defaults(template, v)))
-                .filter(|(_, v)| !v.is_null())
-                .collect(),
-        ),
-        Value::Sequence(items) => Value::Sequence(
-            items
-                .iter()
-                .map(|v| resolve_defaults(template, v))
-                .filter(|v| !v.is_null())
-                .collect(),
-        ),
-        other => other.clone(),
-    }
-}
-
-/// Whether condition `name` holds with the parameters' defaults (`Not`, `Equals`, `And`, `Or`,
-/// `Condition`).
-fn condition_holds(template: &Value, name: &str) -> bool {
-    evaluate(template, &template["Conditions"][name])
-}
-
-fn evaluate(template: &Value, expression: &Value) -> bool {
-    let args = |name| {
-        intrinsic(expression, name)
-            .and_then(Value::as_sequence)
-            .cloned()
-            .unwrap_or_default()
-    };
-    if intrinsic(expression, "Not").is_some() {
-        return !args("Not").first().is_some_and(|e| evaluate(template, e));
-    }
-    if intrinsic(expression, "And").is_some() {
-        return args("And").iter().all(|e| evaluate(template, e));
-    }
-    if intrinsic(expression, "Or").is_some() {
-        return args("Or").iter().any(|e| evaluate(template, e));
-    }
-    if let Some(name) = intrinsic(expression, "Condition").and_then(Value::as_str) {
-        return condition_holds(template, name);
-    }
-    if let [a, b] = args("Equals").as_slice() {
-        let text = |v: &Value| local_runner::template::scalar_text(&resolve_defaults(template, v));
-        return text(a) == text(b);
-    }
-    false
-}
+pub use local_runner::template::resolve_defaults;
 
 /// A customer-managed key is one parameter away: with `KmsKeyArn` set, every queue, table,
 /// bucket and log group is encrypted with it and every function's role may use it; without,
@@ -706,13 +638,16 @@ fn check_function(template: &Value, name: &str, function: &Value, found: &mut Ve
                 "{name}: the SQS event must set FunctionResponseTypes: [ReportBatchItemFailures]"
             ));
         }
-        let concurrency = possible_numbers(
-            template,
-            &event_properties["ScalingConfig"]["MaximumConcurrency"],
-        );
-        if concurrency.is_empty() || concurrency.iter().any(|c| !(2.0..=1000.0).contains(c)) {
+        check_mapping_mode(template, name, event_properties, found);
+        let metrics: Vec<&str> = event_properties["MetricsConfig"]["Metrics"]
+            .as_sequence()
+            .into_iter()
+            .flatten()
+            .filter_map(Value::as_str)
+            .collect();
+        if !metrics.contains(&"EventCount") {
             found.push(format!(
-                "{name}: ScalingConfig.MaximumConcurrency must be within 2..1000"
+                "{name}: the SQS event must set MetricsConfig: {{Metrics: [EventCount]}}"
             ));
         }
         let batches = possible_numbers(template, &event_properties["BatchSize"]);
@@ -867,6 +802,87 @@ fn check_role(name: &str, role: &Value, found: &mut Vec<String>) {
         found.push(format!(
             "{name}: managed policy {managed:?} attached (grant inline, on named resources)"
         ));
+    }
+}
+
+/// An SQS event's mapping runs on demand, bounded by `ScalingConfig.MaximumConcurrency`
+/// (2..1000), or, where a `ProvisionedPollerConfig` is possible, in provisioned mode under one
+/// condition that also leaves `ScalingConfig` out: Lambda refuses both at once.
+fn check_mapping_mode(template: &Value, name: &str, event: &Value, found: &mut Vec<String>) {
+    let scaling = if_branches(&event["ScalingConfig"]);
+    let on_demand: Vec<&Value> = scaling.iter().filter(|s| !s.is_null()).copied().collect();
+    let concurrency: Vec<f64> = on_demand
+        .iter()
+        .flat_map(|s| possible_numbers(template, &s["MaximumConcurrency"]))
+        .collect();
+    if on_demand.is_empty()
+        || concurrency.is_empty()
+        || concurrency.iter().any(|c| !(2.0..=1000.0).contains(c))
+    {
+        found.push(format!(
+            "{name}: ScalingConfig.MaximumConcurrency must be within 2..1000"
+        ));
+    }
+    let pollers = &event["ProvisionedPollerConfig"];
+    if pollers.is_null() {
+        return;
+    }
+    /// The condition of `!If [C, a, b]` whose branch `present` (1 or 2) holds the setting and
+    /// the other `AWS::NoValue`.
+    fn condition(value: &Value, present: usize) -> Option<&str> {
+        let args = intrinsic(value, "If").and_then(Value::as_sequence)?;
+        (args.len() == 3 && reference(&args[3 - present]) == Some("AWS::NoValue"))
+            .then(|| args[0].as_str())
+            .flatten()
+    }
+    // ProvisionedPollerConfig: !If [C, {...}, NoValue]; ScalingConfig: !If [C, NoValue, {...}].
+    let provisioned_when = condition(pollers, 1);
+    if provisioned_when.is_none() || provisioned_when != condition(&event["ScalingConfig"], 2) {
+        found.push(format!(
+            "{name}: ProvisionedPollerConfig and ScalingConfig must be set under one condition, \
+             never both (Lambda refuses MaximumConcurrency in provisioned mode)"
+        ));
+    }
+}
+
+/// Every SQS event's mapping has an alarm on its `FailedInvokeEventCount` (by
+/// `EventSourceMappingUUID`, the `!Ref` of the mapping SAM generates: function id + event id).
+fn check_mapping_alarms(template: &Value, found: &mut Vec<String>) {
+    let resources: Vec<(&str, &Value)> = template["Resources"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .filter_map(|(id, resource)| Some((id.as_str()?, resource)))
+        .collect();
+    let of_type = |kind: &str| {
+        resources
+            .iter()
+            .filter(move |(_, r)| r["Type"].as_str() == Some(kind))
+            .copied()
+            .collect::<Vec<_>>()
+    };
+    let alarmed: Vec<&str> = of_type("AWS::CloudWatch::Alarm")
+        .into_iter()
+        .filter(|(_, alarm)| {
+            alarm["Properties"]["MetricName"].as_str() == Some("FailedInvokeEventCount")
+        })
+        .flat_map(|(_, alarm)| as_list(&alarm["Properties"]["Dimensions"]))
+        .filter(|d| d["Name"].as_str() == Some("EventSourceMappingUUID"))
+        .filter_map(|d| reference(&d["Value"]))
+        .collect();
+    for (function, resource) in of_type("AWS::Serverless::Function") {
+        for (event, definition) in resource["Properties"]["Events"]
+            .as_mapping()
+            .into_iter()
+            .flatten()
+        {
+            let mapping = format!("{function}{}", event.as_str().unwrap_or_default());
+            if definition["Type"].as_str() == Some("SQS") && !alarmed.contains(&mapping.as_str()) {
+                found.push(format!(
+                    "{mapping}: the event source mapping needs an alarm on FailedInvokeEventCount"
+                ));
+            }
+        }
     }
 }
 

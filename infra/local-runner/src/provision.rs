@@ -126,6 +126,8 @@ pub fn mapping_settings(
                 "{function}: the SQS event's Queue must be !GetAtt Queue.Arn"
             ))
         })?;
+    // Conditional settings (provisioned mode) as a deploy with the defaults resolves them.
+    let event = &template.resolved(event);
     let number = |value: &Value, default: f64| template.number(value).unwrap_or(default);
     let timeout = template
         .number(&properties["Timeout"])
@@ -144,8 +146,11 @@ pub fn mapping_settings(
                 &event["MaximumBatchingWindowInSeconds"],
                 0.0,
             )),
-            maximum_concurrency: number(&event["ScalingConfig"]["MaximumConcurrency"], 1000.0)
-                as usize,
+            // In provisioned mode each poller runs up to 10 invocations at once.
+            maximum_concurrency: match event["ProvisionedPollerConfig"]["MaximumPollers"] {
+                Value::Null => number(&event["ScalingConfig"]["MaximumConcurrency"], 1000.0),
+                ref pollers => 10.0 * number(pollers, 200.0),
+            } as usize,
             function_timeout: Duration::from_secs_f64(timeout),
             report_batch_item_failures: reports,
         },

@@ -68,6 +68,11 @@ impl Template {
         (!default.is_null()).then_some(default)
     }
 
+    /// `value` as a deploy with the parameters' defaults sees it ([`resolve_defaults`]).
+    pub fn resolved(&self, value: &Value) -> Value {
+        resolve_defaults(&self.root, value)
+    }
+
     /// A number: literal, `!Ref Parameter` (its default), or `!FindInMap` over such keys.
     pub fn number(&self, value: &Value) -> Option<f64> {
         if let Some(n) = literal_number(value) {
@@ -91,6 +96,77 @@ impl Template {
             None => scalar_text(value),
         }
     }
+}
+
+/// `value` as a deploy with the parameters' defaults sees it: `!Ref Parameter` is its default,
+/// `!If` takes the branch its condition picks, `AWS::NoValue` drops the entry. Other
+/// intrinsics stay as they are.
+pub fn resolve_defaults(template: &Value, value: &Value) -> Value {
+    if let Some(name) = reference(value) {
+        if name == "AWS::NoValue" {
+            return Value::Null;
+        }
+        let default = &template["Parameters"][name]["Default"];
+        if !template["Parameters"][name].is_null() {
+            return default.clone();
+        }
+        return value.clone();
+    }
+    if let Some(args) = intrinsic(value, "If").and_then(Value::as_sequence) {
+        if let [condition, yes, no] = args.as_slice() {
+            let holds = condition_holds(template, condition.as_str().unwrap_or_default());
+            return resolve_defaults(template, if holds { yes } else { no });
+        }
+    }
+    match value {
+        Value::Mapping(entries) => Value::Mapping(
+            entries
+                .iter()
+                .map(|(k, v)| (k.clone(), resolve_defaults(template, v)))
+                .filter(|(_, v)| !v.is_null())
+                .collect(),
+        ),
+        Value::Sequence(items) => Value::Sequence(
+            items
+                .iter()
+                .map(|v| resolve_defaults(template, v))
+                .filter(|v| !v.is_null())
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// Whether condition `name` holds with the parameters' defaults (`Not`, `Equals`, `And`, `Or`,
+/// `Condition`).
+fn condition_holds(template: &Value, name: &str) -> bool {
+    evaluate(template, &template["Conditions"][name])
+}
+
+fn evaluate(template: &Value, expression: &Value) -> bool {
+    let args = |name| {
+        intrinsic(expression, name)
+            .and_then(Value::as_sequence)
+            .cloned()
+            .unwrap_or_default()
+    };
+    if intrinsic(expression, "Not").is_some() {
+        return !args("Not").first().is_some_and(|e| evaluate(template, e));
+    }
+    if intrinsic(expression, "And").is_some() {
+        return args("And").iter().all(|e| evaluate(template, e));
+    }
+    if intrinsic(expression, "Or").is_some() {
+        return args("Or").iter().any(|e| evaluate(template, e));
+    }
+    if let Some(name) = intrinsic(expression, "Condition").and_then(Value::as_str) {
+        return condition_holds(template, name);
+    }
+    if let [a, b] = args("Equals").as_slice() {
+        let text = |v: &Value| scalar_text(&resolve_defaults(template, v));
+        return text(a) == text(b);
+    }
+    false
 }
 
 /// A scalar as text: strings as they are, numbers and booleans printed.

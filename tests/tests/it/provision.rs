@@ -138,3 +138,18 @@ async fn the_event_source_mapping_takes_the_template_settings() {
     assert_eq!(settings.function_timeout, Duration::from_secs(60));
     assert!(settings.report_batch_item_failures);
 }
+
+#[tokio::test]
+async fn in_provisioned_mode_the_mapping_runs_up_to_ten_invocations_per_poller() {
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+    let mut root: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
+    root["Parameters"]["MinimumPollers"]["Default"] = 2.into();
+    root["Parameters"]["MaximumPollers"]["Default"] = 3.into();
+    let provisioned = Template::parse(&serde_yaml_ng::to_string(&root).unwrap()).unwrap();
+    let (_, settings) = mapping_settings(&provisioned, "ProcessorFunction").unwrap();
+    assert_eq!(settings.maximum_concurrency, 30);
+    // The notifier's mapping stays on demand.
+    let (_, settings) = mapping_settings(&provisioned, "NotifierFunction").unwrap();
+    assert_eq!(settings.maximum_concurrency, 2);
+}

@@ -98,6 +98,61 @@ fn a_maximum_concurrency_outside_2_to_1000_is_caught() {
     assert_caught(&found, "MaximumConcurrency");
 }
 
+/// The properties of the processor's SQS event.
+fn jobs(t: &mut Value) -> &mut Value {
+    &mut t["Resources"]["ProcessorFunction"]["Properties"]["Events"]["Jobs"]["Properties"]
+}
+
+#[test]
+fn a_mapping_without_event_count_metrics_is_caught() {
+    let found = mutated(|t| {
+        jobs(t).as_mapping_mut().unwrap().remove("MetricsConfig");
+    });
+    assert_caught(
+        &found,
+        "ProcessorFunction: the SQS event must set MetricsConfig",
+    );
+    let found = mutated(|t| jobs(t)["MetricsConfig"]["Metrics"] = yaml("[]"));
+    assert_caught(&found, "MetricsConfig");
+}
+
+#[test]
+fn provisioned_pollers_with_maximum_concurrency_are_caught() {
+    // Both at once, unconditionally: Lambda refuses the mapping.
+    let found = mutated(|t| {
+        jobs(t)["ScalingConfig"] = yaml("MaximumConcurrency: 5");
+    });
+    assert_caught(
+        &found,
+        "ProvisionedPollerConfig and ScalingConfig must be set under one condition",
+    );
+    // Under two different conditions.
+    let found = mutated(|t| {
+        jobs(t)["ProvisionedPollerConfig"] =
+            yaml("!If [UseKmsKey, {MinimumPollers: 1, MaximumPollers: 2}, !Ref AWS::NoValue]");
+    });
+    assert_caught(&found, "under one condition");
+    // Provisioned mode only: no on-demand bound left.
+    let found = mutated(|t| {
+        jobs(t)["ScalingConfig"] = yaml("!Ref AWS::NoValue");
+    });
+    assert_caught(&found, "MaximumConcurrency must be within 2..1000");
+}
+
+#[test]
+fn a_mapping_without_a_failed_invokes_alarm_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]
+            .as_mapping_mut()
+            .unwrap()
+            .remove("NotifierMappingFailedInvokesAlarm");
+    });
+    assert_caught(
+        &found,
+        "NotifierFunctionNotifications: the event source mapping needs an alarm on FailedInvokeEventCount",
+    );
+}
+
 #[test]
 fn a_large_batch_without_a_batching_window_is_caught() {
     // A fork that allows batches over 10 records (and the batch concurrency to start them).
