@@ -1,8 +1,8 @@
 //! Cold start as users feel it: init, then the first invocation, then a second (warm) one, with
 //! every AWS request over TLS.
 //!
-//! Each binary runs under the fake Runtime API of [`crate::runtime_api`] with the environment
-//! Lambda gives a function, pointed at the emulator through the HTTPS listeners of
+//! Each binary runs under the local runner's Runtime API ([`local_runner::runtime_api`]) with
+//! the environment Lambda gives a function, pointed at the emulator through the HTTPS listeners of
 //! [`crate::tls_proxy`] (one per service, so handshakes are counted per service) and trusting
 //! their private CA through `AWS_CA_BUNDLE`. A run times, at the Runtime API:
 //! - init: process start to the first `GET /invocation/next`;
@@ -38,8 +38,9 @@ use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::process::Command;
 
+use local_runner::runtime_api::{Event, RuntimeApi};
+
 use crate::init_time::{LAMBDA_ENVIRONMENT, percentile};
-use crate::runtime_api::RuntimeApi;
 use crate::tls_proxy::{PrivateCa, TlsProxy};
 
 /// The object the processor's jobs import: a header and 10 rows (one `BatchWriteItem`).
@@ -58,6 +59,41 @@ const HELLO_KEY: &str = "hello.txt";
 const SERVICES: [&str; 3] = ["dynamodb", "s3", "sqs"];
 /// How long a function may take for its init or one invocation before the run fails.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The ARN the Runtime API hands the functions with each event.
+const FUNCTION_ARN: &str = "arn:aws:lambda:us-east-1:123456789012:function:bench";
+/// The deadline of each event, from when it is queued: far enough that no work stops early.
+const EVENT_DEADLINE: Duration = Duration::from_secs(900);
+
+/// What the function did next at the Runtime API, within [`PHASE_TIMEOUT`]; a reported error
+/// fails the run.
+async fn next_event(api: &mut RuntimeApi) -> anyhow::Result<Event> {
+    let event = tokio::time::timeout(PHASE_TIMEOUT, api.event())
+        .await
+        .with_context(|| format!("the function did nothing for {PHASE_TIMEOUT:?}"))?
+        .context("the Runtime API stopped")?;
+    match event {
+        Event::Failed { request_id, error } => bail!("invocation {request_id} failed: {error}"),
+        Event::InitFailed(error) => bail!("init failed: {error}"),
+        event => Ok(event),
+    }
+}
+
+/// When the function next asked for an event.
+async fn next_poll(api: &mut RuntimeApi) -> anyhow::Result<Instant> {
+    match next_event(api).await? {
+        Event::Polled(at) => Ok(at),
+        other => bail!("expected a poll for the next event, got {other:?}"),
+    }
+}
+
+/// When the function answered the event it was handed, and the answer.
+async fn response(api: &mut RuntimeApi) -> anyhow::Result<(Instant, Value)> {
+    match next_event(api).await? {
+        Event::Responded { at, body, .. } => Ok((at, body)),
+        other => bail!("expected a response, got {other:?}"),
+    }
+}
 
 /// What a binary is, which decides the events it gets.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -290,7 +326,10 @@ async fn once(
     log: &Path,
 ) -> anyhow::Result<Sample> {
     let (events, imports) = workload.events(binary.kind).await?;
-    let mut api = RuntimeApi::start(events).await?;
+    let mut api = RuntimeApi::start(FUNCTION_ARN).await?;
+    for event in events {
+        api.invoke(event, SystemTime::now() + EVENT_DEADLINE);
+    }
     for proxy in proxies {
         proxy.clear();
     }
@@ -299,18 +338,18 @@ async fn once(
     let mut child = Command::new(&binary.path)
         .env_clear()
         .envs(environment.iter().map(|(k, v)| (k, v)))
-        .env("AWS_LAMBDA_RUNTIME_API", &api.address)
+        .env("AWS_LAMBDA_RUNTIME_API", api.address())
         .stdin(Stdio::null())
         .stdout(output.try_clone()?)
         .stderr(output)
         .kill_on_drop(true)
         .spawn()?;
     let phases = async {
-        let first_poll = api.next_poll(PHASE_TIMEOUT).await?;
-        let (first_answer, first) = api.response(PHASE_TIMEOUT).await?;
-        let second_poll = api.next_poll(PHASE_TIMEOUT).await?;
-        let (second_answer, warm) = api.response(PHASE_TIMEOUT).await?;
-        let third_poll = api.next_poll(PHASE_TIMEOUT).await?;
+        let first_poll = next_poll(&mut api).await?;
+        let (first_answer, first) = response(&mut api).await?;
+        let second_poll = next_poll(&mut api).await?;
+        let (second_answer, warm) = response(&mut api).await?;
+        let third_poll = next_poll(&mut api).await?;
         anyhow::Ok((
             [started, first_poll, second_poll, third_poll],
             [first_answer, second_answer],

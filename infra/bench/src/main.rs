@@ -6,7 +6,6 @@
 mod cold_start;
 mod init_time;
 mod report;
-mod runtime_api;
 mod tls_proxy;
 
 use std::path::PathBuf;

@@ -5,6 +5,7 @@ use std::time::Duration;
 use clap::{Parser, Subcommand};
 use local_runner::chaos::{self, Chaos, Knobs};
 use local_runner::demo::{self, Burst};
+use local_runner::host::{ServeOptions, Serving};
 use local_runner::pipeline::{Options, Pipeline};
 use local_runner::template::Template;
 
@@ -39,6 +40,16 @@ enum Command {
         /// Port of the API on 127.0.0.1.
         #[arg(long, default_value_t = 8080)]
         port: u16,
+    },
+    /// Provision, build every SQS-triggered function of the template (or those named) and run
+    /// each as processes of its own binary behind its queue's event source mapping, until Ctrl-C.
+    ServeQueues {
+        /// A function's logical id (repeatable); none hosts every SQS-triggered function.
+        #[arg(long = "function", value_name = "LOGICAL_ID")]
+        functions: Vec<String>,
+        /// The cargo profile to build the functions with.
+        #[arg(long, default_value = "dev")]
+        profile: String,
     },
     /// Provision, fire a burst of imports, watch them drain, and check every outcome.
     Demo {
@@ -151,6 +162,22 @@ async fn main() -> anyhow::Result<()> {
             );
             tokio::signal::ctrl_c().await?;
             pipeline.stop().await;
+        }
+        Command::ServeQueues { functions, profile } => {
+            let workspace = std::path::Path::new(&cli.template)
+                .parent()
+                .filter(|dir| !dir.as_os_str().is_empty())
+                .unwrap_or(std::path::Path::new("."));
+            let serve = ServeOptions {
+                functions,
+                profile,
+                maximum_concurrency: cli.maximum_concurrency,
+                function_timeout: options.function_timeout,
+            };
+            let serving = Serving::start(&template, workspace, &cli.stack, &serve).await?;
+            println!("hosting {}; Ctrl-C stops", serving.functions.join(", "));
+            tokio::signal::ctrl_c().await?;
+            serving.stop().await;
         }
         Command::Demo {
             imports,

@@ -201,6 +201,29 @@ fn services_without_local_endpoint() -> Vec<&'static str> {
         .collect()
 }
 
+/// The functions' own SDK configuration (so the runner runs exactly what Lambda runs) and the
+/// clients provisioning uses, once every service has a local endpoint.
+pub async fn local_clients() -> anyhow::Result<(aws_config::SdkConfig, Clients)> {
+    let sdk = queue_worker::aws::load_sdk_config(&queue_worker::Env::from_process()).await?;
+    let unset = services_without_local_endpoint();
+    anyhow::ensure!(
+        unset.is_empty(),
+        "no local endpoint for {}: set AWS_ENDPOINT_URL or the per-service variables \
+         (eval \"$(make -s emulator-env)\"); the runner never touches real AWS",
+        unset.join(", ")
+    );
+    let clients = Clients {
+        sqs: aws_sdk_sqs::Client::new(&sdk),
+        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
+        s3: aws_sdk_s3::Client::from_conf(
+            aws_sdk_s3::config::Builder::from(&sdk)
+                .force_path_style(true)
+                .build(),
+        ),
+    };
+    Ok((sdk, clients))
+}
+
 impl Pipeline {
     /// Provisions `template` under the name prefix `stack` and starts the API and the
     /// processor's event source mapping as `options` say.
@@ -215,24 +238,7 @@ impl Pipeline {
             options.downstream_failure_rate
         );
         let port = options.port;
-        // The functions' own SDK configuration, so the pipeline runs exactly what Lambda runs.
-        let sdk = queue_worker::aws::load_sdk_config(&queue_worker::Env::from_process()).await?;
-        let unset = services_without_local_endpoint();
-        anyhow::ensure!(
-            unset.is_empty(),
-            "no local endpoint for {}: set AWS_ENDPOINT_URL or the per-service variables \
-             (eval \"$(make -s emulator-env)\"); the runner never touches real AWS",
-            unset.join(", ")
-        );
-        let clients = Clients {
-            sqs: aws_sdk_sqs::Client::new(&sdk),
-            dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
-            s3: aws_sdk_s3::Client::from_conf(
-                aws_sdk_s3::config::Builder::from(&sdk)
-                    .force_path_style(true)
-                    .build(),
-            ),
-        };
+        let (sdk, clients) = local_clients().await?;
         let resources = provision(template, stack, &clients)
             .await
             .context("provisioning the local resources from template.yaml")?;

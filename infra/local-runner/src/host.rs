@@ -1,0 +1,255 @@
+//! The process host: any function of `template.yaml` run as processes of its own binary, as
+//! Lambda runs it, behind the emulated event source mapping.
+//!
+//! [`FunctionConfig::from_template`] reads what Lambda would know of a function: its binary
+//! (`Metadata.BuildProperties.Binary`, built by [`build`] with cargo), its memory and its
+//! environment (`Environment.Variables` resolved against the locally provisioned resources,
+//! the variables Lambda sets, and the runner's endpoint and credential variables).
+//! [`ProcessHost`] is the [`esm::Function`] that runs it: each concurrent invocation gets an
+//! execution environment (a process polling a [`RuntimeApi`](crate::runtime_api::RuntimeApi) of
+//! its own on 127.0.0.1), reused by later invocations, so the mapping's maximum concurrency
+//! bounds the processes. An environment whose invocation runs past the timeout is killed when
+//! the mapping gives up on it (its batch comes back); one whose process exits fails its batch
+//! and is replaced at the next invocation. Processes die with their host.
+//!
+//! Nothing here names a function: [`sqs_triggered_functions`] lists what to host.
+//!
+//! Layout: `build` runs cargo; `environment` is one process and its Runtime API; `serve` starts
+//! a mapping per hosted function (`local-runner serve-queues`).
+
+mod build;
+mod environment;
+mod serve;
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use aws_lambda_events::event::sqs::SqsEvent;
+use serde_json::Value;
+
+pub use self::build::{Target, build};
+use self::environment::ExecutionEnvironment;
+pub use self::serve::{ServeOptions, Serving};
+use crate::esm;
+use crate::provision::Provisioned;
+use crate::template::{Template, TemplateError, scalar_text};
+
+/// The account id in the functions' local ARNs.
+const LOCAL_ACCOUNT: &str = "000000000000";
+
+/// Variables of the runner that its functions get too: where the local endpoints are and the
+/// credentials for them (Lambda passes a role's credentials as variables, not as a profile),
+/// and how to log.
+const INHERITED: [&str; 8] = [
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_CA_BUNDLE",
+    "RUST_LOG",
+    "RUST_BACKTRACE",
+    "PATH",
+    "TZ",
+];
+
+/// Why a function cannot be hosted.
+#[derive(Debug, thiserror::Error)]
+pub enum HostError {
+    /// The template does not say how to build or run the function.
+    #[error(transparent)]
+    Template(#[from] TemplateError),
+    /// Cargo could not be run.
+    #[error("cannot run cargo")]
+    Cargo(#[source] std::io::Error),
+    /// `cargo build` failed (its diagnostics are on stderr).
+    #[error("`cargo build` of {target} failed ({status})")]
+    Build {
+        /// The binary.
+        target: String,
+        /// Cargo's exit status.
+        status: std::process::ExitStatus,
+    },
+    /// `cargo build` succeeded but named no executable for the target.
+    #[error("`cargo build` produced no executable named {0}")]
+    NoExecutable(String),
+}
+
+/// What Lambda knows of a function when it starts an execution environment.
+#[derive(Debug, Clone)]
+pub struct FunctionConfig {
+    /// The function's name (`AWS_LAMBDA_FUNCTION_NAME`).
+    pub name: String,
+    /// Its ARN, sent with each invocation.
+    pub arn: String,
+    /// The executable to run.
+    pub binary: PathBuf,
+    /// The process's whole environment, but `AWS_LAMBDA_RUNTIME_API`.
+    pub variables: Vec<(String, String)>,
+}
+
+impl FunctionConfig {
+    /// The function `logical_id` of `template`, provisioned as `resources` under the name prefix
+    /// `stack`, running `binary`.
+    pub fn from_template(
+        template: &Template,
+        resources: &Provisioned,
+        stack: &str,
+        logical_id: &str,
+        binary: PathBuf,
+    ) -> Result<Self, TemplateError> {
+        let properties = &template.root()["Resources"][logical_id]["Properties"];
+        let globals = &template.root()["Globals"]["Function"];
+        let setting = |name: &str| {
+            [&properties[name], &globals[name]]
+                .into_iter()
+                .find(|value| !value.is_null())
+        };
+        let memory = setting("MemorySize")
+            .and_then(|value| template.number(value))
+            .unwrap_or(128.0);
+        let logging = setting("LoggingConfig");
+        let log = |field: &str| logging.and_then(|config| scalar_text(&config[field]));
+        let region = ["AWS_REGION", "AWS_DEFAULT_REGION"]
+            .into_iter()
+            .find_map(|name| std::env::var(name).ok().filter(|v| !v.is_empty()))
+            .unwrap_or_else(|| "us-east-1".to_owned());
+        let name = format!("{stack}-{logical_id}");
+        let arn = format!("arn:aws:lambda:{region}:{LOCAL_ACCOUNT}:function:{name}");
+
+        let mut variables: Vec<(String, String)> = std::env::vars()
+            .filter(|(key, _)| {
+                key.starts_with("AWS_ENDPOINT_URL") || INHERITED.contains(&key.as_str())
+            })
+            .collect();
+        variables.extend(resources.function_env(template, logical_id)?);
+        let lambda = [
+            ("AWS_LAMBDA_FUNCTION_NAME", name.clone()),
+            (
+                "AWS_LAMBDA_FUNCTION_MEMORY_SIZE",
+                (memory as u64).to_string(),
+            ),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_owned()),
+            ("AWS_LAMBDA_INITIALIZATION_TYPE", "on-demand".to_owned()),
+            ("AWS_LAMBDA_LOG_GROUP_NAME", format!("/aws/lambda/{name}")),
+            (
+                "AWS_LAMBDA_LOG_STREAM_NAME",
+                "local/[$LATEST]local".to_owned(),
+            ),
+            ("AWS_EXECUTION_ENV", "AWS_Lambda_provided.al2023".to_owned()),
+            ("AWS_REGION", region.clone()),
+            ("AWS_DEFAULT_REGION", region),
+            ("_HANDLER", "bootstrap".to_owned()),
+        ];
+        variables.extend(lambda.map(|(key, value)| (key.to_owned(), value)));
+        let logging = [
+            ("AWS_LAMBDA_LOG_FORMAT", log("LogFormat")),
+            ("AWS_LAMBDA_LOG_LEVEL", log("ApplicationLogLevel")),
+        ];
+        variables.extend(
+            logging
+                .into_iter()
+                .filter_map(|(key, value)| Some((key.to_owned(), value?))),
+        );
+        Ok(Self {
+            name,
+            arn,
+            binary,
+            variables,
+        })
+    }
+}
+
+/// The binary of the function `logical_id`: `Metadata.BuildProperties.Binary`, as
+/// `sam build` with `BuildMethod: rust-cargolambda` reads it.
+pub fn binary_name<'a>(template: &'a Template, logical_id: &str) -> Result<&'a str, TemplateError> {
+    template.root()["Resources"][logical_id]["Metadata"]["BuildProperties"]["Binary"]
+        .as_str()
+        .ok_or_else(|| {
+            TemplateError::Unsupported(format!(
+                "{logical_id}: Metadata.BuildProperties.Binary names no binary"
+            ))
+        })
+}
+
+/// The logical ids of the functions with an SQS event, in template order.
+pub fn sqs_triggered_functions(template: &Template) -> Vec<&str> {
+    template
+        .resources("AWS::Serverless::Function")
+        .into_iter()
+        .filter(|(_, function)| {
+            function["Properties"]["Events"]
+                .as_mapping()
+                .into_iter()
+                .flatten()
+                .any(|(_, event)| event["Type"].as_str() == Some("SQS"))
+        })
+        .map(|(id, _)| id)
+        .collect()
+}
+
+/// A function run as processes of its binary: the [`esm::Function`] of a mapping. Clones share
+/// the execution environments, so one can watch what the mapping's copy does.
+#[derive(Clone)]
+pub struct ProcessHost {
+    function: Arc<FunctionConfig>,
+    idle: Arc<Mutex<Vec<ExecutionEnvironment>>>,
+    started: Arc<AtomicU64>,
+}
+
+impl ProcessHost {
+    /// Hosts `function`. No process starts before the first invocation.
+    pub fn new(function: FunctionConfig) -> Self {
+        Self {
+            function: Arc::new(function),
+            idle: Arc::default(),
+            started: Arc::default(),
+        }
+    }
+
+    /// Execution environments started so far (cold starts): one per concurrent invocation, and
+    /// one more for each that was killed or crashed.
+    pub fn environments_started(&self) -> u64 {
+        self.started.load(Ordering::Relaxed)
+    }
+
+    /// An idle environment, or a new one.
+    async fn checkout(&self) -> Result<ExecutionEnvironment, environment::Failure> {
+        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
+        if let Some(environment) = idle {
+            return Ok(environment);
+        }
+        self.started.fetch_add(1, Ordering::Relaxed);
+        ExecutionEnvironment::start(&self.function).await
+    }
+
+    fn release(&self, environment: ExecutionEnvironment) {
+        if let Ok(mut idle) = self.idle.lock() {
+            idle.push(environment);
+        }
+    }
+}
+
+impl esm::Function for ProcessHost {
+    async fn invoke(&self, event: SqsEvent, deadline: SystemTime) -> Result<Value, String> {
+        let event = serde_json::to_value(event).map_err(|e| e.to_string())?;
+        let failed = |failure: environment::Failure| {
+            let error = queue_worker::telemetry::error_chain(&failure);
+            tracing::warn!(function = %self.function.name, error, "invocation failed");
+            error
+        };
+        let mut environment = self.checkout().await.map_err(failed)?;
+        match environment.invoke(event, deadline).await {
+            Ok(response) => {
+                self.release(environment);
+                Ok(response)
+            }
+            Err(failure) => {
+                if failure.keeps_environment() {
+                    self.release(environment);
+                }
+                Err(failed(failure))
+            }
+        }
+    }
+}
