@@ -4,14 +4,13 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
 use super::{Checkpoint, ImportFormat, ImportId, ImportJob, ObjectKey, Principal};
 use queue_worker::BoxError;
 use queue_worker::accept::{RequestRecord, RequestStore};
-use queue_worker::dynamo::{Item, from_millis, millis, n, s};
+use queue_worker::dynamo::{Item, Put, PutError, from_millis, millis, n, put_if_absent, s};
 
 /// Where an import is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -575,33 +574,17 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> StoreE
 
 impl ImportStore for DynamoDbImports {
     async fn create(&self, record: &ImportRecord) -> Result<CreateOutcome, StoreError> {
-        let outcome = self
-            .client
-            .put_item()
-            .table_name(&self.table_name)
-            .set_item(Some(encode(record)))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", attr::ID)
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match outcome {
-            Ok(_) => Ok(CreateOutcome::Created),
-            Err(err) => match err.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(conflict)) => {
-                    let malformed = |reason: String| StoreError::Malformed {
-                        import_id: record.import_id,
-                        reason,
-                    };
-                    let existing = conflict
-                        .item()
-                        .ok_or_else(|| malformed("no existing item was returned".into()))?;
-                    decode(existing)
-                        .map(|existing| CreateOutcome::Exists(Box::new(existing)))
-                        .map_err(malformed)
-                }
-                _ => Err(unavailable(err)),
-            },
+        let malformed = |reason: String| StoreError::Malformed {
+            import_id: record.import_id,
+            reason,
+        };
+        match put_if_absent(&self.client, &self.table_name, attr::ID, encode(record)).await {
+            Ok(Put::Created) => Ok(CreateOutcome::Created),
+            Ok(Put::Exists(existing)) => decode(&existing)
+                .map(|existing| CreateOutcome::Exists(Box::new(existing)))
+                .map_err(malformed),
+            Err(PutError::NoItemReturned) => Err(malformed(PutError::NoItemReturned.to_string())),
+            Err(PutError::Unavailable(error)) => Err(StoreError::Unavailable(error)),
         }
     }
 

@@ -4,7 +4,11 @@
 use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use aws_sdk_dynamodb::types::AttributeValue;
+use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::operation::put_item::PutItemError;
+use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
+
+use crate::BoxError;
 
 /// A string attribute value.
 pub fn s(value: &str) -> AttributeValue {
@@ -25,6 +29,58 @@ pub fn millis(time: SystemTime) -> u64 {
 /// The time `ms` epoch milliseconds stand for.
 pub fn from_millis(ms: u64) -> SystemTime {
     UNIX_EPOCH + Duration::from_millis(ms)
+}
+
+/// What [`put_if_absent`] did.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Put {
+    /// The item was written: none had its key.
+    Created,
+    /// An item with its key was there, and was left as it is; here it is.
+    Exists(HashMap<String, AttributeValue>),
+}
+
+/// A [`put_if_absent`] that did not answer.
+#[derive(Debug, thiserror::Error)]
+pub enum PutError {
+    /// The table could not be reached or refused the request: retry.
+    #[error("the table is unavailable")]
+    Unavailable(#[source] BoxError),
+    /// The condition failed but the existing item did not come back with it.
+    #[error("the conditional put failed without returning the existing item")]
+    NoItemReturned,
+}
+
+/// Writes `item` to `table` unless an item whose `key_attribute` (the partition key) has the
+/// same value exists: the conditional create every record of a request starts with. A repeat
+/// learns what exists from the failed write itself (`ReturnValuesOnConditionCheckFailure`), so
+/// a retried request costs one write and no read.
+pub async fn put_if_absent(
+    client: &Client,
+    table: &str,
+    key_attribute: &str,
+    item: HashMap<String, AttributeValue>,
+) -> Result<Put, PutError> {
+    let outcome = client
+        .put_item()
+        .table_name(table)
+        .set_item(Some(item))
+        .condition_expression("attribute_not_exists(#key)")
+        .expression_attribute_names("#key", key_attribute)
+        .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+        .send()
+        .await;
+    match outcome {
+        Ok(_) => Ok(Put::Created),
+        Err(error) => match error.as_service_error() {
+            Some(PutItemError::ConditionalCheckFailedException(conflict)) => conflict
+                .item()
+                .cloned()
+                .map(Put::Exists)
+                .ok_or(PutError::NoItemReturned),
+            _ => Err(PutError::Unavailable(Box::new(error))),
+        },
+    }
 }
 
 /// Typed, checked access to a stored item's attributes. Errors say which attribute is wrong.

@@ -5,10 +5,9 @@ use std::collections::HashMap;
 use std::time::SystemTime;
 
 use aws_sdk_dynamodb::Client;
-use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
-use queue_worker::dynamo::{Item, from_millis, millis, n, s};
+use aws_sdk_dynamodb::types::AttributeValue;
+use queue_worker::dynamo::{Item, Put, PutError, from_millis, millis, n, put_if_absent, s};
 
 use super::{Created, Marked, Notification, NotificationStatus, NotificationStore, StoreError};
 use crate::NotificationId;
@@ -93,29 +92,16 @@ fn unavailable<E: std::error::Error + Send + Sync + 'static>(error: E) -> StoreE
 
 impl NotificationStore for DynamoDbNotifications {
     async fn create(&self, notification: &Notification) -> Result<Created, StoreError> {
-        let outcome = self
-            .client
-            .put_item()
-            .table_name(&self.table_name)
-            .set_item(Some(encode(notification)))
-            .condition_expression("attribute_not_exists(#id)")
-            .expression_attribute_names("#id", attr::ID)
-            // A repeat learns what exists from the failed write itself: no second request.
-            .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
-            .send()
-            .await;
-        match outcome {
-            Ok(_) => Ok(Created::New),
-            Err(error) => match error.as_service_error() {
-                Some(PutItemError::ConditionalCheckFailedException(conflict)) => {
-                    let existing = conflict.item().ok_or_else(|| StoreError::Malformed {
-                        id: notification.id,
-                        reason: "the existing record was not returned".into(),
-                    })?;
-                    decode(notification.id, existing).map(Created::Exists)
-                }
-                _ => Err(unavailable(error)),
-            },
+        // A repeat learns what exists from the failed write itself: no second request.
+        let item = encode(notification);
+        match put_if_absent(&self.client, &self.table_name, attr::ID, item).await {
+            Ok(Put::Created) => Ok(Created::New),
+            Ok(Put::Exists(existing)) => decode(notification.id, &existing).map(Created::Exists),
+            Err(PutError::NoItemReturned) => Err(StoreError::Malformed {
+                id: notification.id,
+                reason: PutError::NoItemReturned.to_string(),
+            }),
+            Err(PutError::Unavailable(error)) => Err(StoreError::Unavailable(error)),
         }
     }
 
