@@ -31,9 +31,10 @@ impl NotifierConfig {
 }
 
 fn partner_url(text: &str) -> Result<Url, ConfigError> {
+    // The value is never echoed whole: a webhook's URL may carry a token in its path or query.
     let invalid = |reason: &str| ConfigError::Invalid {
         name: "PARTNER_URL".into(),
-        value: text.into(),
+        value: redacted(text),
         reason: reason.into(),
     };
     let url = Url::parse(text).map_err(|e| invalid(&e.to_string()))?;
@@ -44,6 +45,14 @@ fn partner_url(text: &str) -> Result<Url, ConfigError> {
         _ => Err(invalid(
             "must be an https URL (http only on a loopback host)",
         )),
+    }
+}
+
+/// `text` with only its scheme and host, for error messages.
+pub(crate) fn redacted(text: &str) -> String {
+    match Url::parse(text) {
+        Ok(url) => format!("{}://{}/...", url.scheme(), url.host_str().unwrap_or("?")),
+        Err(_) => "(not a URL)".into(),
     }
 }
 
@@ -80,5 +89,17 @@ mod tests {
             NotifierConfig::from_env(&Env::from_pairs([("PARTNER_URL", "https://p.example")])),
             Err(ConfigError::Missing { name }) if name == "NOTIFICATIONS_TABLE"
         ));
+    }
+
+    #[test]
+    fn a_rejected_url_is_never_echoed_with_its_path_or_query() {
+        let error = NotifierConfig::from_env(&env("http://partner.example/hooks/s3cr3t?token=k3y"))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("partner.example"), "{error}");
+        assert!(
+            !error.contains("s3cr3t") && !error.contains("k3y"),
+            "{error}"
+        );
     }
 }

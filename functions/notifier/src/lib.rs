@@ -45,7 +45,7 @@ pub fn production_worker(init: Init<'_>) -> Result<ProductionNotifier, ConfigErr
     let partner =
         HttpPartner::new(config.partner_url.clone()).map_err(|e| ConfigError::Invalid {
             name: "PARTNER_URL".into(),
-            value: config.partner_url.to_string(),
+            value: config::redacted(config.partner_url.as_str()),
             reason: format!("no HTTPS client for it: {e}"),
         })?;
     let protection = partner_protection(&config, init.settings);

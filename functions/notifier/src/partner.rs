@@ -86,7 +86,8 @@ impl Partner for HttpPartner {
             .body(payload.to_owned())
             .send()
             .await
-            .map_err(|e| PartnerError::Unreachable(e.into()))?;
+            // Without the URL: a webhook's URL may carry a token, and errors reach the logs.
+            .map_err(|e| PartnerError::Unreachable(e.without_url().into()))?;
         let status = response.status().as_u16();
         if response.status().is_success() {
             Ok(status)

@@ -32,7 +32,7 @@ use crate::store::{Marked, NotificationStatus, NotificationStore, StoreError};
 pub enum NotifierFailure {
     /// No notification has the job's id (never requested, or its record was deleted).
     UnknownNotification,
-    /// The partner refused the notification (a 4xx other than 408, 409 and 429).
+    /// The partner refused the notification (a 3xx, or a 4xx other than 408, 409 and 429).
     PartnerRejected,
     /// The notification's record cannot be read.
     NotificationMalformed,
@@ -93,7 +93,14 @@ impl<S: NotificationStore, P: Partner> Worker for Notifier<S, P> {
         run: &Run<'_>,
     ) -> Result<Done<NotificationJob>, RecordError> {
         let id = job.notification_id;
-        let notification = match self.notifications.get(id).await.map_err(store_error)? {
+        // Bounded like every step: a slow read near the stop time must not time the whole
+        // invocation out.
+        let read = timeout_at(run.invocation.stop_instant(), self.notifications.get(id));
+        let found = read
+            .await
+            .map_err(|_| out_of_time("reading the notification"))?
+            .map_err(store_error)?;
+        let notification = match found {
             None => {
                 return Err(NotifierFailure::UnknownNotification
                     .error(format!("no notification {id} was requested")));
