@@ -461,8 +461,10 @@ pub struct Downstream {
     seconds: Mutex<Vec<(u64, u64)>>,
     /// Per second since start: the callers' demand, as the integral of the calls pending at
     /// every environment's items-table dependency (in flight, waiting for a place, or waiting
-    /// to try again) over the second, i.e. the mean number of calls pending.
-    demand: Mutex<Vec<f64>>,
+    /// to try again) over the second, i.e. the mean number of calls pending; then the same of
+    /// the calls in flight, of the environments' concurrency limits and of the places their
+    /// pending calls could use (per environment, the smaller of its limit and its pending calls).
+    demand: Mutex<Vec<[f64; 4]>>,
     throttled_concurrency: AtomicU64,
     throttled_rate: AtomicU64,
     failed: AtomicU64,
@@ -526,15 +528,47 @@ impl Downstream {
         }
     }
 
-    /// Adds `pending` calls lasting `dt` to the demand of the current second.
-    fn demand(&self, pending: usize, dt: Duration) {
+    /// Adds `pending` calls, `in_flight` of them in flight under a concurrency limit of
+    /// `limit`, lasting `dt`, to the demand of the current second.
+    fn demand(&self, pending: usize, in_flight: usize, limit: usize, dt: Duration) {
+        let usable = pending.min(limit);
         let second = self.started.elapsed().as_secs() as usize;
         if let Ok(mut demand) = self.demand.lock() {
             if demand.len() <= second {
-                demand.resize(second + 1, 0.0);
+                demand.resize(second + 1, [0.0; 4]);
             }
-            demand[second] += pending as f64 * dt.as_secs_f64();
+            let dt = dt.as_secs_f64();
+            let sample = [pending, in_flight, limit, usable];
+            for (sum, value) in demand[second].iter_mut().zip(sample) {
+                *sum += value as f64 * dt;
+            }
         }
+    }
+
+    /// Per second since start, for the report: `[second, successful requests, throttled
+    /// requests, calls pending, calls in flight, the environments' concurrency limits, places
+    /// usable]`, the last four as means over the second, summed over the environments. A limit
+    /// that binds shows as calls in flight close to the places usable, below the calls pending.
+    fn per_second(&self) -> Vec<serde_json::Value> {
+        let seconds = self.seconds.lock().map(|s| s.clone()).unwrap_or_default();
+        let demand = self.demand.lock().map(|d| d.clone()).unwrap_or_default();
+        let round = |x: f64| (x * 100.0).round() / 100.0;
+        (0..seconds.len().max(demand.len()))
+            .map(|i| {
+                let (ok, throttled) = seconds.get(i).copied().unwrap_or_default();
+                let [pending, in_flight, limit, usable] =
+                    demand.get(i).copied().unwrap_or_default();
+                json!([
+                    i,
+                    ok,
+                    throttled,
+                    round(pending),
+                    round(in_flight),
+                    round(limit),
+                    round(usable)
+                ])
+            })
+            .collect()
     }
 
     fn throttle(&self, counter: &AtomicU64, why: &str) -> WriteError {
@@ -688,7 +722,7 @@ impl Downstream {
             let busy: Vec<u64> = inner
                 .iter()
                 .enumerate()
-                .filter(|(i, _)| demand.get(offset + i).is_some_and(|d| *d >= enough))
+                .filter(|(i, _)| demand.get(offset + i).is_some_and(|d| d[0] >= enough))
                 .map(|(_, s)| s.0)
                 .collect();
             saturated_seconds = busy.len();
@@ -815,17 +849,20 @@ fn watch_environment(processor: Weak<ChaosProcessor>, chaos: Arc<Chaos>) {
             };
             let items_table = processor.handler().worker().items_table();
             let open = items_table.is_circuit_open();
-            let limit = items_table.concurrency_limit().limit() as u64;
+            let limit = items_table.concurrency_limit().limit();
+            let in_flight = items_table.concurrency_limit().in_flight();
             let pending = items_table.pending_calls();
             drop(processor);
-            chaos.downstream.demand(pending, sampled.elapsed());
+            chaos
+                .downstream
+                .demand(pending, in_flight, limit, sampled.elapsed());
             sampled = Instant::now();
             if open && !was_open {
                 chaos.circuit_openings.fetch_add(1, Ordering::Relaxed);
             }
             was_open = open;
             if let Ok(mut limits) = chaos.limits.lock() {
-                limits.0 += limit;
+                limits.0 += limit as u64;
                 limits.1 += 1;
             }
             tokio::time::sleep(Duration::from_millis(5)).await;
@@ -1154,6 +1191,7 @@ async fn check(
             "throttling_seconds": g.throttling_seconds,
             "goodput_fraction": fraction,
             "steady_requests_per_second": g.steady,
+            "per_second": chaos.downstream.per_second(),
         },
         "drain_seconds": seconds,
         "invocations": invocations,
@@ -1406,6 +1444,29 @@ mod tests {
         let (first, second) = (writer.write(id, &rows).await, writer.write(id, &rows).await);
         assert!(first.is_ok() && second.is_err());
         assert_eq!(chaos.downstream.goodput().throttled_rate, 1);
+    }
+
+    #[test]
+    fn the_per_second_figures_sum_the_environments_and_count_only_the_places_they_could_use() {
+        let chaos = Chaos::new(knobs(4, 100.0));
+        let down = &chaos.downstream;
+        // One environment with 3 calls pending under a limit of 1, another with 1 pending under
+        // a limit of 5, each for half a second.
+        down.demand(3, 1, 1, Duration::from_millis(500));
+        down.demand(1, 1, 5, Duration::from_millis(500));
+        down.tally(true);
+        down.tally(false);
+        // Summed over the rows, whichever second each sample fell in.
+        let totals: Vec<f64> = (1..7)
+            .map(|column| {
+                down.per_second()
+                    .iter()
+                    .map(|row| row[column].as_f64().unwrap())
+                    .sum()
+            })
+            .collect();
+        // Successful, throttled, pending, in flight, limits, usable.
+        assert_eq!(totals, [1.0, 1.0, 2.0, 1.0, 3.0, 1.0]);
     }
 
     async fn read_all(body: CutBody) -> (Vec<u8>, io::Result<usize>) {
