@@ -215,9 +215,11 @@ impl ProcessHost {
 
     /// An idle environment, or a new one.
     async fn checkout(&self) -> Result<ExecutionEnvironment, environment::Failure> {
-        let idle = self.idle.lock().ok().and_then(|mut idle| idle.pop());
-        if let Some(environment) = idle {
-            return Ok(environment);
+        while let Some(mut environment) = self.idle.lock().ok().and_then(|mut idle| idle.pop()) {
+            if environment.is_alive() {
+                return Ok(environment);
+            }
+            // Exited while idle: dropped (its PID reaped), and the next one tried.
         }
         self.started.fetch_add(1, Ordering::Relaxed);
         ExecutionEnvironment::start(&self.function).await

@@ -167,33 +167,48 @@ where
     })
     .map_err(Into::into)?;
     let processor = settings.processor(worker, &sdk);
-    let namespace = settings.metrics_namespace.as_str();
+    let metrics = MetricsLine {
+        namespace: settings.metrics_namespace.clone(),
+        function: env
+            .get("AWS_LAMBDA_FUNCTION_NAME")
+            .unwrap_or("unknown")
+            .to_owned(),
+    };
     lambda_runtime::run(lambda_runtime::service_fn(|event| {
-        handle_batch(&processor, namespace, event)
+        handle_batch(&processor, &metrics, event)
     }))
     .await
 }
 
-/// Handles one invocation: processes the batch and prints its metrics line in `namespace`. A
+/// Where an invocation's metrics line goes: its namespace and its `FunctionName` dimension,
+/// read once at init.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsLine {
+    /// The namespace ([`WorkerSettings::metrics_namespace`]).
+    pub namespace: String,
+    /// The function's name (Lambda sets `AWS_LAMBDA_FUNCTION_NAME`).
+    pub function: String,
+}
+
+/// Handles one invocation: processes the batch and prints its metrics line. A
 /// [`BatchError`](crate::batch::BatchError) fails the invocation.
 pub async fn handle_batch<H: RecordHandler, Q: QueueActions>(
     processor: &BatchProcessor<H, Q>,
-    namespace: &str,
+    metrics: &MetricsLine,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
     let outcome = processor
         .process(&event.payload, event.context.deadline())
         .await;
     let now = SystemTime::now();
-    let function = std::env::var("AWS_LAMBDA_FUNCTION_NAME").unwrap_or_default();
-    let metrics = emf(
-        namespace,
-        &function,
+    let line = emf(
+        &metrics.namespace,
+        &metrics.function,
         &outcome.summary,
         oldest_message_age(&event.payload, now),
         now,
     );
-    println!("{metrics}");
+    println!("{line}");
     Ok(outcome.result?)
 }
 

@@ -32,7 +32,7 @@ use crate::job::JobQueue;
 /// The library's kill point before a job is claimed.
 pub const BEFORE_THE_CLAIM: &str = "before the claim";
 /// The library's kill point after the work, before the claim is completed.
-pub const BEFORE_COMPLETE: &str = "after the commit, before complete";
+pub const BEFORE_COMPLETE: &str = "after the work, before complete";
 
 tokio::task_local! {
     static KILL: Arc<KillSwitch>;

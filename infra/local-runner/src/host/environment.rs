@@ -50,6 +50,12 @@ pub(super) struct ExecutionEnvironment {
 }
 
 impl ExecutionEnvironment {
+    /// Whether its process is still running (one that exited while idle is not reused: Lambda
+    /// would start a fresh environment).
+    pub(super) fn is_alive(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+
     /// Starts a process of `function`'s binary with its environment, polling a new Runtime API.
     /// Init runs from here; the first invocation waits for it.
     pub(super) async fn start(function: &FunctionConfig) -> Result<Self, Failure> {

@@ -28,7 +28,9 @@ pub struct ServeOptions {
     pub function_timeout: Option<Duration>,
 }
 
-/// Running mappings, one per hosted function. Dropping them kills their processes.
+/// Running mappings, one per hosted function. [`Serving::stop`] ends each mapping after its
+/// invocations in flight and drops its environments, which kills their processes; dropping
+/// this ends the mappings the same way, but only while the runtime keeps running.
 pub struct Serving {
     /// The hosted functions' logical ids.
     pub functions: Vec<String>,
