@@ -52,7 +52,6 @@ pub fn violations(template: &Value) -> Vec<String> {
     check_mapping_keys(template, &mut found);
     check_queue_policies(template, &mut found);
     check_kms_key(template, &mut found);
-    check_mapping_alarms(template, &mut found);
     found
 }
 
@@ -842,47 +841,6 @@ fn check_mapping_mode(template: &Value, name: &str, event: &Value, found: &mut V
             "{name}: ProvisionedPollerConfig and ScalingConfig must be set under one condition, \
              never both (Lambda refuses MaximumConcurrency in provisioned mode)"
         ));
-    }
-}
-
-/// Every SQS event's mapping has an alarm on its `FailedInvokeEventCount` (by
-/// `EventSourceMappingUUID`, the `!Ref` of the mapping SAM generates: function id + event id).
-fn check_mapping_alarms(template: &Value, found: &mut Vec<String>) {
-    let resources: Vec<(&str, &Value)> = template["Resources"]
-        .as_mapping()
-        .into_iter()
-        .flatten()
-        .filter_map(|(id, resource)| Some((id.as_str()?, resource)))
-        .collect();
-    let of_type = |kind: &str| {
-        resources
-            .iter()
-            .filter(move |(_, r)| r["Type"].as_str() == Some(kind))
-            .copied()
-            .collect::<Vec<_>>()
-    };
-    let alarmed: Vec<&str> = of_type("AWS::CloudWatch::Alarm")
-        .into_iter()
-        .filter(|(_, alarm)| {
-            alarm["Properties"]["MetricName"].as_str() == Some("FailedInvokeEventCount")
-        })
-        .flat_map(|(_, alarm)| as_list(&alarm["Properties"]["Dimensions"]))
-        .filter(|d| d["Name"].as_str() == Some("EventSourceMappingUUID"))
-        .filter_map(|d| reference(&d["Value"]))
-        .collect();
-    for (function, resource) in of_type("AWS::Serverless::Function") {
-        for (event, definition) in resource["Properties"]["Events"]
-            .as_mapping()
-            .into_iter()
-            .flatten()
-        {
-            let mapping = format!("{function}{}", event.as_str().unwrap_or_default());
-            if definition["Type"].as_str() == Some("SQS") && !alarmed.contains(&mapping.as_str()) {
-                found.push(format!(
-                    "{mapping}: the event source mapping needs an alarm on FailedInvokeEventCount"
-                ));
-            }
-        }
     }
 }
 

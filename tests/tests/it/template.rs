@@ -140,20 +140,6 @@ fn provisioned_pollers_with_maximum_concurrency_are_caught() {
 }
 
 #[test]
-fn a_mapping_without_a_failed_invokes_alarm_is_caught() {
-    let found = mutated(|t| {
-        t["Resources"]
-            .as_mapping_mut()
-            .unwrap()
-            .remove("NotifierMappingFailedInvokesAlarm");
-    });
-    assert_caught(
-        &found,
-        "NotifierFunctionNotifications: the event source mapping needs an alarm on FailedInvokeEventCount",
-    );
-}
-
-#[test]
 fn a_large_batch_without_a_batching_window_is_caught() {
     // A fork that allows batches over 10 records (and the batch concurrency to start them).
     let found = mutated(|t| {
