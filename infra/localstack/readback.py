@@ -591,10 +591,9 @@ def check_mapping(clients, report, resolve, logical, name, sqs, props, physical)
                      isinstance(concurrency, int) and 2 <= concurrency <= 1000)
     if pollers is not NO_VALUE:
         report.expect(subject, "ProvisionedPollerConfig", mapping.get("ProvisionedPollerConfig"),
-                      {k: resolve.number(v) for k, v in pollers.items()},
-                      gap="ProvisionedPollerConfig")
+                      {k: resolve.number(v) for k, v in pollers.items()})
     report.expect(subject, "MetricsConfig", mapping.get("MetricsConfig"),
-                  resolve(sqs.get("MetricsConfig", absent)), gap="MetricsConfig")
+                  resolve(sqs.get("MetricsConfig", absent)))
     report.holds(subject, "invariant: ReportBatchItemFailures reported",
                  "ReportBatchItemFailures" in (mapping.get("FunctionResponseTypes") or []))
     report.holds(subject, "invariant: a batch above 10 has a window of at least 1 s",

@@ -144,7 +144,7 @@ async fn in_provisioned_mode_the_mapping_runs_up_to_ten_invocations_per_poller()
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
     let mut root: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
-    root["Parameters"]["MinimumPollers"]["Default"] = 2.into();
+    root["Parameters"]["EventPolling"]["Default"] = "provisioned".into();
     root["Parameters"]["MaximumPollers"]["Default"] = 3.into();
     let provisioned = Template::parse(&serde_yaml_ng::to_string(&root).unwrap()).unwrap();
     let (_, settings) = mapping_settings(&provisioned, "ProcessorFunction").unwrap();
