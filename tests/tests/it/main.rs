@@ -12,6 +12,7 @@ mod job_queue;
 mod layout;
 mod notifier;
 mod ops;
+mod process_host;
 mod processor;
 mod producer_api;
 mod provision;

@@ -28,10 +28,10 @@ struct Hosted {
 
 impl Hosted {
     async fn start(function: &str) -> Self {
-        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+        let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let template = Template::load(concat!(
             env!("CARGO_MANIFEST_DIR"),
-            "/tests/fixtures/template.yaml"
+            "/../infra/local-runner/tests/fixtures/template.yaml"
         ))
         .unwrap();
         let (_, clients) = local_runner::pipeline::local_clients()
@@ -221,7 +221,7 @@ async fn a_failed_init_fails_the_batch_and_says_so() {
 fn every_sqs_triggered_function_of_a_template_is_found() {
     let template = Template::load(concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/tests/fixtures/template.yaml"
+        "/../infra/local-runner/tests/fixtures/template.yaml"
     ))
     .unwrap();
     assert_eq!(
