@@ -11,17 +11,16 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: demo
-demo: ## The whole pipeline locally: a burst of 500 imports, watched live and checked (IMPORTS=N, FLAKY=0.2)
-	infra/demo.sh --imports $${IMPORTS:-500} --flaky-downstream $${FLAKY:-0}
+demo: ## Each domain's pipeline locally: a burst of 500 requests, watched live and checked (REQUESTS=N, FLAKY=0.2)
+	infra/demo.sh --requests $${REQUESTS:-$${IMPORTS:-500}} --flaky-downstream $${FLAKY:-0}
 
 .PHONY: chaos
-chaos: ## Chaos soak of the local pipeline at concurrency 2, 5, 10: kills, duplicates, AWS faults, a capacity-limited downstream (IMPORTS=N) -> target/chaos/report.json
+chaos: ## Chaos soak of each domain's pipeline at concurrency 2, 5, 10: kills, duplicates, AWS faults, a capacity-limited downstream (REQUESTS=N) -> target/chaos/report.json
 	infra/chaos.sh
 
 .PHONY: run
-run: ## Serve the API on 127.0.0.1:8080 and run the processor against the emulator
-	$(EMULATOR) up
-	eval "$$($(EMULATOR) env)" && cargo run -p local-runner -- run
+run: ## A domain's pipeline kept up against the emulator: its API on 127.0.0.1:8080 (DOMAIN=name, default the first under tests/domains/)
+	infra/run.sh
 
 .PHONY: test
 test: ## Everything CI runs: format, lint, unit tests, emulator, integration tests
@@ -31,7 +30,7 @@ test: ## Everything CI runs: format, lint, unit tests, emulator, integration tes
 check: ## The fast inner loop, no emulator: format, clippy, unit tests, the library built and tested alone
 	cargo fmt --all --check
 	cargo clippy --workspace --all-targets -- -D warnings
-	cargo test --workspace --exclude integration-tests
+	cargo test --workspace --exclude '*-tests'
 	cargo test -p queue-worker
 
 .PHONY: fmt
@@ -45,11 +44,11 @@ lint: ## Check formatting and clippy lints
 
 .PHONY: unit
 unit: ## Unit tests (no emulator needed)
-	cargo test --workspace --exclude integration-tests
+	cargo test --workspace --exclude '*-tests'
 
 .PHONY: integration
 integration: ## Integration tests against a running emulator (see emulator-up)
-	eval "$$($(EMULATOR) env)" && cargo test -p integration-tests
+	eval "$$($(EMULATOR) env)" && cargo test -p '*-tests'
 
 .PHONY: emulator-up
 emulator-up: ## Start the no-Docker AWS emulator on 127.0.0.1 (installs it on first use)

@@ -1,15 +1,23 @@
 #!/usr/bin/env bash
-# `make chaos`: the chaos soak of the local pipeline at maximum concurrency 2, 5 and 10, each with
-# the fixed and the adaptive concurrency limit on the same burst (see infra/local-runner/src/chaos.rs
-# and infra/local-runner/CHAOS.md). Starts the emulator unless it is running (then stops it
-# again). Exits non-zero when a correctness check fails in any run.
-#   infra/chaos.sh [OUT_DIR]    IMPORTS=N (default 10000), CONCURRENCY="2 5 10",
+# `make chaos`: the chaos soak of every domain driver (tests/domains/NAME, binary NAME-driver; see
+# domain_drivers in infra/lib/common.sh) at maximum concurrency 2, 5 and 10, each with the fixed
+# and the adaptive concurrency limit on the same burst (the import example's: its
+# tests/domains/import/src/chaos.rs and CHAOS.md). Starts the emulator unless it is running (then
+# stops it again). Exits non-zero when a correctness check fails in any run.
+#   infra/chaos.sh [OUT_DIR]    REQUESTS=N (default 10000), CONCURRENCY="2 5 10",
 #                               LIMITS="fixed adaptive", CHAOS_TIMEOUT=S, PANIC_RATE=P (default 0),
 #                               PROFILE=release (default dev), EMULATOR_PORT=...
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
+# shellcheck source=infra/lib/common.sh
+source infra/lib/common.sh
 out="${1:-target/chaos}"
 mkdir -p "$out"
+mapfile -t drivers < <(domain_drivers)
+if ((${#drivers[@]} == 0)); then
+    echo "no domain driver under tests/domains/: nothing to soak"
+    exit 0
+fi
 
 emulator=infra/emulator/emulator.sh
 if ! "$emulator" status >/dev/null 2>&1; then
@@ -18,20 +26,23 @@ if ! "$emulator" status >/dev/null 2>&1; then
 fi
 eval "$("$emulator" env)"
 profile="${PROFILE:-dev}"
-cargo build --quiet --profile "$profile" -p local-runner
-runner="target/$([[ $profile == dev ]] && echo debug || echo "$profile")/local-runner"
 status=0
 reports=()
-for concurrency in ${CONCURRENCY:-2 5 10}; do
-    for limit in ${LIMITS:-fixed adaptive}; do
-        report="$out/report-$concurrency-$limit.json"
-        rm -f "$report"
-        echo "== chaos soak at maximum concurrency $concurrency, $limit concurrency limit (load: $(cut -d' ' -f1-3 /proc/loadavg))"
-        "$runner" --maximum-concurrency "$concurrency" chaos \
-            --imports "${IMPORTS:-10000}" --timeout "${CHAOS_TIMEOUT:-3600}" \
-            --concurrency-limit "$limit" --panic-rate "${PANIC_RATE:-0}" \
-            --report "$report" || status=1
-        [[ -f "$report" ]] && reports+=("$report")
+for driver in "${drivers[@]}"; do
+    read -r package binary <<<"$driver"
+    cargo build --quiet --profile "$profile" -p "$package" --bin "$binary"
+    runner="target/$([[ $profile == dev ]] && echo debug || echo "$profile")/$binary"
+    for concurrency in ${CONCURRENCY:-2 5 10}; do
+        for limit in ${LIMITS:-fixed adaptive}; do
+            report="$out/report-$package-$concurrency-$limit.json"
+            rm -f "$report"
+            echo "== $package: chaos soak at maximum concurrency $concurrency, $limit concurrency limit (load: $(cut -d' ' -f1-3 /proc/loadavg))"
+            "$runner" --maximum-concurrency "$concurrency" chaos \
+                --requests "${REQUESTS:-${IMPORTS:-10000}}" --timeout "${CHAOS_TIMEOUT:-3600}" \
+                --concurrency-limit "$limit" --panic-rate "${PANIC_RATE:-0}" \
+                --report "$report" || status=1
+            [[ -f "$report" ]] && reports+=("$report")
+        done
     done
 done
 python3 - "$out/report.json" "${reports[@]}" <<'PY'

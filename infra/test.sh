@@ -44,11 +44,11 @@ else
 fi
 eval "$("$emulator" env)"
 
-step "integration tests"
-cargo test -p integration-tests
+step "integration tests: the harness's and every domain's (tests/domains/*)"
+cargo test -p '*-tests'
 
-step "demo: a small burst through the local pipeline"
-cargo run --quiet -p local-runner -- demo --imports 60 --rows 10 --timeout 300
+step "demo: a small burst through each domain's local pipeline"
+infra/demo.sh --requests 60 --timeout 300
 
 step "LocalStack tier"
 infra/test-localstack.sh

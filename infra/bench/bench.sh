@@ -132,14 +132,14 @@ cargo bench -p queue-worker --bench batch_overhead
 infra/bench/powertools/run.sh --json "$out/powertools.json"
 
 step "request budget and memory of the processor (emulator)"
-BENCH_JSON="$out/request_budget.json" cargo bench -p integration-tests --bench request_budget
-BENCH_JSON="$out/memory.json" cargo bench -p integration-tests --bench processor_memory
-BENCH_JSON="$out/job_throughput.json" cargo bench -p integration-tests --bench job_throughput
+BENCH_JSON="$out/request_budget.json" cargo bench -p import-tests --bench request_budget
+BENCH_JSON="$out/memory.json" cargo bench -p import-tests --bench processor_memory
+BENCH_JSON="$out/job_throughput.json" cargo bench -p import-tests --bench job_throughput
 
 if [[ "${BENCH_DRAIN:-1}" != 0 ]]; then
     step "local pipeline drain time"
     for concurrency in 2 5 10; do
-        cargo run --quiet -p local-runner -- --maximum-concurrency "$concurrency" demo \
+        cargo run --quiet -p import-tests --bin import-driver -- --maximum-concurrency "$concurrency" demo \
             --imports "${BENCH_DRAIN_IMPORTS:-1000}" --timeout 3600 \
             --report "$out/drain-$concurrency.json"
     done

@@ -119,3 +119,29 @@ stop_server() {
     rm -f "$pidfile"
     printf '%s: stopped (pid %s)\n' "$label" "$pid" >&2
 }
+
+# domain_packages
+# Prints "PACKAGE NAME" for each domain's tooling crate: tests/domains/NAME/ (its integration
+# tests, benches and driver). Scripts loop over these, so adding a domain's crate, or deleting
+# one, needs no edit to them. Run from the workspace root.
+domain_packages() {
+    local manifest name
+    for manifest in tests/domains/*/Cargo.toml; do
+        [[ -f "$manifest" ]] || continue
+        name="$(basename "$(dirname "$manifest")")"
+        printf '%s %s\n' "$(sed -nE '/^\[package\]/,/^\[/ s/^name = "(.*)"/\1/p' "$manifest" | head -n 1)" "$name"
+    done
+}
+
+# domain_drivers
+# Prints "PACKAGE BINARY" for each domain whose crate declares a binary NAME-driver. A driver
+# answers `run`, `demo` and `chaos` for its own worker(s) (`make run`, `make demo`,
+# `make chaos`).
+domain_drivers() {
+    local package name
+    while read -r package name; do
+        grep -qE "^name = \"$name-driver\"" "tests/domains/$name/Cargo.toml" &&
+            printf '%s %s\n' "$package" "$name-driver"
+    done < <(domain_packages)
+    return 0
+}

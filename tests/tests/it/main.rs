@@ -13,7 +13,4 @@ mod layout;
 mod notifier;
 mod ops;
 mod process_host;
-mod processor;
-mod producer_api;
-mod provision;
 mod template;

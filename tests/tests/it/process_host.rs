@@ -34,7 +34,7 @@ impl Hosted {
             "/../infra/local-runner/tests/fixtures/template.yaml"
         ))
         .unwrap();
-        let (_, clients) = local_runner::pipeline::local_clients()
+        let (_, clients) = local_runner::provision::local_clients()
             .await
             .expect("a local endpoint: eval \"$(infra/emulator/emulator.sh env)\"");
         let nanos = SystemTime::now()

@@ -11,7 +11,7 @@ use tokio::task::JoinHandle;
 
 use super::{FunctionConfig, ProcessHost, Target, binary_name, build, sqs_triggered_functions};
 use crate::esm::{Disposition, EventSourceMapping, InvocationReport};
-use crate::pipeline::local_clients;
+use crate::provision::local_clients;
 use crate::provision::{mapping_settings, provision};
 use crate::template::Template;
 

@@ -1,2 +1,9 @@
-//! The import example's integration tests, against a real AWS API endpoint (the emulator that
-//! `make test` starts).
+//! The import example's integration tests: one test binary, so the AWS SDKs are linked once.
+//!
+//! Each module tests one part against a real AWS API endpoint (the emulator `make test` starts,
+//! or LocalStack). Every test creates its own uniquely named resources (see the `harness`
+//! crate).
+
+mod processor;
+mod producer_api;
+mod provision;

@@ -69,9 +69,9 @@ use serde_json::{Value, json};
 use tokio::io::{AsyncBufRead, AsyncRead, ReadBuf};
 
 use crate::demo::{self, Accepted, Burst, Kind};
-use crate::esm::Function;
 use crate::pipeline::{Pipeline, Processor, Stats};
 use crate::sample::{self, Expected, Stored, ValueCheck};
+use local_runner::esm::Function;
 
 /// The chaos knobs. Rates are probabilities (0 to 1).
 #[derive(Debug, Clone, Copy)]

@@ -10,10 +10,9 @@ use std::time::Duration;
 use aws_sdk_sqs::types::QueueAttributeName;
 use std::collections::BTreeMap;
 
-use harness::{
-    RequestCounter, TestQueue, create_bucket, create_imports_table, s3_client, sdk_config, serve,
-};
+use harness::{RequestCounter, TestQueue, create_bucket, s3_client, sdk_config, serve};
 use import_producer::{Api, PROBLEM_TYPE_PREFIX, Uploads, router};
+use import_tests::create_imports_table;
 use imports::{DynamoDbImports, ImportId, ImportStatus, ImportStore, Principal};
 use queue_worker::job::SqsJobQueue;
 use reqwest::{Method, StatusCode};

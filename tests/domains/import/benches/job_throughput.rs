@@ -26,10 +26,10 @@ use aws_config::retry::RetryConfig;
 use aws_sdk_dynamodb::types::{AttributeValue, PutRequest, Select, WriteRequest};
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    TestQueue, acknowledge, create_bucket, create_idempotency_table, create_imports_table,
-    create_items_table, processor_config, s3_client, sdk_config,
+    TestQueue, acknowledge, create_bucket, create_idempotency_table, s3_client, sdk_config,
 };
 use import_processor::{BATCH_SIZE, DynamoDbItems, Parts, Row};
+use import_tests::{create_imports_table, create_items_table, processor_config};
 use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     ObjectKey,
@@ -414,7 +414,7 @@ async fn main() {
             || {
                 concat!(
                     env!("CARGO_MANIFEST_DIR"),
-                    "/../target/bench/job_throughput.json"
+                    "/../../../target/bench/job_throughput.json"
                 )
                 .into()
             },

@@ -9,11 +9,9 @@
 use std::time::{Duration, Instant, SystemTime};
 
 use aws_sdk_s3::primitives::ByteStream;
-use harness::{
-    TestQueue, create_bucket, create_idempotency_table, create_imports_table, create_items_table,
-    processor_config, s3_client, sdk_config,
-};
+use harness::{TestQueue, create_bucket, create_idempotency_table, s3_client, sdk_config};
 use import_processor::Parts;
+use import_tests::{create_imports_table, create_items_table, processor_config};
 use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, ObjectKey,
 };

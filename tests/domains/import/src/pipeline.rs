@@ -18,10 +18,10 @@ use queue_worker::batch::{
 use serde_json::Value;
 use tokio::sync::{mpsc, oneshot};
 
-use crate::esm::{EventSourceMapping, Function, InvocationReport, MappingChaos};
 use crate::flaky::FlakyWriter;
-use crate::provision::{Clients, Provisioned, mapping_settings, provision};
-use crate::template::Template;
+use local_runner::esm::{EventSourceMapping, Function, InvocationReport, MappingChaos};
+use local_runner::provision::{Clients, Provisioned, local_clients, mapping_settings, provision};
+use local_runner::template::Template;
 
 /// What a queue holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -186,42 +186,6 @@ pub struct Pipeline {
     stop_mapping: oneshot::Sender<()>,
     mapping: tokio::task::JoinHandle<()>,
     server: tokio::task::JoinHandle<()>,
-}
-
-/// The services the pipeline uses that have no endpoint override (`AWS_ENDPOINT_URL` or
-/// `AWS_ENDPOINT_URL_<SERVICE>`), and would therefore reach real AWS.
-fn services_without_local_endpoint() -> Vec<&'static str> {
-    let set = |name: &str| std::env::var(name).is_ok_and(|v| !v.is_empty());
-    if set("AWS_ENDPOINT_URL") {
-        return Vec::new();
-    }
-    ["SQS", "DYNAMODB", "S3"]
-        .into_iter()
-        .filter(|service| !set(&format!("AWS_ENDPOINT_URL_{service}")))
-        .collect()
-}
-
-/// The functions' own SDK configuration (so the runner runs exactly what Lambda runs) and the
-/// clients provisioning uses, once every service has a local endpoint.
-pub async fn local_clients() -> anyhow::Result<(aws_config::SdkConfig, Clients)> {
-    let sdk = queue_worker::aws::load_sdk_config(&queue_worker::Env::from_process()).await?;
-    let unset = services_without_local_endpoint();
-    anyhow::ensure!(
-        unset.is_empty(),
-        "no local endpoint for {}: set AWS_ENDPOINT_URL or the per-service variables \
-         (eval \"$(make -s emulator-env)\"); the runner never touches real AWS",
-        unset.join(", ")
-    );
-    let clients = Clients {
-        sqs: aws_sdk_sqs::Client::new(&sdk),
-        dynamodb: aws_sdk_dynamodb::Client::new(&sdk),
-        s3: aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        ),
-    };
-    Ok((sdk, clients))
 }
 
 impl Pipeline {

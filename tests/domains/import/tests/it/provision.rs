@@ -9,7 +9,11 @@ use local_runner::provision::{Clients, mapping_settings, provision};
 use local_runner::template::{Template, get_att, reference};
 
 fn template() -> Template {
-    Template::load(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap()
+    Template::load(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../template.yaml"
+    ))
+    .unwrap()
 }
 
 async fn clients() -> Clients {
@@ -141,8 +145,11 @@ async fn the_event_source_mapping_takes_the_template_settings() {
 
 #[tokio::test]
 async fn in_provisioned_mode_the_mapping_runs_up_to_ten_invocations_per_poller() {
-    let text =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml")).unwrap();
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../../../template.yaml"
+    ))
+    .unwrap();
     let mut root: serde_yaml_ng::Value = serde_yaml_ng::from_str(&text).unwrap();
     root["Parameters"]["EventPolling"]["Default"] = "provisioned".into();
     root["Parameters"]["MaximumPollers"]["Default"] = 3.into();

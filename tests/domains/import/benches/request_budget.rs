@@ -17,10 +17,10 @@ use std::time::{Duration, SystemTime};
 use aws_lambda_events::event::sqs::SqsEvent;
 use aws_sdk_s3::primitives::ByteStream;
 use harness::{
-    RequestCounter, TestQueue, create_bucket, create_idempotency_table, create_imports_table,
-    create_items_table, processor_config, s3_client, sdk_config,
+    RequestCounter, TestQueue, create_bucket, create_idempotency_table, s3_client, sdk_config,
 };
 use import_processor::{DynamoDbItems, Parts, ProcessorConfig, ProductionProcessor};
+use import_tests::{create_imports_table, create_items_table, processor_config};
 use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStore, ObjectKey,
 };

@@ -12,10 +12,11 @@ use aws_sdk_dynamodb::types::AttributeValue;
 use aws_sdk_s3::primitives::ByteStream;
 use aws_sdk_sqs::types::QueueAttributeName;
 use harness::{
-    RequestCounter, TestQueue, acknowledge, create_bucket, create_idempotency_table,
-    create_imports_table, create_items_table, processor_config, s3_client, sdk_config,
+    RequestCounter, TestQueue, acknowledge, create_bucket, create_idempotency_table, s3_client,
+    sdk_config,
 };
 use import_processor::{DynamoDbItems, ItemWriter, Parts, Row, S3ObjectSource, WriteError};
+use import_tests::{create_imports_table, create_items_table, processor_config};
 use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     ObjectKey,
