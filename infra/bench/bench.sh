@@ -1,15 +1,20 @@
 #!/usr/bin/env bash
 # `make bench`: every benchmark, then one report at target/bench/report.md (and report.json).
-#   1. size: both functions built for Lambda (cargo lambda, release), stripped and zipped,
+# The functions are those of template.yaml (each one's Metadata.BuildProperties.Binary); the
+# domain-specific steps run every domain's tooling crate (tests/domains/NAME, see
+# domain_packages in infra/lib/common.sh), so a worker added or removed needs no edit here.
+#   1. size: every function built for Lambda (cargo lambda, release), stripped and zipped,
 #      x86_64 and (unless BENCH_ARM64=0) arm64
-#   2. init time: process start to the first poll of a fake Runtime API, against hello-world
+#   2. init time: process start to the first poll of a fake Runtime API, against hello-world,
+#      each function with its own environment from the template
 #   2b. cold start over TLS: init, the first invocation and a warm one, every AWS request over
-#      TLS (a private CA), for both functions and a hello world that makes one HTTPS request,
-#      as shipped and with aws-lc's CPU-jitter entropy on (built into target/bench-jitter)
+#      TLS (a private CA), for each domain driver's functions (its `cold-start` command, with
+#      its own workload) and a hello world that makes one HTTPS request, as shipped and with
+#      aws-lc's CPU-jitter entropy on (built into target/bench-jitter)
 #   3. per-record overhead (criterion) and the Python peer (Powertools) in the same run
-#   4. request budget and memory of the real processor against the emulator
-#   5. drain time of the local pipeline at maximum concurrency 2, 5 and 10
-#      (BENCH_DRAIN_IMPORTS requests, default 1000; BENCH_DRAIN=0 skips it)
+#   4. each domain's own benches (cargo bench --benches; results as JSON in target/bench)
+#   5. drain time of each domain driver's demo at maximum concurrency 2, 5 and 10
+#      (BENCH_DRAIN_REQUESTS requests, default 1000; BENCH_DRAIN=0 skips it)
 # Starts the emulator unless it is already running, and then stops it again.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/../.."
@@ -20,6 +25,21 @@ tools=infra/tools/tools.sh
 emulator=infra/emulator/emulator.sh
 mkdir -p "$out"
 step() { printf '\n==> %s\n' "$*"; }
+# shellcheck source=infra/lib/common.sh
+source infra/lib/common.sh
+
+# Every function's binary, as template.yaml builds it.
+mapfile -t functions < <("$tools" python3 - template.yaml <<'PY'
+import sys, yaml
+class Loader(yaml.SafeLoader):
+    pass
+Loader.add_multi_constructor("!", lambda loader, tag, node: None)
+for resource in yaml.load(open(sys.argv[1]), Loader)["Resources"].values():
+    if resource.get("Type") == "AWS::Serverless::Function":
+        print(resource["Metadata"]["BuildProperties"]["Binary"])
+PY
+)
+echo "functions: ${functions[*]}"
 
 if ! "$emulator" status >/dev/null 2>&1; then
     trap '"$emulator" down' EXIT
@@ -35,7 +55,7 @@ for arch in "${arches[@]}"; do
     [[ "$arch" == arm64 ]] && flag=--arm64
     # One package per build, as `sam build` does: building them together would unify their
     # dependencies' features and measure binaries nobody deploys.
-    for package in import-producer import-processor; do
+    for package in "${functions[@]}"; do
         "$tools" cargo lambda build --release "$flag" --lambda-dir "$out/lambda-$arch" -p "$package"
     done
 done
@@ -43,12 +63,12 @@ for package in hello-lambda hello-tls-lambda; do
     "$tools" cargo lambda build --release --x86-64 --lambda-dir "$out/lambda-x86_64" -p "$package"
 done
 # Zipped as `sam deploy` zips them (deflate).
-python3 - "$out" "${arches[@]}" <<'PY'
+python3 - "$out" "${functions[*]}" "${arches[@]}" <<'PY'
 import json, os, sys, zipfile
-out, arches = sys.argv[1], sys.argv[2:]
+out, functions, arches = sys.argv[1], sys.argv[2].split(), sys.argv[3:]
 sizes = []
 for arch in arches:
-    for function in ("import-producer", "import-processor"):
+    for function in functions:
         bootstrap = os.path.join(out, f"lambda-{arch}", function, "bootstrap")
         archive = bootstrap + ".zip"
         with zipfile.ZipFile(archive, "w", zipfile.ZIP_DEFLATED) as z:
@@ -60,11 +80,13 @@ json.dump(sizes, open(os.path.join(out, "sizes.json"), "w"), indent=2)
 PY
 
 step "init time (x86_64, ${BENCH_INIT_RUNS:-100} interleaved runs each)"
-# Each binary gets Lambda's own variables (import-bench sets them) and the functions' settings
-# (the union of both functions' environments as the template sets them: parameters at their
-# defaults, a stand-in name or queue URL for each resource), and nothing of this shell's.
+# Each binary gets Lambda's own variables (queue-bench sets them) and its function's settings
+# (its environment as the template sets it: parameters at their defaults, a stand-in name or
+# queue URL for each resource), and nothing of this shell's; each function is timed in its own
+# interleaved series against hello-world.
 lambda="$out/lambda-x86_64"
-settings_text="$("$tools" python3 - template.yaml <<'PY'
+settings_of() {
+    "$tools" python3 - template.yaml "$1" <<'PY'
 import re, sys, yaml
 
 class Loader(yaml.SafeLoader):
@@ -92,62 +114,70 @@ def deployed(where, value):
         sys.exit(f"{where}: only literals and !Ref are read here, not {value}")
     return str(value)
 
-settings = {}
 for function, resource in resources.items():
-    if resource["Type"] == "AWS::Serverless::Function":
+    if resource.get("Type") == "AWS::Serverless::Function" \
+            and resource["Metadata"]["BuildProperties"]["Binary"] == sys.argv[2]:
         variables = resource["Properties"].get("Environment", {}).get("Variables", {})
         for name, value in variables.items():
-            value = deployed(f"{function}: {name}", value)
-            if settings.setdefault(name, value) != value:
-                sys.exit(f"{function}: {name} differs from another function: {value}")
-print("\n".join(f"{name}={value}" for name, value in settings.items()))
+            print(f"{name}={deployed(f'{function}: {name}', value)}")
 PY
-)"
-mapfile -t settings <<<"$settings_text"
-cargo run --quiet -p import-bench --bin import-bench -- init-time --runs "${BENCH_INIT_RUNS:-100}" \
-    --out "$out/init.json" "${settings[@]/#/--env=}" \
-    "hello-world=$lambda/hello-lambda/bootstrap" \
-    "import-producer=$lambda/import-producer/bootstrap" \
-    "import-processor=$lambda/import-processor/bootstrap"
+}
+inits=()
+for function in "${functions[@]}"; do
+    mapfile -t settings < <(settings_of "$function")
+    cargo run --quiet -p queue-bench --bin queue-bench -- init-time --runs "${BENCH_INIT_RUNS:-100}" \
+        --out "$out/init-$function.json" "${settings[@]/#/--env=}" \
+        "hello-world=$lambda/hello-lambda/bootstrap" "$function=$lambda/$function/bootstrap"
+    inits+=("$out/init-$function.json")
+done
+# One table: each function's series, and the baseline of the first.
+python3 -c 'import json,sys; m={}; [m.update({k: v for k, v in json.load(open(f)).items() if k not in m}) for f in sys.argv[2:]]; json.dump(m, open(sys.argv[1], "w"), indent=2)' \
+    "$out/init.json" "${inits[@]}"
 
 step "cold start over TLS (x86_64, ${BENCH_COLD_RUNS:-20} interleaved runs each)"
 # The same code built with aws-lc's CPU-jitter entropy source, which .cargo/config.toml leaves
 # out of what ships: its own target directory, so the main one is not rebuilt back and forth.
 jitter="$out/lambda-x86_64-jitter"
-for package in import-producer import-processor hello-tls-lambda; do
+for package in "${functions[@]}" hello-tls-lambda; do
     AWS_LC_SYS_NO_JITTER_ENTROPY=0 CARGO_TARGET_DIR="$PWD/target/bench-jitter" \
         "$tools" cargo lambda build --release --x86-64 --lambda-dir "$jitter" -p "$package"
 done
-cargo run --quiet -p import-bench --bin import-bench -- cold-start --runs "${BENCH_COLD_RUNS:-20}" \
-    --out "$out/cold_start.json" --shipped shipped \
-    "hello-world@shipped=$lambda/hello-tls-lambda/bootstrap" \
-    "import-producer@shipped=$lambda/import-producer/bootstrap" \
-    "import-processor@shipped=$lambda/import-processor/bootstrap" \
-    "hello-world@jitter-entropy=$jitter/hello-tls-lambda/bootstrap" \
-    "import-producer@jitter-entropy=$jitter/import-producer/bootstrap" \
-    "import-processor@jitter-entropy=$jitter/import-processor/bootstrap"
+while read -r package binary; do
+    # A driver without a cold-start workload is skipped, and says so.
+    if ! cargo run --quiet -p "$package" --bin "$binary" -- cold-start --help >/dev/null 2>&1; then
+        echo "$binary has no cold-start command: skipped"
+        continue
+    fi
+    cargo run --quiet -p "$package" --bin "$binary" -- cold-start --runs "${BENCH_COLD_RUNS:-20}" \
+        --out "$out/cold_start-$package.json" --shipped shipped \
+        --lambda-dir "shipped=$lambda" --lambda-dir "jitter-entropy=$jitter"
+done < <(domain_drivers)
 
 step "per-record overhead: criterion, then Powertools for AWS Lambda (Python)"
 cargo bench -p queue-worker --bench batch_overhead
 infra/bench/powertools/run.sh --json "$out/powertools.json"
 
-step "request budget and memory of the processor (emulator)"
-BENCH_JSON="$out/request_budget.json" cargo bench -p import-tests --bench request_budget
-BENCH_JSON="$out/memory.json" cargo bench -p import-tests --bench processor_memory
-BENCH_JSON="$out/job_throughput.json" cargo bench -p import-tests --bench job_throughput
+step "each domain's own benches (emulator)"
+while read -r package _; do
+    BENCH_DIR="$out" cargo bench -p "$package" --benches
+done < <(domain_packages)
 
 if [[ "${BENCH_DRAIN:-1}" != 0 ]]; then
     step "local pipeline drain time"
-    for concurrency in 2 5 10; do
-        cargo run --quiet -p import-tests --bin import-driver -- --maximum-concurrency "$concurrency" demo \
-            --imports "${BENCH_DRAIN_IMPORTS:-1000}" --timeout 3600 \
-            --report "$out/drain-$concurrency.json"
-    done
+    drains=()
+    while read -r package binary; do
+        for concurrency in 2 5 10; do
+            cargo run --quiet -p "$package" --bin "$binary" -- --maximum-concurrency "$concurrency" \
+                demo --requests "${BENCH_DRAIN_REQUESTS:-${BENCH_DRAIN_IMPORTS:-1000}}" \
+                --timeout 3600 --report "$out/drain-$package-$concurrency.json"
+            drains+=("$out/drain-$package-$concurrency.json")
+        done
+    done < <(domain_drivers)
     python3 -c 'import json,sys; json.dump([json.load(open(f)) for f in sys.argv[2:]], open(sys.argv[1], "w"), indent=2)' \
-        "$out/drain.json" "$out"/drain-{2,5,10}.json
+        "$out/drain.json" "${drains[@]}"
 fi
 
 step "report"
-cargo run --quiet -p import-bench --bin import-bench -- report --dir "$out" --criterion target/criterion
+cargo run --quiet -p queue-bench --bin queue-bench -- report --dir "$out" --criterion target/criterion
 echo "written: $out/report.md, $out/report.json"
 IMPORTS="${BENCH_CHAOS_IMPORTS:-1000}" infra/chaos.sh "$out/chaos"

@@ -9,12 +9,11 @@
 //! - first: that poll to the answer of the first event (the first batch, or the first request);
 //! - warm: the next poll to the answer of the second event, the same work on a warm process;
 //!
-//! and the cold penalty, first − warm of the same run. The events:
-//! - `hello-world`: any event; the function GETs a small object over HTTPS;
-//! - `import-producer`: `POST /imports` (API Gateway HTTP API), which records the import in
-//!   DynamoDB and sends its job to SQS;
-//! - `import-processor`: an SQS batch of one job whose import (a 10-row CSV) is read from S3
-//!   and written to DynamoDB; the import must end `COMPLETED`.
+//! and the cold penalty, first − warm of the same run. The events come from a [`Workload`]:
+//! the domain's (its driver creates the resources its functions use and makes each function's
+//! events: an SQS batch of one job, an API Gateway request, ..., then checks the work was
+//! done), or this module's own `hello-world` baseline (any event; the function GETs a small
+//! object over HTTPS).
 //!
 //! Runs are interleaved (each binary once per round), so drift on the machine spreads evenly.
 
@@ -28,12 +27,6 @@ use aws_sdk_dynamodb::types::{
     AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
 };
 use aws_sdk_s3::types::ObjectCannedAcl;
-use imports::{
-    DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
-    ObjectKey, import_attributes,
-};
-use queue_worker::idempotency::attributes;
-use queue_worker::job::Job as _;
 use serde::Serialize;
 use serde_json::{Value, json};
 use tokio::process::Command;
@@ -43,16 +36,6 @@ use local_runner::runtime_api::{Event, RuntimeApi};
 use crate::init_time::{LAMBDA_ENVIRONMENT, percentile};
 use crate::tls_proxy::{PrivateCa, TlsProxy};
 
-/// The object the processor's jobs import: a header and 10 rows (one `BatchWriteItem`).
-/// The caller of the producer's events (API Gateway's IAM authorizer names it).
-const CALLER_ARN: &str = "arn:aws:iam::123456789012:user/bench";
-
-/// The object both functions work on: in the bench caller's own upload folder, where the
-/// producer accepts it.
-fn object_key() -> String {
-    let caller = imports::Principal::from_arn(CALLER_ARN).expect("the bench caller is an ARN");
-    format!("uploads/{}/cold-start.csv", caller.upload_folder())
-}
 /// The object `hello-world` GETs.
 const HELLO_KEY: &str = "hello.txt";
 /// The services with a listener each, as named in `AWS_ENDPOINT_URL_<SERVICE>`.
@@ -95,47 +78,81 @@ async fn response(api: &mut RuntimeApi) -> anyhow::Result<(Instant, Value)> {
     }
 }
 
-/// What a binary is, which decides the events it gets.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    HelloWorld,
-    Producer,
-    Processor,
+/// The baseline's name: a function that GETs one object, timed beside the workload's.
+pub const HELLO_WORLD: &str = "hello-world";
+
+/// What a domain brings to the benchmark: the resources its functions use, each function's
+/// events, and the check that they did their work.
+pub trait Workload {
+    /// The functions it makes events for (their names on the command line).
+    fn functions(&self) -> &[&'static str];
+
+    /// The functions whose cold penalty of the shipped build has the report's target.
+    fn targeted(&self) -> &[&'static str];
+
+    /// The functions' settings (tables, queues, bucket, ...), on top of Lambda's variables and
+    /// the endpoints and trust store the benchmark sets.
+    fn settings(&self) -> Vec<(String, String)>;
+
+    /// The two events of one run of `function`, made ready (records written, objects uploaded).
+    fn events(&self, function: &str) -> impl Future<Output = anyhow::Result<Vec<Value>>>;
+
+    /// Fails unless both events of the run of `function` that ended with `responses` did their
+    /// work.
+    fn check(
+        &self,
+        function: &str,
+        responses: &[Value],
+    ) -> impl Future<Output = anyhow::Result<()>>;
 }
 
-impl Kind {
-    fn name(self) -> &'static str {
-        match self {
-            Self::HelloWorld => "hello-world",
-            Self::Producer => "import-producer",
-            Self::Processor => "import-processor",
-        }
+/// What a workload gets to create its resources with: the emulator's SDK configuration (plain
+/// HTTP, from this process's environment) and a fresh suffix for unique names.
+pub struct Setup {
+    pub sdk: aws_config::SdkConfig,
+    pub suffix: String,
+}
+
+impl Setup {
+    /// A unique name for a resource: `cold-start-<what>-<suffix>`.
+    pub fn name(&self, what: &str) -> String {
+        format!("cold-start-{what}-{}", self.suffix)
     }
 }
 
-/// A binary to time: `kind@build=path` on the command line.
+/// The package of the `hello-world` baseline the cold start times (one HTTPS GET).
+pub const HELLO_PACKAGE: &str = "hello-tls-lambda";
+
+/// The binaries of one build in `dir` (a `cargo lambda build --lambda-dir`): the baseline's
+/// and each of `functions`, at `dir/<name>/bootstrap`.
+pub fn binaries_in(build: &str, dir: &Path, functions: &[&str]) -> Vec<Binary> {
+    std::iter::once((HELLO_WORLD, HELLO_PACKAGE))
+        .chain(functions.iter().map(|f| (*f, *f)))
+        .map(|(function, package)| Binary {
+            function: function.to_owned(),
+            build: build.to_owned(),
+            path: dir.join(package).join("bootstrap"),
+        })
+        .collect()
+}
+
+/// A binary to time: `function@build=path` on the command line.
 #[derive(Debug, Clone)]
 pub struct Binary {
-    pub kind: Kind,
+    pub function: String,
     /// Which build of it (e.g. `no-jitter`, `jitter`).
     pub build: String,
     pub path: PathBuf,
 }
 
-/// Parses `kind@build=path` (`@build` optional).
+/// Parses `function@build=path` (`@build` optional).
 pub fn parse_binary(value: &str) -> Result<Binary, String> {
     let (name, path) = value
         .split_once('=')
-        .ok_or_else(|| format!("expected kind@build=path, got {value:?}"))?;
-    let (kind, build) = name.split_once('@').unwrap_or((name, "default"));
-    let kind = [Kind::HelloWorld, Kind::Producer, Kind::Processor]
-        .into_iter()
-        .find(|k| k.name() == kind)
-        .ok_or_else(|| {
-            format!("unknown kind {kind:?}: hello-world, import-producer or import-processor")
-        })?;
+        .ok_or_else(|| format!("expected function@build=path, got {value:?}"))?;
+    let (function, build) = name.split_once('@').unwrap_or((name, "default"));
     Ok(Binary {
-        kind,
+        function: function.to_owned(),
         build: build.to_owned(),
         path: PathBuf::from(path),
     })
@@ -173,7 +190,9 @@ pub struct Handshakes {
 /// One binary's results.
 #[derive(Debug, Serialize)]
 pub struct ColdStart {
-    pub function: &'static str,
+    pub function: String,
+    /// Whether the report's cold-penalty target applies (for the shipped build).
+    pub targeted: bool,
     pub build: String,
     pub runs: usize,
     pub init: Summary,
@@ -213,14 +232,20 @@ pub struct Sample {
 const PHASES: [&str; 3] = ["init", "first", "warm"];
 
 /// Times each of `binaries` `runs` times, interleaved, with `settings` on top of Lambda's
-/// variables; logs of the last run of each go to `logs`.
-pub async fn measure(
+/// variables; logs of the last run of each go to `logs`. `workload` makes the events of every
+/// function but [`HELLO_WORLD`], from the resources it creates.
+pub async fn measure<W, F>(
     binaries: &[Binary],
     settings: &[(String, String)],
     runs: usize,
     shipped_build: &str,
     logs: &Path,
-) -> anyhow::Result<Results> {
+    workload: impl FnOnce(Setup) -> F,
+) -> anyhow::Result<Results>
+where
+    W: Workload,
+    F: Future<Output = anyhow::Result<W>>,
+{
     let upstream = std::env::var("AWS_ENDPOINT_URL").context(
         "AWS_ENDPOINT_URL must name the emulator: eval \"$(infra/emulator/emulator.sh env)\"",
     )?;
@@ -236,28 +261,49 @@ pub async fn measure(
     for _ in SERVICES {
         proxies.push(TlsProxy::start(&ca, &upstream).await?);
     }
-    let workload = Workload::create(&proxies, &bundle).await?;
+    let sdk = aws_config::load_from_env().await;
+    let suffix = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
+    let hello = hello_world(&sdk, &format!("cold-start-hello-{suffix}"), &proxies).await?;
+    let workload = workload(Setup { sdk, suffix }).await?;
+    for binary in binaries {
+        ensure!(
+            binary.function == HELLO_WORLD
+                || workload.functions().contains(&binary.function.as_str()),
+            "no events for {}: the workload has {:?} and {HELLO_WORLD}",
+            binary.function,
+            workload.functions()
+        );
+    }
     let mut environment: Vec<(String, String)> = LAMBDA_ENVIRONMENT
         .iter()
         .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
         .collect();
     environment.extend(settings.iter().cloned());
-    environment.extend(workload.settings.iter().cloned());
+    environment.extend(workload.settings());
+    environment.extend([
+        (
+            "AWS_ENDPOINT_URL_DYNAMODB".to_owned(),
+            endpoint(&proxies, "dynamodb"),
+        ),
+        ("AWS_ENDPOINT_URL_S3".to_owned(), endpoint(&proxies, "s3")),
+        ("AWS_ENDPOINT_URL_SQS".to_owned(), endpoint(&proxies, "sqs")),
+        ("AWS_CA_BUNDLE".to_owned(), bundle.display().to_string()),
+        ("HELLO_URL".to_owned(), hello),
+    ]);
 
     let mut samples: Vec<Vec<Sample>> = binaries.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs {
         for (binary, samples) in binaries.iter().zip(&mut samples) {
             let log = logs.join(format!(
                 "cold-start-{}-{}.log",
-                binary.kind.name(),
-                binary.build
+                binary.function, binary.build
             ));
             let sample = once(binary, &environment, &workload, &proxies, &log)
                 .await
                 .with_context(|| {
                     format!(
                         "cold start of {}@{} ({}); its output is in {}",
-                        binary.kind.name(),
+                        binary.function,
                         binary.build,
                         binary.path.display(),
                         log.display()
@@ -270,7 +316,10 @@ pub async fn measure(
     let binaries = binaries
         .iter()
         .zip(samples)
-        .map(|(binary, samples)| summarise(binary, samples))
+        .map(|(binary, samples)| {
+            let targeted = workload.targeted().contains(&binary.function.as_str());
+            summarise(binary, targeted, samples)
+        })
         .collect();
     Ok(Results {
         runs,
@@ -279,7 +328,7 @@ pub async fn measure(
     })
 }
 
-fn summarise(binary: &Binary, samples: Vec<Sample>) -> ColdStart {
+fn summarise(binary: &Binary, targeted: bool, samples: Vec<Sample>) -> ColdStart {
     let series = |f: fn(&Sample) -> f64| samples.iter().map(f).collect::<Vec<_>>();
     let all_handshakes: Vec<f64> = samples
         .iter()
@@ -304,7 +353,8 @@ fn summarise(binary: &Binary, samples: Vec<Sample>) -> ColdStart {
         handshakes.insert(phase, per_service);
     }
     ColdStart {
-        function: binary.kind.name(),
+        function: binary.function.clone(),
+        targeted,
         build: binary.build.clone(),
         runs: samples.len(),
         init: Summary::of(&series(|s| s.init)),
@@ -321,11 +371,16 @@ fn summarise(binary: &Binary, samples: Vec<Sample>) -> ColdStart {
 async fn once(
     binary: &Binary,
     environment: &[(String, String)],
-    workload: &Workload,
+    workload: &impl Workload,
     proxies: &[TlsProxy],
     log: &Path,
 ) -> anyhow::Result<Sample> {
-    let (events, imports) = workload.events(binary.kind).await?;
+    let hello = binary.function == HELLO_WORLD;
+    let events = if hello {
+        vec![json!({}), json!({})]
+    } else {
+        workload.events(&binary.function).await?
+    };
     let mut api = RuntimeApi::start(FUNCTION_ARN).await?;
     for event in events {
         api.invoke(event, SystemTime::now() + EVENT_DEADLINE);
@@ -359,7 +414,13 @@ async fn once(
     .await;
     child.kill().await.ok();
     let (polls, answers, responses) = phases?;
-    workload.check(binary.kind, &responses, &imports).await?;
+    if hello {
+        for response in &responses {
+            ensure!(response["status"] == 200, "unexpected answer: {response}");
+        }
+    } else {
+        workload.check(&binary.function, &responses).await?;
+    }
 
     let mut handshakes = [[0; SERVICES.len()]; 3];
     let mut handshake_ms = Vec::new();
@@ -380,161 +441,41 @@ async fn once(
     })
 }
 
-/// The emulator's resources the functions use, and the events that exercise them.
-struct Workload {
-    imports: DynamoDbImports,
-    /// The functions' settings: tables, bucket, queues, endpoints, trust.
-    settings: Vec<(String, String)>,
-    object_key: ObjectKey,
-    queue_arn: String,
+/// The HTTPS endpoint of `service`'s listener.
+fn endpoint(proxies: &[TlsProxy], service: &str) -> String {
+    let index = SERVICES
+        .iter()
+        .position(|s| *s == service)
+        .expect("a known service");
+    proxies[index].endpoint.clone()
 }
 
-impl Workload {
-    /// Creates uniquely named tables, bucket and queues on the emulator (plain HTTP, from this
-    /// process's environment), uploads the objects, and points the functions at `proxies`.
-    async fn create(proxies: &[TlsProxy], bundle: &Path) -> anyhow::Result<Self> {
-        let sdk = aws_config::load_from_env().await;
-        let dynamodb = aws_sdk_dynamodb::Client::new(&sdk);
-        let s3 = aws_sdk_s3::Client::from_conf(
-            aws_sdk_s3::config::Builder::from(&sdk)
-                .force_path_style(true)
-                .build(),
-        );
-        let sqs = aws_sdk_sqs::Client::new(&sdk);
-        let suffix = uuid::Uuid::now_v7().simple().to_string();
-        let name = |what: &str| format!("cold-start-{what}-{}", &suffix[20..]);
-
-        let imports_table =
-            create_table(&dynamodb, &name("imports"), import_attributes::ID).await?;
-        let items_table = create_table(&dynamodb, &name("items"), "sku").await?;
-        let guard_table = create_table(&dynamodb, &name("idempotency"), attributes::KEY).await?;
-        let bucket = name("uploads");
-        s3.create_bucket().bucket(&bucket).send().await?;
-        let mut csv = String::from("sku,name,quantity,price\n");
-        for row in 0..10 {
-            csv.push_str(&format!("SKU-{row},Item {row},{row},{row}.50\n"));
-        }
-        s3.put_object()
-            .bucket(&bucket)
-            .key(object_key())
-            .body(csv.into_bytes().into())
-            .send()
-            .await?;
-        // Public: hello-world GETs it without signing.
-        s3.put_object()
-            .bucket(&bucket)
-            .key(HELLO_KEY)
-            .acl(ObjectCannedAcl::PublicRead)
-            .body(b"hello\n".to_vec().into())
-            .send()
-            .await?;
-        let mut queues = Vec::new();
-        for queue in ["jobs", "dlq"] {
-            let url = sqs
-                .create_queue()
-                .queue_name(name(queue))
-                .send()
-                .await?
-                .queue_url
-                .context("a created queue has a URL")?;
-            queues.push(url);
-        }
-        let (jobs, dlq) = (queues[0].clone(), queues[1].clone());
-
-        let endpoint = |service: &str| {
-            let index = SERVICES
-                .iter()
-                .position(|s| *s == service)
-                .expect("a known service");
-            proxies[index].endpoint.clone()
-        };
-        let settings = vec![
-            ("IMPORTS_TABLE", imports_table.clone()),
-            ("ITEMS_TABLE", items_table),
-            ("IDEMPOTENCY_TABLE", guard_table),
-            ("UPLOAD_BUCKET", bucket.clone()),
-            ("JOB_QUEUE_URL", jobs),
-            ("DEAD_LETTER_QUEUE_URL", dlq),
-            ("AWS_ENDPOINT_URL_DYNAMODB", endpoint("dynamodb")),
-            ("AWS_ENDPOINT_URL_S3", endpoint("s3")),
-            ("AWS_ENDPOINT_URL_SQS", endpoint("sqs")),
-            ("AWS_CA_BUNDLE", bundle.display().to_string()),
-            (
-                "HELLO_URL",
-                format!("{}/{bucket}/{HELLO_KEY}", endpoint("s3")),
-            ),
-        ];
-        Ok(Self {
-            imports: DynamoDbImports::new(dynamodb, imports_table),
-            settings: settings
-                .into_iter()
-                .map(|(k, v)| (k.to_owned(), v))
-                .collect(),
-            object_key: ObjectKey::from_stored(object_key()),
-            queue_arn: format!("arn:aws:sqs:us-east-1:123456789012:{}", name("jobs")),
-        })
-    }
-
-    /// The two events of a run of `kind`, and the imports they will process (processor).
-    async fn events(&self, kind: Kind) -> anyhow::Result<(Vec<Value>, Vec<ImportId>)> {
-        let mut events = Vec::new();
-        let mut imports = Vec::new();
-        for _ in 0..2 {
-            events.push(match kind {
-                Kind::HelloWorld => json!({}),
-                Kind::Producer => api_gateway_post(&format!(
-                    "{{\"objectKey\":\"{}\",\"format\":\"csv\"}}",
-                    object_key()
-                )),
-                Kind::Processor => {
-                    let id = ImportId::generate();
-                    let record = ImportRecord::queued(
-                        id,
-                        self.object_key.clone(),
-                        ImportFormat::Csv,
-                        "cold-start".into(),
-                        imports::Principal::anonymous(),
-                        SystemTime::now(),
-                    );
-                    self.imports.create(&record).await?;
-                    imports.push(id);
-                    let job = ImportJob::new(id, &self.object_key, ImportFormat::Csv);
-                    sqs_event(&job.to_body(), &self.queue_arn)
-                }
-            });
-        }
-        Ok((events, imports))
-    }
-
-    /// Fails unless both invocations did their work.
-    async fn check(
-        &self,
-        kind: Kind,
-        responses: &[Value],
-        imports: &[ImportId],
-    ) -> anyhow::Result<()> {
-        for response in responses {
-            let ok = match kind {
-                Kind::HelloWorld => response["status"] == 200,
-                Kind::Producer => response["statusCode"] == 202,
-                Kind::Processor => response["batchItemFailures"]
-                    .as_array()
-                    .is_some_and(Vec::is_empty),
-            };
-            ensure!(ok, "unexpected answer: {response}");
-        }
-        for &id in imports {
-            let record = self.imports.get(id).await?;
-            let status = record.map(|r| r.status);
-            if status != Some(ImportStatus::Completed) {
-                bail!("import {id} ended {status:?}, not COMPLETED");
-            }
-        }
-        Ok(())
-    }
+/// Creates the bucket `hello-world` GETs from, with its public object, and returns the URL
+/// (through the S3 listener) the function gets as `HELLO_URL`.
+async fn hello_world(
+    sdk: &aws_config::SdkConfig,
+    bucket: &str,
+    proxies: &[TlsProxy],
+) -> anyhow::Result<String> {
+    let s3 = aws_sdk_s3::Client::from_conf(
+        aws_sdk_s3::config::Builder::from(sdk)
+            .force_path_style(true)
+            .build(),
+    );
+    s3.create_bucket().bucket(bucket).send().await?;
+    // Public: hello-world GETs it without signing.
+    s3.put_object()
+        .bucket(bucket)
+        .key(HELLO_KEY)
+        .acl(ObjectCannedAcl::PublicRead)
+        .body(b"hello\n".to_vec().into())
+        .send()
+        .await?;
+    Ok(format!("{}/{bucket}/{HELLO_KEY}", endpoint(proxies, "s3")))
 }
 
-async fn create_table(
+/// Creates an on-demand table `name` with the string partition key `key`.
+pub async fn create_table(
     client: &aws_sdk_dynamodb::Client,
     name: &str,
     key: &str,
@@ -568,7 +509,7 @@ fn now_ms() -> u128 {
 }
 
 /// An SQS event of one message with `body`, as the event source mapping delivers it.
-fn sqs_event(body: &str, queue_arn: &str) -> Value {
+pub fn sqs_event(body: &str, queue_arn: &str) -> Value {
     let sent = now_ms().to_string();
     json!({"Records": [{
         "messageId": uuid::Uuid::now_v7().to_string(),
@@ -588,14 +529,14 @@ fn sqs_event(body: &str, queue_arn: &str) -> Value {
     }]})
 }
 
-/// `POST /imports` with `body` and a fresh idempotency key, as an API Gateway HTTP API
-/// (payload 2.0, IAM authorizer) delivers it.
-fn api_gateway_post(body: &str) -> Value {
+/// A `POST` of `body` to `path` with a fresh idempotency key, as an API Gateway HTTP API
+/// (payload 2.0, IAM authorizer) delivers it, the caller being `caller_arn`.
+pub fn api_gateway_post(path: &str, body: &str, caller_arn: &str) -> Value {
     let key = uuid::Uuid::now_v7().to_string();
     json!({
         "version": "2.0",
         "routeKey": "$default",
-        "rawPath": "/imports",
+        "rawPath": path,
         "rawQueryString": "",
         "headers": {
             "content-type": "application/json",
@@ -611,17 +552,17 @@ fn api_gateway_post(body: &str) -> Value {
                 "accountId": "123456789012",
                 "callerId": "AIDAEXAMPLECALLER",
                 "principalOrgId": null,
-                "userArn": CALLER_ARN,
+                "userArn": caller_arn,
                 "userId": "AIDAEXAMPLECALLER"
             }},
             "domainName": "bench.execute-api.us-east-1.amazonaws.com",
             "domainPrefix": "bench",
             "http": {
                 "method": "POST",
-                "path": "/imports",
+                "path": path,
                 "protocol": "HTTP/1.1",
                 "sourceIp": "192.0.2.10",
-                "userAgent": "import-bench"
+                "userAgent": "queue-bench"
             },
             "requestId": key,
             "routeKey": "$default",

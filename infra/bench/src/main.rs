@@ -1,20 +1,16 @@
-//! `import-bench`: the parts of `make bench` that are not criterion or a test-harness bench.
-//!   import-bench init-time --runs 30 --out target/bench/init.json hello-world=PATH name=PATH ...
-//!   import-bench cold-start --runs 20 --out target/bench/cold_start.json kind@build=PATH ...
-//!   import-bench report --dir target/bench --criterion target/criterion
-
-mod cold_start;
-mod init_time;
-mod report;
-mod tls_proxy;
+//! `queue-bench`: the parts of `make bench` that are not criterion, a domain's bench or a
+//! domain's cold start (its driver's `cold-start`, on [`queue_bench::cold_start`]).
+//!   queue-bench init-time --runs 30 --out target/bench/init.json hello-world=PATH name=PATH ...
+//!   queue-bench report --dir target/bench --criterion target/criterion
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use queue_bench::{init_time, report};
 
 #[derive(Parser)]
-#[command(about = "Benchmarks of the import pipeline (run them with `make bench`)")]
+#[command(about = "Benchmarks of the queue workers (run them with `make bench`)")]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -40,28 +36,6 @@ enum Command {
         /// `name=path` of each binary.
         #[arg(required = true, value_parser = parse_binary)]
         binaries: Vec<(String, PathBuf)>,
-    },
-    /// Time init, the first invocation and a warm one of each binary, every AWS request over
-    /// TLS to the emulator (`AWS_ENDPOINT_URL`) through a listener with a private CA.
-    ColdStart {
-        /// Runs per binary (interleaved).
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
-        /// Where to write the JSON results; the CA and each binary's output of its last run go
-        /// to the same directory.
-        #[arg(long)]
-        out: PathBuf,
-        /// The build the report's targets apply to (default: the first binary's).
-        #[arg(long)]
-        shipped: Option<String>,
-        /// A function setting, `NAME=VALUE` (repeat), on top of Lambda's variables and the
-        /// tables, bucket, queues and endpoints the benchmark creates.
-        #[arg(long = "env", value_parser = parse_setting)]
-        settings: Vec<(String, String)>,
-        /// `kind@build=path` of each binary; kind is hello-world, import-producer or
-        /// import-processor.
-        #[arg(required = true, value_parser = cold_start::parse_binary)]
-        binaries: Vec<cold_start::Binary>,
     },
     /// Assemble report.md and report.json from the step outputs.
     Report {
@@ -100,20 +74,6 @@ async fn main() -> anyhow::Result<()> {
         } => {
             let times = init_time::measure(&binaries, &settings, runs, &baseline).await?;
             let text = serde_json::to_string_pretty(&times)?;
-            std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
-            println!("{text}");
-        }
-        Command::ColdStart {
-            runs,
-            out,
-            shipped,
-            settings,
-            binaries,
-        } => {
-            let shipped = shipped.unwrap_or_else(|| binaries[0].build.clone());
-            let logs = out.parent().unwrap_or(std::path::Path::new("."));
-            let results = cold_start::measure(&binaries, &settings, runs, &shipped, logs).await?;
-            let text = serde_json::to_string_pretty(&results)?;
             std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
             println!("{text}");
         }

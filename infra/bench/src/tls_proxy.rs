@@ -42,7 +42,7 @@ impl PrivateCa {
     pub fn generate() -> anyhow::Result<Self> {
         let mut ca = CertificateParams::new(Vec::<String>::new())?;
         ca.distinguished_name
-            .push(DnType::CommonName, "import-bench private CA");
+            .push(DnType::CommonName, "queue-bench private CA");
         ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         ca.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
         let ca = CertifiedIssuer::self_signed(ca, KeyPair::generate()?)?;
@@ -51,7 +51,7 @@ impl PrivateCa {
         let mut server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])?;
         server
             .distinguished_name
-            .push(DnType::CommonName, "import-bench endpoint");
+            .push(DnType::CommonName, "queue-bench endpoint");
         let certificate = server.signed_by(&server_key, &ca)?;
 
         let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(server_key.serialize_der()));

@@ -210,9 +210,6 @@ fn contains_path(line: &str, path: &str) -> bool {
 /// Files outside a domain's paths that still use its crates, each with the work that removes
 /// it. The test fails when this list and the tree differ, either way.
 const NOT_YET_MOVED: &[&str] = &[
-    // The cold-start bench's processor and producer events: to become the domain's workload.
-    "infra/bench/Cargo.toml",
-    "infra/bench/src/cold_start.rs",
     // Each function's configuration, started in process: to be asked of the built binary.
     "tests/Cargo.toml",
     "tests/src/settings.rs",

@@ -15,9 +15,9 @@
 //! alternating order, [`REPETITIONS`] times; the table shows medians. The ratio is the median of
 //! each repetition's ratio, so load that comes and goes on the machine cancels out.
 //!
-//! Run with the emulator up: `eval "$(make -s emulator-env)"; cargo bench -p integration-tests
+//! Run with the emulator up: `eval "$(make -s emulator-env)"; cargo bench -p import-tests
 //! --bench job_throughput`. Prints a markdown table and writes the figures as JSON to
-//! `BENCH_JSON`, or else to `target/bench/job_throughput.json`.
+//! `BENCH_DIR` (as `job_throughput.json`), or else to `target/bench/job_throughput.json`.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -408,7 +408,13 @@ async fn main() {
         }));
     }
 
-    let path = std::env::var_os("BENCH_JSON")
+    let path = std::env::var_os("BENCH_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| {
+            std::path::PathBuf::from(dir)
+                .join("job_throughput.json")
+                .into_os_string()
+        })
         .filter(|p| !p.is_empty())
         .map_or_else(
             || {

@@ -2,9 +2,9 @@
 //! the real handler, S3 and DynamoDB clients against the emulator. Objects are streamed, so the
 //! peak should not grow with file size.
 //!
-//! Run with the emulator up: `eval "$(make -s emulator-env)"; cargo bench -p integration-tests
+//! Run with the emulator up: `eval "$(make -s emulator-env)"; cargo bench -p import-tests
 //! --bench processor_memory`. Prints the process's peak resident set (VmHWM) before and after;
-//! with `BENCH_JSON` set, also writes the figures there as JSON.
+//! with `BENCH_DIR` (as `memory.json`) set, also writes the figures there as JSON.
 
 use std::time::{Duration, Instant, SystemTime};
 
@@ -146,7 +146,15 @@ async fn main() {
         rows as f64 / elapsed.as_secs_f64()
     );
 
-    if let Some(path) = std::env::var_os("BENCH_JSON").filter(|p| !p.is_empty()) {
+    if let Some(path) = std::env::var_os("BENCH_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| {
+            std::path::PathBuf::from(dir)
+                .join("memory.json")
+                .into_os_string()
+        })
+        .filter(|p| !p.is_empty())
+    {
         let report = serde_json::json!({
             "files": FILES,
             "file_bytes": FILE_BYTES,

@@ -7,8 +7,8 @@
 //! processor's clients are counted: the receives and deletes that feed it are Lambda's.
 //! S3 `GetObject` is not counted (one per job that gets past the guard).
 //!
-//! Run with the emulator up: `eval "$(make -s emulator-env)"; cargo bench -p integration-tests
-//! --bench request_budget`. Prints a table; with `BENCH_JSON` set, also writes the counts there
+//! Run with the emulator up: `eval "$(make -s emulator-env)"; cargo bench -p import-tests
+//! --bench request_budget`. Prints a table; with `BENCH_DIR` (as `request_budget.json`) set, also writes the counts there
 //! as JSON.
 
 use std::collections::BTreeMap;
@@ -474,7 +474,15 @@ async fn main() {
         }
     }
 
-    if let Some(path) = std::env::var_os("BENCH_JSON").filter(|p| !p.is_empty()) {
+    if let Some(path) = std::env::var_os("BENCH_DIR")
+        .filter(|dir| !dir.is_empty())
+        .map(|dir| {
+            std::path::PathBuf::from(dir)
+                .join("request_budget.json")
+                .into_os_string()
+        })
+        .filter(|p| !p.is_empty())
+    {
         let report = json!({
             "rows_per_new_record": ROWS,
             "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),

@@ -7,11 +7,13 @@
 //! LocalStack. [`demo`] fires a burst of imports and checks every outcome; [`chaos`] does the
 //! same under kills, duplicate deliveries, faults on every AWS call path and a capacity-limited
 //! downstream, and measures it. Both import the files of [`sample`], which repeat SKUs with
-//! changing values, and check that every SKU holds its file's last value. The binary,
-//! `import-driver`, runs them (`make run`, `make demo`, `make chaos`); [`fixtures`] serves the
+//! changing values, and check that every SKU holds its file's last value. [`cold_start`] is the
+//! workload of the cold-start benchmark. The binary, `import-driver`, runs them (`make run`,
+//! `make demo`, `make chaos`, `make bench`); [`fixtures`] serves the
 //! integration tests and benches of `tests/it` and `benches`.
 
 pub mod chaos;
+pub mod cold_start;
 pub mod demo;
 pub mod fixtures;
 pub mod flaky;

@@ -62,6 +62,34 @@ enum Command {
         #[arg(long)]
         report: Option<std::path::PathBuf>,
     },
+    /// Time init, the first invocation and a warm one of each binary (`make bench`), every AWS
+    /// request over TLS to the emulator (`AWS_ENDPOINT_URL`) through a listener with a private
+    /// CA; the events are the import example's (`import-producer`, `import-processor`) or the
+    /// `hello-world` baseline's.
+    ColdStart {
+        /// Runs per binary (interleaved).
+        #[arg(long, default_value_t = 20)]
+        runs: usize,
+        /// Where to write the JSON results; the CA and each binary's output of its last run go
+        /// to the same directory.
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The build the report's targets apply to (default: the first binary's).
+        #[arg(long)]
+        shipped: Option<String>,
+        /// A function setting, `NAME=VALUE` (repeat), on top of Lambda's variables and the
+        /// tables, bucket, queues and endpoints the benchmark creates.
+        #[arg(long = "env", value_parser = parse_setting)]
+        settings: Vec<(String, String)>,
+        /// `build=dir` of a `cargo lambda build --lambda-dir` (repeat): times the baseline and
+        /// both functions of that build, `dir/<binary>/bootstrap`.
+        #[arg(long = "lambda-dir", value_parser = parse_setting)]
+        lambda_dirs: Vec<(String, String)>,
+        /// `function@build=path` of each further binary: import-producer, import-processor or
+        /// hello-world.
+        #[arg(value_parser = queue_bench::cold_start::parse_binary)]
+        binaries: Vec<queue_bench::cold_start::Binary>,
+    },
     /// The chaos soak (`make chaos`): a burst like the demo's under kills, duplicate
     /// deliveries, faults on every AWS call path and a capacity-limited items downstream;
     /// checked and measured, the report written as JSON.
@@ -177,6 +205,42 @@ async fn main() -> anyhow::Result<()> {
             pipeline.stop().await;
             outcome?;
         }
+        Command::ColdStart {
+            runs,
+            out,
+            shipped,
+            settings,
+            lambda_dirs,
+            mut binaries,
+        } => {
+            for (build, dir) in lambda_dirs.iter().rev() {
+                let built = queue_bench::cold_start::binaries_in(
+                    build,
+                    std::path::Path::new(dir),
+                    import_tests::cold_start::FUNCTIONS,
+                );
+                binaries.splice(0..0, built);
+            }
+            anyhow::ensure!(
+                !binaries.is_empty(),
+                "no binaries: give --lambda-dir or paths"
+            );
+            let shipped = shipped.unwrap_or_else(|| binaries[0].build.clone());
+            let logs = out.parent().unwrap_or(std::path::Path::new("."));
+            let results = queue_bench::cold_start::measure(
+                &binaries,
+                &settings,
+                runs,
+                &shipped,
+                logs,
+                import_tests::cold_start::ImportWorkload::create,
+            )
+            .await?;
+            let text = serde_json::to_string_pretty(&results)?;
+            std::fs::write(&out, &text)
+                .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
+            println!("{text}");
+        }
         Command::Chaos {
             imports,
             rows,
@@ -241,4 +305,11 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+fn parse_setting(value: &str) -> Result<(String, String), String> {
+    let (name, setting) = value
+        .split_once('=')
+        .ok_or_else(|| format!("expected NAME=VALUE, got {value:?}"))?;
+    Ok((name.to_owned(), setting.to_owned()))
 }
