@@ -26,6 +26,10 @@ run: ## A domain's pipeline kept up against the emulator: its API on 127.0.0.1:8
 test: ## Everything CI runs: format, lint, unit tests, emulator, integration tests
 	infra/test.sh
 
+.PHONY: fork-check
+fork-check: ## In a scratch copy, remove an example as README "Fork it" says, then make check, the integration tests and template validation there (NAME=example; default: each one)
+	infra/fork-check.sh $${NAME:-}
+
 .PHONY: check
 check: ## The fast inner loop, no emulator: format, clippy, unit tests, the library built and tested alone
 	cargo fmt --all --check

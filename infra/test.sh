@@ -6,8 +6,9 @@
 #   2. the bench targets build
 #   3. the no-Docker emulator, started here unless already running, and stopped on exit
 #      (also when a test fails) only if this script started it
-#   4. integration tests against it (including the template's invariants), then the demo
-#      with a small burst
+#   4. integration tests against it (including the template's invariants), the fork check
+#      (infra/fork-check.sh: each marked example removed in a scratch copy, then make check, the
+#      integration tests and the template's validation there), then the demo with a small burst
 #   5. the LocalStack tier: the same integration tests and demo with SQS and S3 on LocalStack
 #      (host mode, no Docker; needs Python >= 3.13) and DynamoDB on the emulator
 #   6. template.yaml: sam validate --lint, cfn-lint, and sam build for x86_64
@@ -46,6 +47,9 @@ eval "$("$emulator" env)"
 
 step "integration tests: the harness's and every domain's (tests/domains/*)"
 cargo test -p '*-tests'
+
+step "fork check: the workspace without each marked example builds, tests and validates"
+infra/fork-check.sh
 
 step "demo: a small burst through each domain's local pipeline"
 infra/demo.sh --requests 60 --timeout 300
