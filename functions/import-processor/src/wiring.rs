@@ -66,7 +66,7 @@ pub type ProductionProcessor = queue_worker::lambda::LambdaProcessor<ProductionW
 /// The production worker from the library's [`Init`]: the processor's own settings read beside
 /// the worker settings, its clients built from the SDK configuration.
 pub fn production_worker(init: Init<'_>) -> Result<ProductionWorker, ConfigError> {
-    let config = ProcessorConfig::with_settings(init.env, init.settings.clone())?;
+    let config = init.config(|env| ProcessorConfig::with_settings(env, init.settings.clone()))?;
     let Parts {
         source,
         writer,

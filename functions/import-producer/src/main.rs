@@ -2,14 +2,10 @@ use std::sync::Arc;
 
 use import_producer::{ProducerConfig, production_api, router};
 use lambda_http::{Error, run};
-use queue_worker::Env;
-use queue_worker::aws::load_sdk_config;
+use queue_worker::lambda::{Started, start};
 
 #[tokio::main]
 async fn main() -> Result<(), Error> {
-    queue_worker::telemetry::init();
-    let env = Env::from_process();
-    let config = ProducerConfig::from_env(&env)?;
-    let api = production_api(config, &load_sdk_config(&env).await?);
-    run(router(Arc::new(api))).await
+    let Started { config, sdk, .. } = start(ProducerConfig::from_env).await?;
+    run(router(Arc::new(production_api(config, &sdk)))).await
 }

@@ -41,7 +41,7 @@ pub type ProductionNotifier = Notifier<DynamoDbNotifications, HttpPartner>;
 /// the partner's protection, whose adaptive limit starts at (and never exceeds) the records an
 /// invocation runs at once, since each record keeps one call in flight.
 pub fn production_worker(init: Init<'_>) -> Result<ProductionNotifier, ConfigError> {
-    let config = NotifierConfig::from_env(init.env)?;
+    let config = init.config(NotifierConfig::from_env)?;
     let partner =
         HttpPartner::new(config.partner_url.clone()).map_err(|e| ConfigError::Invalid {
             name: "PARTNER_URL".into(),

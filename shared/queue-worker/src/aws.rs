@@ -21,6 +21,7 @@
 use aws_config::timeout::TimeoutConfig;
 use aws_config::{BehaviorVersion, Region, SdkConfig};
 use aws_credential_types::Credentials;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use aws_smithy_http_client::tls::rustls_provider::CryptoMode;
 use aws_smithy_http_client::tls::{self, TlsContext, TrustStore};
 use aws_smithy_runtime_api::client::connector_metadata::ConnectorMetadata;
@@ -123,43 +124,111 @@ pub fn timeout_config(timeouts: &SdkTimeouts) -> TimeoutConfig {
 }
 
 /// Loads the shared SDK configuration (region, credentials, endpoints, retry policy) from the
-/// standard sources, on the [`https_client`], with the [`SdkTimeouts`] in `env` (the SDK sets
-/// no operation or attempt timeout of its own: a call that hangs would wait out the invocation).
+/// standard sources, with the [`SdkSettings`] in `env`: [`SdkSettings::from_env`], then
+/// [`SdkSettings::load`].
+pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
+    Ok(SdkSettings::from_env(env)?.load().await)
+}
+
+/// What of the SDK configuration comes from the function's environment, read with no I/O but
+/// the reading of `AWS_CA_BUNDLE`'s file: the [`https_client`], the [`SdkTimeouts`] (the SDK
+/// sets no operation or attempt timeout of its own: a call that hangs would wait out the
+/// invocation), and the region and credentials when the environment holds them.
 ///
 /// The SDK's default chains try the environment first. When it holds the answer, as it always
 /// does in Lambda (`AWS_REGION`, and the execution role's keys in `AWS_ACCESS_KEY_ID`,
 /// `AWS_SECRET_ACCESS_KEY` and `AWS_SESSION_TOKEN`, set once per execution environment), that
 /// answer is taken from `env` directly, which spares every cold start building the rest of each
 /// chain (profile files, web identity with its STS client, the container and instance metadata
-/// providers). Elsewhere the chains run as usual.
-pub async fn load_sdk_config(env: &Env) -> Result<SdkConfig, ConfigError> {
-    let overrides = overrides(env);
-    if !overrides.is_empty() {
-        // Whoever can set a function's environment can send its AWS traffic elsewhere: say so
-        // once, at start-up, where an operator's log search finds it.
-        tracing::warn!(
-            variables = ?overrides,
-            "AWS endpoints or trusted roots are overridden by the environment"
-        );
+/// providers). Elsewhere the chains run as usual, in [`load`](Self::load).
+pub struct SdkSettings {
+    /// The timeouts of every call.
+    pub timeouts: SdkTimeouts,
+    /// `AWS_REGION`, else `AWS_DEFAULT_REGION`.
+    pub region: Option<Region>,
+    /// The [`OVERRIDE_VARIABLES`] set, with their values.
+    pub overrides: Vec<(&'static str, String)>,
+    credentials: Option<Credentials>,
+    http_client: SharedHttpClient,
+}
+
+impl std::fmt::Debug for SdkSettings {
+    // The credentials and the client are left out: a secret, and no setting.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SdkSettings")
+            .field("timeouts", &self.timeouts)
+            .field("region", &self.region)
+            .field("overrides", &self.overrides)
+            .field("credentials_in_env", &self.credentials.is_some())
+            .finish_non_exhaustive()
     }
-    let mut loader = aws_config::defaults(BehaviorVersion::latest())
-        .http_client(https_client(env)?)
-        .timeout_config(timeout_config(&SdkTimeouts::from_env(env)?));
-    if let Some(region) = env
-        .get("AWS_REGION")
-        .or_else(|| env.get("AWS_DEFAULT_REGION"))
-    {
-        loader = loader.region(Region::new(region.to_owned()));
+}
+
+impl SdkSettings {
+    /// Reads the settings; a bad trust store or timeout is an error naming its variable.
+    pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
+        let overrides = overrides(env);
+        let http_client = https_client(env)?;
+        let timeouts = SdkTimeouts::from_env(env)?;
+        let region = env
+            .get("AWS_REGION")
+            .or_else(|| env.get("AWS_DEFAULT_REGION"))
+            .map(|region| Region::new(region.to_owned()));
+        let credentials = match (
+            env.get("AWS_ACCESS_KEY_ID"),
+            env.get("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Some(key), Some(secret)) => {
+                let token = env.get("AWS_SESSION_TOKEN").map(str::to_owned);
+                Some(Credentials::new(key, secret, token, None, "Environment"))
+            }
+            _ => None,
+        };
+        Ok(Self {
+            timeouts,
+            region,
+            overrides,
+            credentials,
+            http_client,
+        })
     }
-    if let (Some(key), Some(secret)) = (
-        env.get("AWS_ACCESS_KEY_ID"),
-        env.get("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        let token = env.get("AWS_SESSION_TOKEN").map(str::to_owned);
-        loader =
-            loader.credentials_provider(Credentials::new(key, secret, token, None, "Environment"));
+
+    /// The SDK configuration: these settings, and the SDK's default chains for what they leave
+    /// out (which may read profile files and ask the instance metadata service).
+    pub async fn load(self) -> SdkConfig {
+        if !self.overrides.is_empty() {
+            // Whoever can set a function's environment can send its AWS traffic elsewhere: say
+            // so once, at start-up, where an operator's log search finds it.
+            tracing::warn!(
+                variables = ?self.overrides,
+                "AWS endpoints or trusted roots are overridden by the environment"
+            );
+        }
+        let mut loader = aws_config::defaults(BehaviorVersion::latest())
+            .http_client(self.http_client)
+            .timeout_config(timeout_config(&self.timeouts));
+        if let Some(region) = self.region {
+            loader = loader.region(region);
+        }
+        if let Some(credentials) = self.credentials {
+            loader = loader.credentials_provider(credentials);
+        }
+        loader.load().await
     }
-    Ok(loader.load().await)
+
+    /// An SDK configuration of these settings alone, built without looking anywhere else: for
+    /// the check-config mode ([`crate::check`]), which builds the clients and sends nothing.
+    pub(crate) fn offline(self) -> SdkConfig {
+        let mut config = SdkConfig::builder()
+            .behavior_version(BehaviorVersion::latest())
+            .http_client(self.http_client)
+            .timeout_config(timeout_config(&self.timeouts))
+            .region(self.region);
+        if let Some(credentials) = self.credentials {
+            config = config.credentials_provider(SharedCredentialsProvider::new(credentials));
+        }
+        config.build()
+    }
 }
 
 /// The variables that redirect the SDK's traffic or change whom it trusts.

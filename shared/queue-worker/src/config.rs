@@ -8,9 +8,10 @@
 //! Each struct also lists the variables it reads (`VARIABLES`), so a test can check that the
 //! template sets exactly what the code reads.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 /// A configuration value is missing or malformed.
@@ -38,9 +39,15 @@ pub enum ConfigError {
 ///
 /// Production code uses [`Env::from_process`]; tests build one from pairs, so they never mutate
 /// the process environment (which is shared by every test thread).
+///
+/// A [`recording`](Self::recording) environment also notes every name looked up, set or not,
+/// which is how the check-config mode ([`crate::check`]) reports the variables a function reads
+/// without a list kept by hand.
 #[derive(Debug, Clone, Default)]
 pub struct Env {
     vars: HashMap<String, String>,
+    /// The names looked up, when recording; shared by clones.
+    lookups: Option<Arc<Mutex<BTreeSet<String>>>>,
 }
 
 impl Env {
@@ -48,6 +55,7 @@ impl Env {
     pub fn from_process() -> Self {
         Self {
             vars: std::env::vars().collect(),
+            lookups: None,
         }
     }
 
@@ -62,11 +70,44 @@ impl Env {
                 .into_iter()
                 .map(|(k, v)| (k.into(), v.into()))
                 .collect(),
+            lookups: None,
         }
+    }
+
+    /// This environment, noting from now on every name looked up (by it and by its clones).
+    pub fn recording(self) -> Self {
+        Self {
+            lookups: Some(Arc::default()),
+            ..self
+        }
+    }
+
+    /// The names looked up since [`recording`](Self::recording) began, sorted; none when not
+    /// recording.
+    pub fn looked_up(&self) -> Vec<String> {
+        self.lookups
+            .as_ref()
+            .map(|names| {
+                let names = names.lock().unwrap_or_else(PoisonError::into_inner);
+                names.iter().cloned().collect()
+            })
+            .unwrap_or_default()
     }
 
     /// The value of `name`, treating an empty value as unset.
     pub fn get(&self, name: &str) -> Option<&str> {
+        if let Some(names) = &self.lookups {
+            names
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .insert(name.to_owned());
+        }
+        self.peek(name)
+    }
+
+    /// [`get`](Self::get) without recording the lookup: for the library's own switches, which
+    /// are no setting of the function.
+    pub(crate) fn peek(&self, name: &str) -> Option<&str> {
         self.vars
             .get(name)
             .map(String::as_str)
@@ -277,6 +318,27 @@ mod tests {
         ));
         let env = Env::from_pairs([("SDK_OPERATION_TIMEOUT_MS", "0")]);
         assert!(SdkTimeouts::from_env(&env).is_err());
+    }
+
+    #[test]
+    fn a_recording_environment_notes_every_name_looked_up_set_or_not() {
+        let env = Env::from_pairs([("IDEMPOTENCY_TABLE", "t"), ("UNREAD", "x")]);
+        GuardConfig::from_env(&env).unwrap();
+        assert!(env.looked_up().is_empty(), "not recording");
+
+        let env = env.recording();
+        GuardConfig::from_env(&env).unwrap();
+        let _ = env.clone().get("READ_BY_A_CLONE");
+        assert_eq!(
+            env.looked_up(),
+            [
+                "IDEMPOTENCY_LEASE_MARGIN_SECONDS",
+                "IDEMPOTENCY_MAX_LEASE_SECONDS",
+                "IDEMPOTENCY_RETENTION_SECONDS",
+                "IDEMPOTENCY_TABLE",
+                "READ_BY_A_CLONE",
+            ]
+        );
     }
 
     #[test]

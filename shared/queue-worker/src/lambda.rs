@@ -17,18 +17,31 @@
 //! The production seams (the DynamoDB guard store, SQS for backoff, parking and continuations)
 //! are built here; tests, the local runner and the benches put their own seams in with
 //! [`WorkerSettings::processor_with`], so they run the very processor `main` runs.
+//!
+//! A function that is no queue worker (an HTTP API) starts with [`start`]: tracing, its own
+//! configuration and the SDK configuration, in one call.
+//!
+//! Both entries implement the check-config mode ([`crate::check`]): started with
+//! `QUEUE_WORKER_CHECK_CONFIG=1`, the binary reads its configuration exactly as here, prints it
+//! and exits, without contacting anything. A worker's own settings are in that report when its
+//! constructor reads them through [`Init::config`].
 
+use std::cell::RefCell;
+use std::fmt::Debug;
 use std::time::SystemTime;
 
 use aws_config::SdkConfig;
 use aws_lambda_events::event::sqs::{SqsBatchResponse, SqsEvent};
 use lambda_runtime::LambdaEvent;
 
+use crate::aws::SdkSettings;
 use crate::batch::{BatchProcessor, BatchSettings, QueueActions, RecordHandler, SqsQueueActions};
+use crate::check::{self, Report};
 use crate::config::{ConfigError, Env, GuardConfig};
 use crate::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard, IdempotencyStore};
 use crate::job::{JobQueue, SqsJobQueue};
 use crate::metrics::{DEFAULT_NAMESPACE, emf, oldest_message_age};
+use crate::telemetry::LogSettings;
 use crate::worker::{Idempotent, Worker};
 
 /// What every worker is configured with, read once at init.
@@ -136,18 +149,39 @@ pub type LambdaProcessor<W> =
 /// What a worker's constructor gets at init.
 #[derive(Debug, Clone, Copy)]
 pub struct Init<'a> {
-    /// The environment, to read the worker's own settings from.
+    /// The environment, to read the worker's own settings from (through [`Init::config`]).
     pub env: &'a Env,
     /// The SDK configuration, to build the worker's clients from (once: they are reused by
-    /// every invocation of the execution environment).
+    /// every invocation of the execution environment). In the check-config mode it is built
+    /// without loading anything, and its clients must send nothing at construction.
     pub sdk: &'a SdkConfig,
     /// The settings every worker shares, already read.
     pub settings: &'a WorkerSettings,
+    /// Where [`Init::config`] describes what it read, in the check-config mode.
+    described: Option<&'a RefCell<Vec<String>>>,
+}
+
+impl Init<'_> {
+    /// Reads the worker's own settings with `read` (its `from_env`), so that the check-config
+    /// mode reports them: read them this way, or the check cannot tell a repeated default.
+    pub fn config<C: Debug>(
+        &self,
+        read: impl FnOnce(&Env) -> Result<C, ConfigError>,
+    ) -> Result<C, ConfigError> {
+        let config = read(self.env)?;
+        if let Some(described) = self.described {
+            described.borrow_mut().push(format!("{config:?}"));
+        }
+        Ok(config)
+    }
 }
 
 /// Runs a queue worker in Lambda: reads the settings, builds the worker with `make` and the
 /// production seams, and serves invocations until the environment is shut down. A bad setting
 /// fails the init with an error naming the variable.
+///
+/// With `QUEUE_WORKER_CHECK_CONFIG=1` it reads and builds the same, prints the check's
+/// [`Report`] and exits instead ([`crate::check`]).
 ///
 /// **The event source mapping must enable `ReportBatchItemFailures`.**
 pub async fn run_worker<W, F, E>(make: F) -> Result<(), lambda_runtime::Error>
@@ -156,14 +190,58 @@ where
     F: FnOnce(Init<'_>) -> Result<W, E>,
     E: Into<lambda_runtime::Error>,
 {
-    crate::telemetry::init();
     let env = Env::from_process();
-    let settings = WorkerSettings::for_worker::<W>(&env)?;
-    let sdk = crate::aws::load_sdk_config(&env).await?;
+    if check::requested(&env) {
+        let env = env.recording();
+        let outcome = start_worker(&env, make, Mode::Check).await;
+        Report::of(&env, outcome.map(|started| started.described)).print_and_exit();
+    }
+    let started = start_worker(&env, make, Mode::Run).await?;
+    let (processor, metrics) = (started.processor, started.metrics);
+    lambda_runtime::run(lambda_runtime::service_fn(|event| {
+        handle_batch(&processor, &metrics, event)
+    }))
+    .await
+}
+
+/// Whether a start serves invocations or only checks the configuration.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    /// Install tracing, load the SDK configuration (the default chains), serve.
+    Run,
+    /// Install and load nothing, describe what was read.
+    Check,
+}
+
+/// A worker ready to serve, and in the check-config mode the description of its configuration.
+struct StartedWorker<W: Worker> {
+    processor: LambdaProcessor<W>,
+    metrics: MetricsLine,
+    described: String,
+}
+
+/// The start of a worker, in either mode: the same reads in the same order.
+async fn start_worker<W, F, E>(
+    env: &Env,
+    make: F,
+    mode: Mode,
+) -> Result<StartedWorker<W>, lambda_runtime::Error>
+where
+    W: Worker,
+    F: FnOnce(Init<'_>) -> Result<W, E>,
+    E: Into<lambda_runtime::Error>,
+{
+    let Started {
+        config: settings,
+        sdk,
+        described,
+    } = begin(env, mode, WorkerSettings::for_worker::<W>).await?;
+    let worker_configs = RefCell::new(Vec::new());
     let worker = make(Init {
-        env: &env,
+        env,
         sdk: &sdk,
         settings: &settings,
+        described: (mode == Mode::Check).then_some(&worker_configs),
     })
     .map_err(Into::into)?;
     let processor = settings.processor(worker, &sdk);
@@ -174,10 +252,94 @@ where
             .unwrap_or("unknown")
             .to_owned(),
     };
-    lambda_runtime::run(lambda_runtime::service_fn(|event| {
-        handle_batch(&processor, &metrics, event)
-    }))
-    .await
+    let described = match described {
+        Some(described) => format!(
+            "{described}, worker: [{}], metrics: {metrics:?}",
+            worker_configs.into_inner().join(", ")
+        ),
+        None => String::new(),
+    };
+    Ok(StartedWorker {
+        processor,
+        metrics,
+        described,
+    })
+}
+
+/// What [`start`] hands a function's `main`: its configuration and the SDK configuration to
+/// build its clients from (once).
+#[derive(Debug)]
+pub struct Started<C> {
+    /// The function's own configuration.
+    pub config: C,
+    /// The SDK configuration.
+    pub sdk: SdkConfig,
+    /// What the check-config mode reports of the configuration.
+    described: Option<String>,
+}
+
+/// Starts a Lambda function that is no queue worker (an HTTP API, say): installs tracing
+/// ([`LogSettings`]), reads the function's configuration with `read` (its `from_env`), and loads
+/// the SDK configuration ([`SdkSettings`]). A bad setting is an error naming the variable.
+///
+/// With `QUEUE_WORKER_CHECK_CONFIG=1` it reads the same, prints the check's [`Report`] and exits
+/// instead ([`crate::check`]).
+pub async fn start<C, E>(
+    read: impl FnOnce(&Env) -> Result<C, E>,
+) -> Result<Started<C>, lambda_runtime::Error>
+where
+    C: Debug,
+    E: Into<lambda_runtime::Error>,
+{
+    let env = Env::from_process();
+    if check::requested(&env) {
+        let env = env.recording();
+        let outcome = begin(&env, Mode::Check, read).await;
+        Report::of(
+            &env,
+            outcome.map(|started| started.described.unwrap_or_default()),
+        )
+        .print_and_exit();
+    }
+    begin(&env, Mode::Run, read).await
+}
+
+/// The start every entry makes, in either mode: tracing's settings, the function's
+/// configuration, the SDK's settings, in this order.
+async fn begin<C, E>(
+    env: &Env,
+    mode: Mode,
+    read: impl FnOnce(&Env) -> Result<C, E>,
+) -> Result<Started<C>, lambda_runtime::Error>
+where
+    C: Debug,
+    E: Into<lambda_runtime::Error>,
+{
+    let logs = LogSettings::from_env(env, "info");
+    let logs = match mode {
+        Mode::Run => {
+            logs.install();
+            None
+        }
+        Mode::Check => Some(logs),
+    };
+    let config = read(env).map_err(Into::into)?;
+    let sdk = SdkSettings::from_env(env)?;
+    Ok(match logs {
+        None => Started {
+            config,
+            sdk: sdk.load().await,
+            described: None,
+        },
+        Some(logs) => {
+            let described = format!("logs: {logs:?}, sdk: {sdk:?}, config: {config:?}");
+            Started {
+                config,
+                sdk: sdk.offline(),
+                described: Some(described),
+            }
+        }
+    })
 }
 
 /// Where an invocation's metrics line goes: its namespace and its `FunctionName` dimension,
@@ -288,6 +450,78 @@ mod tests {
             Some("http://127.0.0.1/q/jobs")
         );
         assert_eq!(settings.metrics_namespace, "Billing");
+    }
+
+    /// A worker constructor reading one setting of its own, `OWN_LIMIT`.
+    fn with_own_limit(init: Init<'_>) -> Result<OneShot, ConfigError> {
+        let limit: u64 = init.config(|env| env.positive_or("OWN_LIMIT", 5))?;
+        assert!(limit > 0);
+        Ok(OneShot)
+    }
+
+    #[tokio::test]
+    async fn the_check_reads_the_whole_configuration_and_describes_it() {
+        let set = env(&[("OWN_LIMIT", "7"), ("SDK_CONNECT_TIMEOUT_MS", "900")]).recording();
+        let started = start_worker(&set, with_own_limit, Mode::Check)
+            .await
+            .unwrap();
+        let read = set.looked_up();
+        for name in [
+            "OWN_LIMIT",
+            "IDEMPOTENCY_TABLE",
+            "BATCH_CONCURRENCY",
+            "JOB_QUEUE_URL",
+            "RUST_LOG",
+            "AWS_CA_BUNDLE",
+            "SDK_CONNECT_TIMEOUT_MS",
+            "AWS_LAMBDA_FUNCTION_NAME",
+        ] {
+            assert!(read.iter().any(|r| r == name), "{name} not in {read:?}");
+        }
+        let described = started.described;
+        for part in [
+            "logs: LogSettings {",
+            "connect: 900ms",
+            "table_name: \"guard\"",
+            "worker: [7]",
+            "function: \"unknown\"",
+        ] {
+            assert!(described.contains(part), "{part} not in {described}");
+        }
+        let defaults = env(&[]).recording();
+        let started = start_worker(&defaults, with_own_limit, Mode::Check)
+            .await
+            .unwrap();
+        assert!(started.described.contains("worker: [5]"));
+        assert!(started.described.contains("connect: 2s"));
+    }
+
+    #[tokio::test]
+    async fn the_check_fails_on_a_value_the_worker_or_the_library_refuses() {
+        for (name, value) in [("OWN_LIMIT", "0"), ("SDK_ATTEMPT_TIMEOUT_MS", "soon")] {
+            let env = env(&[(name, value)]).recording();
+            let error = start_worker(&env, with_own_limit, Mode::Check)
+                .await
+                .err()
+                .expect("a refused value fails the check");
+            assert!(
+                error.to_string().contains(&format!("{name}=\"{value}\"")),
+                "{error}"
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn the_check_of_a_function_that_is_no_worker_describes_its_configuration() {
+        let env = Env::from_pairs([("OWN_LIMIT", "3")]).recording();
+        let started = begin(&env, Mode::Check, |env| env.positive_or("OWN_LIMIT", 5))
+            .await
+            .unwrap();
+        assert_eq!(started.config, 3);
+        let described = started.described.unwrap();
+        assert!(described.ends_with("config: 3"), "{described}");
+        assert!(described.contains("SdkTimeouts"), "{described}");
+        assert!(env.looked_up().iter().any(|name| name == "OWN_LIMIT"));
     }
 
     #[test]

@@ -16,8 +16,11 @@
 //! - [`idempotency`]: the fenced guard that makes side effects happen once, with a DynamoDB
 //!   store and an in-memory store.
 //! - [`protection`]: a downstream dependency's timeout, retries and circuit breaker.
-//! - [`lambda`]: the Lambda entry, [`lambda::run_worker`]: a worker's whole `main`, with the
-//!   settings every worker shares ([`lambda::WorkerSettings`]) and the production seams.
+//! - [`lambda`]: the Lambda entries: [`lambda::run_worker`], a worker's whole `main`, with the
+//!   settings every worker shares ([`lambda::WorkerSettings`]) and the production seams; and
+//!   [`lambda::start`] for a function that is no worker.
+//! - [`check`]: the check-config mode of both entries: `QUEUE_WORKER_CHECK_CONFIG=1` makes a
+//!   function's binary print the variables it reads and the configuration it would run with.
 //! - [`metrics`]: one CloudWatch Embedded Metric Format line per invocation.
 //! - [`config`]: typed configuration read once from the environment, with errors that name the
 //!   variable at fault.
@@ -33,6 +36,7 @@
 pub mod accept;
 pub mod aws;
 pub mod batch;
+pub mod check;
 pub mod config;
 pub mod dynamo;
 #[cfg(feature = "http")]

@@ -18,48 +18,80 @@ use tracing_subscriber::filter::{LevelFilter, Targets};
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
+use crate::Env;
+
 /// The environment variable this module reads besides the ones Lambda sets itself
 /// (`AWS_LAMBDA_LOG_LEVEL`, `AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_FUNCTION_NAME`).
 pub const VARIABLES: &[&str] = &["RUST_LOG"];
 
-/// Installs the global tracing subscriber. Call once, first thing in `main`.
+/// Installs the global tracing subscriber, with the settings in the process environment. Call
+/// once, first thing in `main` (a Lambda entry of [`crate::lambda`] calls it itself).
 pub fn init() {
     init_with_default_level("info");
 }
 
 /// Like [`init`], with `level` when neither `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` is set.
 pub fn init_with_default_level(level: &str) {
-    let var = |name: &str| std::env::var(name).ok();
-    let in_lambda = var("AWS_LAMBDA_FUNCTION_NAME").is_some();
-    let text_requested =
-        var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|format| format.eq_ignore_ascii_case("text"));
-    let filter = filter(var, level);
+    LogSettings::from_env(&Env::from_process(), level).install();
+}
 
-    let registry = tracing_subscriber::registry().with(filter);
-    if in_lambda && !text_requested {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .json()
-                    .flatten_event(true)
-                    .with_current_span(false)
-                    .with_span_list(true)
-                    .with_target(false),
-            )
-            .init();
-    } else {
-        registry
-            .with(
-                tracing_subscriber::fmt::layer()
-                    .compact()
-                    .with_ansi(!in_lambda),
-            )
-            .init();
+/// How a function logs, read from its environment: the filter, and the format.
+#[derive(Debug, Clone)]
+pub struct LogSettings {
+    /// From `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else the default level.
+    pub filter: Targets,
+    /// JSON lines: in Lambda (`AWS_LAMBDA_FUNCTION_NAME` is set) unless its logging
+    /// configuration asks for text (`AWS_LAMBDA_LOG_FORMAT`).
+    pub json: bool,
+    /// Coloured text: on a terminal, not in Lambda.
+    pub ansi: bool,
+}
+
+impl LogSettings {
+    /// Reads the settings, with `level` when neither `RUST_LOG` nor `AWS_LAMBDA_LOG_LEVEL` is
+    /// set (or usable).
+    pub fn from_env(env: &Env, level: &str) -> Self {
+        let var = |name: &str| env.get(name).map(str::to_owned);
+        let in_lambda = var("AWS_LAMBDA_FUNCTION_NAME").is_some();
+        let text_requested =
+            var("AWS_LAMBDA_LOG_FORMAT").is_some_and(|format| format.eq_ignore_ascii_case("text"));
+        Self {
+            filter: filter(var, level),
+            json: in_lambda && !text_requested,
+            ansi: !in_lambda,
+        }
+    }
+
+    /// Installs the global tracing subscriber with these settings.
+    pub fn install(self) {
+        let registry = tracing_subscriber::registry().with(self.filter);
+        if self.json {
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .json()
+                        .flatten_event(true)
+                        .with_current_span(false)
+                        .with_span_list(true)
+                        .with_target(false),
+                )
+                .init();
+        } else {
+            registry
+                .with(
+                    tracing_subscriber::fmt::layer()
+                        .compact()
+                        .with_ansi(self.ansi),
+                )
+                .init();
+        }
     }
 }
 
 /// The filter from `RUST_LOG`, else `AWS_LAMBDA_LOG_LEVEL`, else `default`; a value that does
 /// not parse is passed over. Lambda's `FATAL` is `error` here: tracing has no level above it.
+/// Both variables are read whichever is used, so the set of variables read does not depend on
+/// their values.
 fn filter(var: impl Fn(&str) -> Option<String>, default: &str) -> Targets {
     let level = |value: &str| {
         let value = if value.eq_ignore_ascii_case("fatal") {
@@ -69,11 +101,13 @@ fn filter(var: impl Fn(&str) -> Option<String>, default: &str) -> Targets {
         };
         value.parse::<LevelFilter>().ok()
     };
-    var("RUST_LOG")
+    let rust_log = var("RUST_LOG");
+    let lambda_level = var("AWS_LAMBDA_LOG_LEVEL");
+    rust_log
         .filter(|value| !value.trim().is_empty())
         .and_then(|value| value.parse::<Targets>().ok())
         .or_else(|| {
-            let level = var("AWS_LAMBDA_LOG_LEVEL").and_then(|value| level(&value))?;
+            let level = lambda_level.and_then(|value| level(&value))?;
             Some(Targets::new().with_default(level))
         })
         .unwrap_or_else(|| Targets::new().with_default(level(default).unwrap_or(LevelFilter::INFO)))
