@@ -20,10 +20,6 @@ use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::Env;
 
-/// The environment variable this module reads besides the ones Lambda sets itself
-/// (`AWS_LAMBDA_LOG_LEVEL`, `AWS_LAMBDA_LOG_FORMAT`, `AWS_LAMBDA_FUNCTION_NAME`).
-pub const VARIABLES: &[&str] = &["RUST_LOG"];
-
 /// Installs the global tracing subscriber, with the settings in the process environment. Call
 /// once, first thing in `main` (a Lambda entry of [`crate::lambda`] calls it itself).
 pub fn init() {

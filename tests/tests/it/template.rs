@@ -319,10 +319,42 @@ fn a_deliberate_override_and_the_librarys_own_variables_are_allowed() {
         let variables =
             &mut t["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"];
         variables["CIRCUIT_OPEN_SECONDS"] = yaml("60");
-        variables["AWS_CA_BUNDLE"] = yaml("/var/task/ca.pem");
+        // A bundle that exists where the check runs: the function's start reads it.
+        variables["AWS_CA_BUNDLE"] = Value::String(CA_BUNDLE.into());
         variables["RUST_LOG"] = yaml("info,aws_smithy_runtime=debug");
     });
     assert_eq!(found, Vec::<String>::new());
+}
+
+/// A PEM bundle of valid roots in the repository.
+const CA_BUNDLE: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../shared/queue-worker/src/aws/amazon-trust-services.pem"
+);
+
+#[test]
+fn a_default_of_the_librarys_own_variables_repeated_in_the_template_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["NotifierFunction"]["Properties"]["Environment"]["Variables"]["SDK_CONNECT_TIMEOUT_MS"] =
+            yaml("2000");
+    });
+    assert_caught(
+        &found,
+        "NotifierFunction: the template sets SDK_CONNECT_TIMEOUT_MS to the code's default",
+    );
+}
+
+#[test]
+fn a_ca_bundle_the_function_cannot_read_is_caught() {
+    let found = mutated(|t| {
+        t["Resources"]["NotifierFunction"]["Properties"]["Environment"]["Variables"]["AWS_CA_BUNDLE"] =
+            yaml("/nonexistent/ca.pem");
+    });
+    assert_caught(
+        &found,
+        "NotifierFunction: the code cannot start with the template's environment: environment \
+         variable AWS_CA_BUNDLE=\"/nonexistent/ca.pem\" is invalid: cannot read it",
+    );
 }
 
 #[test]

@@ -99,8 +99,8 @@ async fn function_environments_resolve_to_the_local_resources_and_start_the_code
         ("ProducerFunction", "import-producer"),
     ] {
         let env = provisioned.function_env(&template, function).unwrap();
-        let names: BTreeSet<&str> = env.iter().map(|(k, _)| k.as_str()).collect();
-        let read = harness::settings::variables_read_by(binary).unwrap();
+        let names: BTreeSet<String> = env.iter().map(|(k, _)| k.clone()).collect();
+        let read = harness::settings::variables_read_by(binary, &env).unwrap();
         assert!(names.is_subset(&read), "{names:?} not all read: {read:?}");
 
         // What each variable must be: a resource's name, URL or ARN as provisioned, as the
