@@ -209,11 +209,7 @@ fn contains_path(line: &str, path: &str) -> bool {
 
 /// Files outside a domain's paths that still use its crates, each with the work that removes
 /// it. The test fails when this list and the tree differ, either way.
-const NOT_YET_MOVED: &[&str] = &[
-    // Each function's configuration, started in process: to be asked of the built binary.
-    "tests/Cargo.toml",
-    "tests/src/settings.rs",
-];
+const NOT_YET_MOVED: &[&str] = &[];
 
 #[test]
 fn only_the_paths_of_a_domain_use_its_crates() {
