@@ -28,17 +28,6 @@ pub struct ProcessorConfig {
 }
 
 impl ProcessorConfig {
-    /// The environment variables this struct reads itself (see also
-    /// [`WorkerSettings::all_variables`] and [`DependencySettings::VARIABLES`]).
-    pub const VARIABLES: &'static [&'static str] = &[
-        "IMPORTS_TABLE",
-        "ITEMS_TABLE",
-        "UPLOAD_BUCKET",
-        "UPLOAD_PREFIX",
-        "MAX_OBJECT_BYTES",
-        "ITEM_WRITES_IN_FLIGHT",
-    ];
-
     /// Reads the settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Self::with_settings(env, WorkerSettings::from_env(env)?)

@@ -16,15 +16,6 @@ pub struct ProducerConfig {
 }
 
 impl ProducerConfig {
-    /// The environment variables this struct reads.
-    pub const VARIABLES: &'static [&'static str] = &[
-        "IMPORTS_TABLE",
-        "JOB_QUEUE_URL",
-        "UPLOAD_BUCKET",
-        "UPLOAD_PREFIX",
-        "MAX_BODY_BYTES",
-    ];
-
     /// Reads the settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {

@@ -12,14 +12,11 @@ pub struct NotifierConfig {
     /// The notifications table (`NOTIFICATIONS_TABLE`).
     pub notifications_table: String,
     /// Protection of the partner: timeout, retries, circuit breaker
-    /// ([`DependencySettings::VARIABLES`]).
+    /// ([`DependencySettings`]: `DOWNSTREAM_*`, `CIRCUIT_*`).
     pub partner_protection: DependencySettings,
 }
 
 impl NotifierConfig {
-    /// The environment variables this struct reads itself.
-    pub const VARIABLES: &'static [&'static str] = &["PARTNER_URL", "NOTIFICATIONS_TABLE"];
-
     /// Reads the settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {

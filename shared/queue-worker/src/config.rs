@@ -5,8 +5,9 @@
 //! which turns a missing or malformed value into a [`ConfigError`] that names the variable, so a
 //! misconfigured deployment fails at init with a message that says what to fix.
 //!
-//! Each struct also lists the variables it reads (`VARIABLES`), so a test can check that the
-//! template sets exactly what the code reads.
+//! Which variables a function reads is not listed by hand: a recording [`Env`] notes every
+//! lookup, and the check-config mode ([`crate::check`]) reports them, so a test can check that
+//! the template sets exactly what the code reads.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fmt::Display;
@@ -178,14 +179,6 @@ pub struct GuardConfig {
 }
 
 impl GuardConfig {
-    /// The environment variables this struct reads.
-    pub const VARIABLES: &'static [&'static str] = &[
-        "IDEMPOTENCY_TABLE",
-        "IDEMPOTENCY_RETENTION_SECONDS",
-        "IDEMPOTENCY_LEASE_MARGIN_SECONDS",
-        "IDEMPOTENCY_MAX_LEASE_SECONDS",
-    ];
-
     /// Reads the guard settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         let config = Self {
@@ -233,13 +226,6 @@ pub struct SdkTimeouts {
 }
 
 impl SdkTimeouts {
-    /// The environment variables this struct reads.
-    pub const VARIABLES: &'static [&'static str] = &[
-        "SDK_CONNECT_TIMEOUT_MS",
-        "SDK_ATTEMPT_TIMEOUT_MS",
-        "SDK_OPERATION_TIMEOUT_MS",
-    ];
-
     /// Reads the timeouts; an attempt may not be longer than its operation, nor a connection
     /// than its attempt.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {

@@ -47,9 +47,9 @@ use crate::worker::{Idempotent, Worker};
 /// What every worker is configured with, read once at init.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct WorkerSettings {
-    /// The idempotency guard ([`GuardConfig::VARIABLES`]).
+    /// The idempotency guard ([`GuardConfig`]: `IDEMPOTENCY_*`).
     pub guard: GuardConfig,
-    /// How batches are processed ([`BatchSettings::VARIABLES`]).
+    /// How batches are processed ([`BatchSettings`]: `BATCH_*`, `RETRY_BACKOFF_*`).
     pub batch: BatchSettings,
     /// Where permanent failures are parked (`DEAD_LETTER_QUEUE_URL`).
     pub dead_letter_queue_url: String,
@@ -62,26 +62,6 @@ pub struct WorkerSettings {
 }
 
 impl WorkerSettings {
-    /// The variables this struct reads itself (see also [`GuardConfig::VARIABLES`] and
-    /// [`BatchSettings::VARIABLES`], and [`all_variables`](Self::all_variables)).
-    pub const VARIABLES: &'static [&'static str] = &[
-        "DEAD_LETTER_QUEUE_URL",
-        "JOB_QUEUE_URL",
-        "METRICS_NAMESPACE",
-    ];
-
-    /// Every variable the settings read, their parts' included.
-    pub fn all_variables() -> impl Iterator<Item = &'static str> {
-        [
-            Self::VARIABLES,
-            GuardConfig::VARIABLES,
-            BatchSettings::VARIABLES,
-        ]
-        .into_iter()
-        .flatten()
-        .copied()
-    }
-
     /// Reads the settings.
     pub fn from_env(env: &Env) -> Result<Self, ConfigError> {
         Ok(Self {
@@ -522,19 +502,5 @@ mod tests {
         assert!(described.ends_with("config: 3"), "{described}");
         assert!(described.contains("SdkTimeouts"), "{described}");
         assert!(env.looked_up().iter().any(|name| name == "OWN_LIMIT"));
-    }
-
-    #[test]
-    fn every_variable_read_is_listed() {
-        let listed: Vec<&str> = WorkerSettings::all_variables().collect();
-        for name in [
-            "IDEMPOTENCY_TABLE",
-            "BATCH_CONCURRENCY",
-            "DEAD_LETTER_QUEUE_URL",
-            "JOB_QUEUE_URL",
-            "METRICS_NAMESPACE",
-        ] {
-            assert!(listed.contains(&name), "{name} is listed");
-        }
     }
 }

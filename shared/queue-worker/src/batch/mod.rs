@@ -80,14 +80,6 @@ pub struct BatchSettings {
 }
 
 impl BatchSettings {
-    /// The environment variables these settings are read from.
-    pub const VARIABLES: &'static [&'static str] = &[
-        "BATCH_CONCURRENCY",
-        "BATCH_DEADLINE_MARGIN_MS",
-        "RETRY_BACKOFF_BASE_SECONDS",
-        "RETRY_BACKOFF_MAX_SECONDS",
-    ];
-
     /// Reads the settings: `BATCH_CONCURRENCY` (default 10), `BATCH_DEADLINE_MARGIN_MS` (default
     /// 3000), `RETRY_BACKOFF_BASE_SECONDS` (default 10; `0` disables backoff) and
     /// `RETRY_BACKOFF_MAX_SECONDS` (default 900).

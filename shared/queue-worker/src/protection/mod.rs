@@ -77,15 +77,6 @@ pub struct DependencySettings {
 }
 
 impl DependencySettings {
-    /// The environment variables these settings are read from.
-    pub const VARIABLES: &'static [&'static str] = &[
-        "DOWNSTREAM_TIMEOUT_MS",
-        "DOWNSTREAM_MAX_ATTEMPTS",
-        "DOWNSTREAM_RETRY_BASE_MS",
-        "CIRCUIT_FAILURE_THRESHOLD",
-        "CIRCUIT_OPEN_SECONDS",
-    ];
-
     /// Reads the settings: `DOWNSTREAM_TIMEOUT_MS` (default 5000), `DOWNSTREAM_MAX_ATTEMPTS`
     /// (3), `DOWNSTREAM_RETRY_BASE_MS` (100), `CIRCUIT_FAILURE_THRESHOLD` (5) and
     /// `CIRCUIT_OPEN_SECONDS` (30).
