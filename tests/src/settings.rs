@@ -61,7 +61,7 @@ pub fn executable(binary: &str) -> Result<PathBuf, String> {
 }
 
 /// Runs `binary` in the check-config mode (`queue_worker::check`) with `env` as its whole
-/// environment (and [`PASSED`]): the variables its code reads and the configuration it starts
+/// environment (and `PATH`): the variables its code reads and the configuration it starts
 /// with, or why it cannot start.
 ///
 /// # Errors
