@@ -15,6 +15,7 @@
 //! [`TestQueue`] turns real SQS messages into the Lambda event the event source mapping would
 //! deliver.
 
+pub mod examples;
 pub mod guard_suite;
 pub mod profiles;
 pub mod settings;
