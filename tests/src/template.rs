@@ -197,8 +197,10 @@ pub const ACCESS_LOG_FIELDS: [&str; 3] = [
     "$context.identity.userArn",
 ];
 
-/// Routes that write (queue work) and must be throttled tighter than the stage's default.
-pub const TIGHTER_ROUTES: [&str; 2] = ["POST /uploads", "POST /imports"];
+/// Methods of routes that write (accept work, grant a write) and must be throttled tighter than
+/// the stage's default, which reads get. `ANY` (a catch-all that answers unknown routes) is not
+/// one of them.
+pub const WRITE_METHODS: [&str; 4] = ["POST", "PUT", "PATCH", "DELETE"];
 
 fn check_http_api(template: &Value, name: &str, api: &Value, found: &mut Vec<String>) {
     let properties = &api["Properties"];
@@ -237,9 +239,14 @@ fn check_http_api(template: &Value, name: &str, api: &Value, found: &mut Vec<Str
         }
     }
     let default = &properties["DefaultRouteSettings"];
-    for route in TIGHTER_ROUTES {
+    let writes = routes.iter().filter(|route| {
+        route
+            .split_once(' ')
+            .is_some_and(|(method, _)| WRITE_METHODS.contains(&method))
+    });
+    for route in writes {
         for limit in ["ThrottlingRateLimit", "ThrottlingBurstLimit"] {
-            let tight = default_number(template, &settings[route][limit]);
+            let tight = default_number(template, &settings[route.as_str()][limit]);
             let general = default_number(template, &default[limit]);
             if !matches!((tight, general), (Some(t), Some(g)) if t < g) {
                 found.push(format!(
@@ -593,7 +600,7 @@ fn visibility_by_timeout(template: &Value, queue: &Value) -> Vec<(f64, f64)> {
     if let Some(seconds) = number(visibility) {
         return vec![(f64::NAN, seconds)];
     }
-    // !FindInMap [Map, !Ref ProcessorTimeoutSeconds, Seconds], keyed by the timeout
+    // !FindInMap [Map, !Ref TimeoutParameter, Seconds], keyed by the function's timeout
     let Value::Tagged(tagged) = visibility else {
         return Vec::new();
     };
@@ -738,9 +745,9 @@ const DEFAULT_BATCH_CONCURRENCY: f64 = 10.0;
 /// Every record of the largest batch must start at once, with the smallest `BATCH_CONCURRENCY`
 /// the function can get: `BatchSize` ≤ `BatchConcurrency` for every allowed pair.
 ///
-/// Why no looser factor: a record of this pipeline can run until the invocation's stop time (a
-/// large import works chunk after chunk until then), so one invocation may start no more records
-/// than it runs at once. A record that does not start is reported failed, and SQS counts a
+/// Why no looser factor: a record can run until the invocation's stop time (a long job works
+/// step after step until then), so one invocation may start no more records than it runs at
+/// once. A record that does not start is reported failed, and SQS counts a
 /// receive each time: a batch larger than the concurrency could send records to the
 /// dead-letter queue as `maxReceiveCount` exceeded without their ever running. With the bound,
 /// a record of a standard queue always starts in the invocation that received it (an
@@ -798,8 +805,11 @@ fn check_role(name: &str, role: &Value, found: &mut Vec<String>) {
         check_statement(name, statement, found);
     }
     for managed in as_list(&role["Properties"]["ManagedPolicyArns"]) {
+        let managed = managed
+            .as_str()
+            .map_or_else(|| format!("{managed:?}"), str::to_owned);
         found.push(format!(
-            "{name}: managed policy {managed:?} attached (grant inline, on named resources)"
+            "{name}: managed policy {managed} attached (grant inline, on named resources)"
         ));
     }
 }
@@ -972,6 +982,56 @@ pub fn transformed_violations(transformed: &Value) -> Vec<String> {
     found
 }
 
+/// An SQS-triggered function of the template and what it is wired to, by logical id: what a
+/// test of the invariants breaks, whichever workers a fork has.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Worker {
+    /// The `AWS::Serverless::Function`.
+    pub function: String,
+    /// Its SQS event, under `Properties.Events`.
+    pub event: String,
+    /// The queue the event reads (`Queue: !GetAtt Queue.Arn`).
+    pub queue: String,
+    /// The queue's redrive target, if it has one.
+    pub dead_letter_queue: Option<String>,
+    /// `Role: !GetAtt Role.Arn`, if the function names one.
+    pub role: Option<String>,
+    /// `LoggingConfig.LogGroup: !Ref LogGroup`, if set.
+    pub log_group: Option<String>,
+}
+
+/// Every SQS event of every function of `template`, in the template's order.
+pub fn workers(template: &Value) -> Vec<Worker> {
+    let mut found = Vec::new();
+    for (name, resource) in template["Resources"].as_mapping().into_iter().flatten() {
+        if resource["Type"].as_str() != Some("AWS::Serverless::Function") {
+            continue;
+        }
+        let properties = &resource["Properties"];
+        for (event, definition) in properties["Events"].as_mapping().into_iter().flatten() {
+            if definition["Type"].as_str() != Some("SQS") {
+                continue;
+            }
+            let Some(queue) = get_att_resource_of(&definition["Properties"]["Queue"]) else {
+                continue;
+            };
+            found.push(Worker {
+                function: name.as_str().unwrap_or("?").to_owned(),
+                event: event.as_str().unwrap_or("?").to_owned(),
+                queue: queue.to_owned(),
+                dead_letter_queue: get_att_resource_of(
+                    &template["Resources"][queue]["Properties"]["RedrivePolicy"]
+                        ["deadLetterTargetArn"],
+                )
+                .map(str::to_owned),
+                role: get_att_resource_of(&properties["Role"]).map(str::to_owned),
+                log_group: reference(&properties["LoggingConfig"]["LogGroup"]).map(str::to_owned),
+            });
+        }
+    }
+    found
+}
+
 fn as_list(value: &Value) -> Vec<&Value> {
     match value {
         Value::Sequence(items) => items.iter().collect(),
@@ -988,46 +1048,96 @@ fn get_att_resource_of(value: &Value) -> Option<&str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::examples::variants;
 
-    fn parameter(template: &mut Value, name: &str, key: &str, value: u64) {
-        template["Parameters"][name][key] = Value::from(value);
-    }
-
-    fn not_all_started(template: &Value) -> Vec<String> {
+    fn not_all_started(template: &Value, function: &str) -> Vec<String> {
         violations(template)
             .into_iter()
-            .filter(|v| v.contains("does not all start"))
+            .filter(|v| v.starts_with(&format!("{function}:")) && v.contains("does not all start"))
             .collect()
+    }
+
+    fn sqs_event<'a>(template: &'a mut Value, worker: &Worker) -> &'a mut Value {
+        &mut template["Resources"][worker.function.as_str()]["Properties"]["Events"]
+            [worker.event.as_str()]["Properties"]
+    }
+
+    fn variables<'a>(template: &'a mut Value, worker: &Worker) -> &'a mut Value {
+        &mut template["Resources"][worker.function.as_str()]["Properties"]["Environment"]["Variables"]
+    }
+
+    /// Every SQS-triggered function of every template a fork can have (with and without each
+    /// example), with its template.
+    fn every_worker() -> Vec<(String, Value, Worker)> {
+        let all: Vec<_> = variants()
+            .into_iter()
+            .flat_map(|(label, template)| {
+                workers(&template)
+                    .into_iter()
+                    .map(move |worker| (label.clone(), template.clone(), worker))
+            })
+            .collect();
+        assert!(
+            !all.is_empty(),
+            "template.yaml has no SQS-triggered function"
+        );
+        all
     }
 
     #[test]
     fn every_allowed_batch_starts_at_once_with_every_allowed_concurrency() {
-        assert_eq!(not_all_started(&load()), Vec::<String>::new());
+        for (label, template, worker) in every_worker() {
+            assert_eq!(
+                not_all_started(&template, &worker.function),
+                Vec::<String>::new(),
+                "{label}"
+            );
+        }
     }
 
     #[test]
     fn a_batch_larger_than_the_smallest_concurrency_is_caught() {
-        let mut template = load();
-        parameter(&mut template, "BatchSize", "MaxValue", 100);
-        parameter(&mut template, "BatchConcurrency", "MaxValue", 100);
-        assert_eq!(not_all_started(&template).len(), 1, "{template:?}");
-
-        let mut template = load();
-        parameter(&mut template, "BatchConcurrency", "MinValue", 2);
-        let found = not_all_started(&template);
-        assert_eq!(found.len(), 1);
-        assert!(found[0].contains("as low as 2"), "{found:?}");
+        for (label, mut template, worker) in every_worker() {
+            // BatchConcurrency from a parameter that allows 2..100, with a batch of 10.
+            template["Parameters"]["TestConcurrency"] =
+                serde_yaml_ng::from_str("{Type: Number, Default: 100, MinValue: 2, MaxValue: 100}")
+                    .unwrap();
+            variables(&mut template, &worker)["BATCH_CONCURRENCY"] =
+                serde_yaml_ng::from_str("!Ref TestConcurrency").unwrap();
+            sqs_event(&mut template, &worker)["BatchSize"] = Value::from(10);
+            let found = not_all_started(&template, &worker.function);
+            assert_eq!(found.len(), 1, "{label}: {found:?}");
+            assert!(found[0].contains("as low as 2"), "{label}: {found:?}");
+            // A batch of 100 with a concurrency of 100, always: every record starts.
+            variables(&mut template, &worker)["BATCH_CONCURRENCY"] = Value::from("100");
+            sqs_event(&mut template, &worker)["BatchSize"] = Value::from(100);
+            sqs_event(&mut template, &worker)["MaximumBatchingWindowInSeconds"] = Value::from(1);
+            assert_eq!(
+                not_all_started(&template, &worker.function),
+                Vec::<String>::new(),
+                "{label}"
+            );
+        }
     }
 
     #[test]
     fn without_batch_concurrency_the_librarys_default_is_the_bound() {
-        let mut template = load();
-        template["Resources"]["ProcessorFunction"]["Properties"]["Environment"]["Variables"]
-            .as_mapping_mut()
-            .unwrap()
-            .remove("BATCH_CONCURRENCY");
-        assert_eq!(not_all_started(&template), Vec::<String>::new());
-        parameter(&mut template, "BatchSize", "MaxValue", 11);
-        assert!(not_all_started(&template)[0].contains("as low as 10"));
+        for (label, mut template, worker) in every_worker() {
+            if let Some(variables) = variables(&mut template, &worker).as_mapping_mut() {
+                variables.remove("BATCH_CONCURRENCY");
+            }
+            sqs_event(&mut template, &worker)["BatchSize"] = Value::from(10);
+            assert_eq!(
+                not_all_started(&template, &worker.function),
+                Vec::<String>::new(),
+                "{label}"
+            );
+            sqs_event(&mut template, &worker)["BatchSize"] = Value::from(11);
+            let found = not_all_started(&template, &worker.function);
+            assert!(
+                found.first().is_some_and(|v| v.contains("as low as 10")),
+                "{label}: {found:?}"
+            );
+        }
     }
 }
