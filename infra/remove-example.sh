@@ -104,5 +104,8 @@ if [[ $status -eq 3 && $removed -eq 0 ]]; then
 fi
 
 printf 'refreshing Cargo.lock\n'
-cargo metadata --format-version 1 >/dev/null
+if ! cargo metadata --format-version 1 >/dev/null; then
+    printf 'remove-example: the workspace left does not load (above): a crate outside the example still uses it (git grep -il %q -- "*Cargo.toml")\n' "$name" >&2
+    exit 1
+fi
 printf 'done. What else names it: git grep -il %q\n' "$name"
