@@ -61,7 +61,7 @@ if (($# > 0)); then
 fi
 checked=0
 while read -r _ name; do
-    if grep -qE "^[[:space:]]*# example: ${name}[[:space:]]*$" template.yaml; then
+    if grep -qE "^[[:space:]]*# example: ${name}$" template.yaml; then
         without "$name"
         checked=$((checked + 1))
     fi
