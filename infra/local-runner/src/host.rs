@@ -10,7 +10,8 @@
 //! its own on 127.0.0.1), reused by later invocations, so the mapping's maximum concurrency
 //! bounds the processes. An environment whose invocation runs past the timeout is killed when
 //! the mapping gives up on it (its batch comes back); one whose process exits fails its batch
-//! and is replaced at the next invocation. Processes die with their host.
+//! and is replaced at the next invocation. Processes die with their host. [`HostChaos`] kills
+//! a share of them during their invocations, as a crash or an out-of-memory kill would.
 //!
 //! Nothing here names a function: [`sqs_triggered_functions`] lists what to host.
 //!
@@ -24,7 +25,7 @@ mod serve;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use aws_lambda_events::event::sqs::SqsEvent;
 use serde_json::Value;
@@ -188,6 +189,27 @@ pub fn sqs_triggered_functions(template: &Template) -> Vec<&str> {
         .collect()
 }
 
+impl FunctionConfig {
+    /// Sets the variable `name` of the process's environment, over the template's value.
+    pub fn set_variable(&mut self, name: &str, value: &str) {
+        self.variables.retain(|(key, _)| key != name);
+        self.variables.push((name.to_owned(), value.to_owned()));
+    }
+}
+
+/// Chaos of the process host (`make chaos`); the default changes nothing.
+#[derive(Debug, Clone, Default)]
+pub struct HostChaos {
+    /// Share of invocations whose process is killed (SIGKILL) while it runs them: the batch
+    /// fails as a whole and comes back after its visibility timeout, as on Lambda.
+    pub kill_rate: f64,
+    /// The kill comes at a random time within this long after the process took the invocation;
+    /// an invocation answered sooner escapes it.
+    pub kill_within: Duration,
+    /// Counts the processes killed.
+    pub killed: Arc<AtomicU64>,
+}
+
 /// A function run as processes of its binary: the [`esm::Function`] of a mapping. Clones share
 /// the execution environments, so one can watch what the mapping's copy does.
 #[derive(Clone)]
@@ -195,6 +217,7 @@ pub struct ProcessHost {
     function: Arc<FunctionConfig>,
     idle: Arc<Mutex<Vec<ExecutionEnvironment>>>,
     started: Arc<AtomicU64>,
+    chaos: HostChaos,
 }
 
 impl ProcessHost {
@@ -204,7 +227,14 @@ impl ProcessHost {
             function: Arc::new(function),
             idle: Arc::default(),
             started: Arc::default(),
+            chaos: HostChaos::default(),
         }
+    }
+
+    /// The same host with `chaos`.
+    pub fn with_chaos(mut self, chaos: HostChaos) -> Self {
+        self.chaos = chaos;
+        self
     }
 
     /// Execution environments started so far (cold starts): one per concurrent invocation, and
@@ -241,7 +271,13 @@ impl esm::Function for ProcessHost {
             error
         };
         let mut environment = self.checkout().await.map_err(failed)?;
-        match environment.invoke(event, deadline).await {
+        let kill_after = (self.chaos.kill_rate > 0.0 && fastrand::f64() < self.chaos.kill_rate)
+            .then(|| self.chaos.kill_within.mul_f64(fastrand::f64()));
+        let (outcome, killed) = environment.invoke(event, deadline, kill_after).await;
+        if killed {
+            self.chaos.killed.fetch_add(1, Ordering::Relaxed);
+        }
+        match outcome {
             Ok(response) => {
                 self.release(environment);
                 Ok(response)

@@ -56,6 +56,7 @@ async fn main() -> anyhow::Result<()> {
                 profile,
                 maximum_concurrency: cli.maximum_concurrency,
                 function_timeout: cli.function_timeout.map(Duration::from_secs),
+                ..ServeOptions::default()
             };
             let serving = Serving::start(&template, workspace, &cli.stack, &serve).await?;
             println!("hosting {}; Ctrl-C stops", serving.functions.join(", "));

@@ -5,11 +5,12 @@
 //! fixture template under a name of its own.
 
 use std::path::Path;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_sqs::types::QueueAttributeName;
 use local_runner::esm::{Disposition, EventSourceMapping, InvocationReport};
-use local_runner::host::{self, FunctionConfig, ProcessHost, Target};
+use local_runner::host::{self, FunctionConfig, HostChaos, ProcessHost, Target};
 use local_runner::provision::{mapping_settings, provision};
 use local_runner::template::Template;
 use tokio::sync::{mpsc, oneshot};
@@ -28,6 +29,10 @@ struct Hosted {
 
 impl Hosted {
     async fn start(function: &str) -> Self {
+        Self::start_with(function, HostChaos::default()).await
+    }
+
+    async fn start_with(function: &str, chaos: HostChaos) -> Self {
         let workspace = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
         let template = Template::load(concat!(
             env!("CARGO_MANIFEST_DIR"),
@@ -49,7 +54,7 @@ impl Hosted {
             .unwrap();
         let config =
             FunctionConfig::from_template(&template, &resources, &stack, function, binary).unwrap();
-        let host = ProcessHost::new(config);
+        let host = ProcessHost::new(config).with_chaos(chaos);
         let (queue, settings) = mapping_settings(&template, function).unwrap();
         let queue_url = resources.reference(&queue).unwrap().to_owned();
         let mapping = EventSourceMapping::new(
@@ -189,6 +194,29 @@ async fn a_process_that_crashes_fails_its_batch_and_is_replaced() {
     hosted.send("after").await;
     hosted.until_acknowledged().await;
     assert!(hosted.host.environments_started() >= 2);
+}
+
+#[tokio::test]
+async fn chaos_kills_a_process_during_its_invocation_and_its_batch_fails() {
+    let chaos = HostChaos {
+        kill_rate: 1.0,
+        kill_within: Duration::from_millis(300),
+        killed: Default::default(),
+    };
+    let mut hosted = Hosted::start_with("WorkerFunction", chaos.clone()).await;
+    // It would sleep past its timeout: only the kill ends it sooner.
+    hosted.send("sleep").await;
+
+    let killed = hosted.report().await;
+
+    assert!(!killed.timed_out, "{killed:?}");
+    assert_eq!(killed.acknowledged, 0);
+    assert!(
+        failed_because(&killed).contains("process exited"),
+        "{killed:?}"
+    );
+    assert_eq!(chaos.killed.load(Ordering::Relaxed), 1);
+    assert_eq!(hosted.host.environments_started(), 1);
 }
 
 #[tokio::test]

@@ -1,10 +1,11 @@
 //! One execution environment: a process of the function's binary and the Runtime API it polls.
 
 use std::process::{ExitStatus, Stdio};
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use serde_json::Value;
 use tokio::process::{Child, Command};
+use tokio::time::{Instant, sleep_until};
 
 use super::FunctionConfig;
 use crate::runtime_api::{ErrorReport, Event, RuntimeApi};
@@ -83,18 +84,31 @@ impl ExecutionEnvironment {
 
     /// Hands `event` to the process with `deadline` and waits for its answer, its error or its
     /// exit. The caller enforces the deadline by dropping the future (and then `self`).
+    ///
+    /// With `kill_after`, the process is killed (SIGKILL) that long after it took the invocation
+    /// (after its init, when it is a new one), if it has not answered by then: a crash in the
+    /// middle of the work, whose outcome is [`Failure::Crashed`]. Returns whether that kill
+    /// happened.
     pub(super) async fn invoke(
         &mut self,
         event: Value,
         deadline: SystemTime,
-    ) -> Result<Value, Failure> {
+        kill_after: Option<Duration>,
+    ) -> (Result<Value, Failure>, bool) {
         self.busy = true;
         let request_id = self.api.invoke(event, deadline);
+        let from_now = |after: Duration| Instant::now() + after;
+        let mut kill_at = kill_after.filter(|_| self.initialized).map(from_now);
+        let mut killed = false;
         let outcome = loop {
             tokio::select! {
                 biased;
                 event = self.api.event() => match event {
-                    Some(Event::Polled(_)) => self.initialized = true,
+                    Some(Event::Polled(_)) if !self.initialized => {
+                        self.initialized = true;
+                        kill_at = kill_after.map(from_now);
+                    }
+                    Some(Event::Polled(_)) => {}
                     Some(Event::Responded { request_id: id, body, .. }) if id == request_id => {
                         break Ok(body);
                     }
@@ -114,10 +128,20 @@ impl ExecutionEnvironment {
                     Ok(status) => Failure::InitExit(status),
                     Err(e) => Failure::Process(e),
                 }),
+                // Last: an answer or an exit that is already there wins over the kill.
+                () = sleep_until(kill_at.unwrap_or_else(Instant::now)), if kill_at.is_some() && !killed => {
+                    killed = true;
+                    tracing::warn!(
+                        pid = self.pid,
+                        "chaos: killing the execution environment during its invocation"
+                    );
+                    // Its exit is seen by the branch above.
+                    let _ = self.child.start_kill();
+                }
             }
         };
         self.busy = false;
-        outcome
+        (outcome, killed)
     }
 }
 

@@ -9,10 +9,11 @@ use anyhow::Context as _;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
-use super::{FunctionConfig, ProcessHost, Target, binary_name, build, sqs_triggered_functions};
-use crate::esm::{Disposition, EventSourceMapping, InvocationReport};
-use crate::provision::local_clients;
-use crate::provision::{mapping_settings, provision};
+use super::{
+    FunctionConfig, HostChaos, ProcessHost, Target, binary_name, build, sqs_triggered_functions,
+};
+use crate::esm::{Disposition, EventSourceMapping, InvocationReport, MappingChaos};
+use crate::provision::{Provisioned, local_clients, mapping_settings, provision};
 use crate::template::Template;
 
 /// What to host, and how.
@@ -26,6 +27,15 @@ pub struct ServeOptions {
     pub maximum_concurrency: Option<usize>,
     /// Overrides each function's timeout.
     pub function_timeout: Option<Duration>,
+    /// Variables set in every hosted function's environment, over the template's: where a
+    /// fake downstream listens, shorter backoffs for a test.
+    pub environment: Vec<(String, String)>,
+    /// Chaos of every mapping (duplicate deliveries, visibility timeout); its counter is shared.
+    pub mapping_chaos: MappingChaos,
+    /// Chaos of every process host (kills); its counter is shared.
+    pub host_chaos: HostChaos,
+    /// Receives every invocation's report, with the function's logical id, besides the log.
+    pub reports: Option<mpsc::UnboundedSender<(String, InvocationReport)>>,
 }
 
 /// Running mappings, one per hosted function. [`Serving::stop`] ends each mapping after its
@@ -34,6 +44,8 @@ pub struct ServeOptions {
 pub struct Serving {
     /// The hosted functions' logical ids.
     pub functions: Vec<String>,
+    /// The provisioned resources: queue URLs, table names and ARNs by logical id.
+    pub resources: Provisioned,
     stop: Vec<oneshot::Sender<()>>,
     /// The mappings and their report loggers.
     tasks: Vec<JoinHandle<()>>,
@@ -67,6 +79,7 @@ impl Serving {
         };
         let mut serving = Self {
             functions: functions.clone(),
+            resources: resources.clone(),
             stop: Vec::new(),
             tasks: Vec::new(),
         };
@@ -78,8 +91,11 @@ impl Serving {
             )
             .await
             .with_context(|| format!("building {function}"))?;
-            let config =
+            let mut config =
                 FunctionConfig::from_template(template, &resources, stack, function, binary)?;
+            for (name, value) in &options.environment {
+                config.set_variable(name, value);
+            }
             let (queue, mut settings) = mapping_settings(template, function)?;
             if let Some(maximum) = options.maximum_concurrency {
                 settings.maximum_concurrency = maximum;
@@ -91,21 +107,26 @@ impl Serving {
                 .reference(&queue)
                 .zip(resources.arn(&queue))
                 .with_context(|| format!("{function}'s queue {queue} was not provisioned"))?;
-            let mapping = Arc::new(EventSourceMapping::new(
-                clients.sqs.clone(),
-                url,
-                arn,
-                settings,
-                ProcessHost::new(config),
-            ));
+            let mapping = Arc::new(
+                EventSourceMapping::new(
+                    clients.sqs.clone(),
+                    url,
+                    arn,
+                    settings,
+                    ProcessHost::new(config).with_chaos(options.host_chaos.clone()),
+                )
+                .with_chaos(options.mapping_chaos.clone()),
+            );
             let (stop, stopped) = oneshot::channel::<()>();
             let (reports, received) = mpsc::unbounded_channel::<InvocationReport>();
             let stop_requested = async {
                 let _ = stopped.await;
             };
-            serving
-                .tasks
-                .push(tokio::spawn(log_reports(function.clone(), received)));
+            serving.tasks.push(tokio::spawn(log_reports(
+                function.clone(),
+                received,
+                options.reports.clone(),
+            )));
             serving
                 .tasks
                 .push(tokio::spawn(mapping.run(stop_requested, reports)));
@@ -125,8 +146,13 @@ impl Serving {
     }
 }
 
-/// Logs each invocation of `function`'s mapping until the mapping stops.
-async fn log_reports(function: String, mut reports: mpsc::UnboundedReceiver<InvocationReport>) {
+/// Logs each invocation of `function`'s mapping, and passes it on to `observer`, until the
+/// mapping stops.
+async fn log_reports(
+    function: String,
+    mut reports: mpsc::UnboundedReceiver<InvocationReport>,
+    observer: Option<mpsc::UnboundedSender<(String, InvocationReport)>>,
+) {
     while let Some(report) = reports.recv().await {
         let failed = match &report.disposition {
             Disposition::FailBatch(reason) => Some(reason.as_str()),
@@ -140,5 +166,8 @@ async fn log_reports(function: String, mut reports: mpsc::UnboundedReceiver<Invo
             failed,
             "invocation"
         );
+        if let Some(observer) = &observer {
+            let _ = observer.send((function.clone(), report));
+        }
     }
 }
