@@ -87,6 +87,9 @@ pub struct FunctionConfig {
     pub binary: PathBuf,
     /// The process's whole environment, but `AWS_LAMBDA_RUNTIME_API`.
     pub variables: Vec<(String, String)>,
+    /// Where the processes' stdout and stderr (their logs and metric lines) are appended;
+    /// `None` leaves them on the runner's own.
+    pub log: Option<PathBuf>,
 }
 
 impl FunctionConfig {
@@ -157,6 +160,7 @@ impl FunctionConfig {
             arn,
             binary,
             variables,
+            log: None,
         })
     }
 }

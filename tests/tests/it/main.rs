@@ -10,7 +10,6 @@ mod guard_dynamodb;
 mod guard_memory;
 mod job_queue;
 mod layout;
-mod notifier;
 mod ops;
 mod process_host;
 mod template;

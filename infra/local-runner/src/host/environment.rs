@@ -63,14 +63,23 @@ impl ExecutionEnvironment {
         let api = RuntimeApi::start(function.arn.clone())
             .await
             .map_err(Failure::Process)?;
-        let child = Command::new(&function.binary)
+        let mut command = Command::new(&function.binary);
+        command
             .env_clear()
             .envs(function.variables.iter().map(|(k, v)| (k, v)))
             .env("AWS_LAMBDA_RUNTIME_API", api.address())
             .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(Failure::Process)?;
+            .kill_on_drop(true);
+        if let Some(path) = &function.log {
+            let log = std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .map_err(Failure::Process)?;
+            command.stderr(log.try_clone().map_err(Failure::Process)?);
+            command.stdout(log);
+        }
+        let child = command.spawn().map_err(Failure::Process)?;
         let pid = child.id();
         tracing::info!(function = %function.name, pid, "started an execution environment");
         Ok(Self {

@@ -34,6 +34,9 @@ pub struct ServeOptions {
     pub mapping_chaos: MappingChaos,
     /// Chaos of every process host (kills); its counter is shared.
     pub host_chaos: HostChaos,
+    /// Where the hosted processes' stdout and stderr are appended (their logs and metric lines);
+    /// `None` leaves them on the runner's own.
+    pub function_log: Option<std::path::PathBuf>,
     /// Receives every invocation's report, with the function's logical id, besides the log.
     pub reports: Option<mpsc::UnboundedSender<(String, InvocationReport)>>,
 }
@@ -96,6 +99,7 @@ impl Serving {
             for (name, value) in &options.environment {
                 config.set_variable(name, value);
             }
+            config.log.clone_from(&options.function_log);
             let (queue, mut settings) = mapping_settings(template, function)?;
             if let Some(maximum) = options.maximum_concurrency {
                 settings.maximum_concurrency = maximum;
