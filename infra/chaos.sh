@@ -3,7 +3,9 @@
 # domain_drivers in infra/lib/common.sh) at maximum concurrency 2, 5 and 10, each with the fixed
 # and the adaptive concurrency limit on the same burst (the import example's: its
 # tests/domains/import/src/chaos.rs and CHAOS.md). Starts the emulator unless it is running (then
-# stops it again). Exits non-zero when a correctness check fails in any run.
+# stops it again). Exits non-zero when a correctness check fails in any run. Prints a table per
+# domain: the columns of each report's "summary" object (the import report's own columns when it
+# has none).
 #   infra/chaos.sh [OUT_DIR]    REQUESTS=N (default 10000), CONCURRENCY="2 5 10",
 #                               LIMITS="fixed adaptive", CHAOS_TIMEOUT=S, PANIC_RATE=P (default 0),
 #                               PROFILE=release (default dev), EMULATOR_PORT=...
@@ -46,9 +48,13 @@ for driver in "${drivers[@]}"; do
     done
 done
 python3 - "$out/report.json" "${reports[@]}" <<'PY'
-import json, sys
-runs = [json.load(open(f)) for f in sys.argv[2:]]
+import json, os, sys
+files = sys.argv[2:]
+runs = [json.load(open(f)) for f in files]
 json.dump(runs, open(sys.argv[1], "w"), indent=2)
+# A report's "summary" object holds the columns its domain wants in this table, in the order of
+# its "summary_columns" list (JSON objects have none). Reports without one (the import
+# example's) get these.
 cols = [
     ("conc", lambda r: r["maximum_concurrency"]),
     ("limit", lambda r: f'{r.get("concurrency_limit", "?")} {r.get("mean_concurrency_limit", 0):.1f}'),
@@ -71,11 +77,30 @@ cols = [
     ("faults", lambda r: sum(r["faults"].values())),
     ("pass", lambda r: r["check_passed"]),
 ]
-rows = [[str(f(r)) for _, f in cols] for r in runs]
-widths = [max(len(h), *(len(row[i]) for row in rows)) for i, (h, _) in enumerate(cols)] if rows else []
-print(" | ".join(h.ljust(w) for (h, _), w in zip(cols, widths)))
-for row in rows:
-    print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+def print_table(headers, rows):
+    widths = [max(len(h), *(len(row[i]) for row in rows)) for i, h in enumerate(headers)]
+    print(" | ".join(h.ljust(w) for h, w in zip(headers, widths)))
+    for row in rows:
+        print(" | ".join(c.ljust(w) for c, w in zip(row, widths)))
+
+# Files are named report-PACKAGE-CONCURRENCY-LIMIT.json: one table per package.
+by_package = {}
+for path, run in zip(files, runs):
+    package = os.path.basename(path)[len("report-"):].rsplit("-", 2)[0]
+    by_package.setdefault(package, []).append(run)
+for package, group in by_package.items():
+    print(f"== {package}")
+    if all("summary" in run for run in group):
+        orders = [run.get("summary_columns") or list(run["summary"]) for run in group]
+        headers = []
+        for order in sorted(orders, key=len, reverse=True):
+            headers += [key for key in order if key not in headers]
+        rows = [[str(run["summary"].get(h, "")) for h in headers] for run in group]
+    else:
+        headers = [h for h, _ in cols]
+        rows = [[str(f(run)) for _, f in cols] for run in group]
+    print_table(headers, rows)
 print(f"written: {sys.argv[1]}")
 PY
 exit "$status"

@@ -80,8 +80,8 @@ pub struct ChaosKnobs {
 impl Default for ChaosKnobs {
     fn default() -> Self {
         Self {
-            kill_rate: 0.05,
-            kill_within: Duration::from_millis(500),
+            kill_rate: 0.1,
+            kill_within: Duration::from_millis(300),
             duplicate_rate: 0.05,
             visibility_timeout: Duration::from_secs(10),
             partner: PartnerBehaviour {

@@ -18,8 +18,8 @@ struct Cli {
     /// Prefix of the local resource names.
     #[arg(long, default_value = "local")]
     stack: String,
-    /// The cargo profile to build the notifier's binary with.
-    #[arg(long, global = true, default_value = "dev")]
+    /// The cargo profile to build the notifier's binary with (by default the driver's own).
+    #[arg(long, global = true, default_value = if cfg!(debug_assertions) { "dev" } else { "release" })]
     profile: String,
     /// Override the template's MaximumConcurrency of the event source mapping.
     #[arg(long, global = true)]
@@ -71,10 +71,10 @@ enum Command {
         #[arg(long, default_value_t = 0.0)]
         panic_rate: f64,
         /// Share of invocations whose process is killed (SIGKILL) during the invocation.
-        #[arg(long, default_value_t = 0.05)]
+        #[arg(long, default_value_t = 0.1)]
         kill_rate: f64,
         /// A kill comes within this many ms after the process took the invocation.
-        #[arg(long, default_value_t = 500, value_name = "MS")]
+        #[arg(long, default_value_t = 300, value_name = "MS")]
         kill_within: u64,
         /// Share of received messages also delivered to a second, concurrent invocation.
         #[arg(long, default_value_t = 0.05)]
@@ -168,6 +168,7 @@ async fn main() -> anyhow::Result<()> {
                         "limit": "fixed",
                         "pass": "skipped: unsupported",
                     },
+                    "summary_columns": ["conc", "limit", "pass"],
                 });
                 return write(&report, &skipped);
             }

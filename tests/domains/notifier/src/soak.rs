@@ -363,15 +363,39 @@ pub async fn run(
 }
 
 impl Outcome {
-    /// The report, as JSON; `summary` holds the few columns the scripts' table prints.
+    /// The report, as JSON; `summary` holds the few columns the scripts' table prints, and
+    /// `summary_columns` their order.
     pub fn report(&self, concurrency_limit: &str, knobs: Value) -> Value {
         let v = &self.verdict;
         let sent = &self.observed.sent;
         let partner = &self.observed.partner;
         let goodput = v
             .goodput
-            .map(|g| format!("{:.0}%", g * 100.0))
-            .unwrap_or_else(|| "n/a".into());
+            .map_or_else(|| "n/a".into(), |g| format!("{:.0}%", g * 100.0));
+        let summary: Vec<(String, Value)> = [
+            ("conc", json!(self.maximum_concurrency)),
+            ("limit", json!(concurrency_limit)),
+            ("requested", json!(v.requested)),
+            ("delivered", json!(v.delivered)),
+            ("lost", json!(v.lost)),
+            ("parked", json!(v.parked.values().sum::<usize>())),
+            (
+                "effects/key",
+                json!(format!("{}..{}", v.effects_per_key.0, v.effects_per_key.1)),
+            ),
+            ("calls/key max", json!(v.calls_per_key.0)),
+            ("calls/key mean", json!(format!("{:.2}", v.calls_per_key.1))),
+            ("repeated", json!(v.repeated_calls)),
+            ("dups", json!(v.duplicates)),
+            ("goodput", json!(goodput)),
+            ("drain s", json!(format!("{:.0}", self.drain.as_secs_f64()))),
+            ("kills", json!(self.kills)),
+            ("dup deliveries", json!(self.duplicate_deliveries)),
+            ("pass", json!(v.passed())),
+        ]
+        .into_iter()
+        .map(|(name, value)| (name.to_owned(), value))
+        .collect();
         json!({
             "domain": "notifier",
             "requested": v.requested,
@@ -413,24 +437,9 @@ impl Outcome {
             },
             "problems": v.problems,
             "check_passed": v.passed(),
-            "summary": {
-                "conc": self.maximum_concurrency,
-                "limit": concurrency_limit,
-                "requested": v.requested,
-                "delivered": v.delivered,
-                "lost": v.lost,
-                "parked": v.parked.values().sum::<usize>(),
-                "effects/key": format!("{}..{}", v.effects_per_key.0, v.effects_per_key.1),
-                "calls/key max": v.calls_per_key.0,
-                "calls/key mean": format!("{:.2}", v.calls_per_key.1),
-                "repeated": v.repeated_calls,
-                "dups": v.duplicates,
-                "goodput": goodput,
-                "drain s": format!("{:.0}", self.drain.as_secs_f64()),
-                "kills": self.kills,
-                "dup deliveries": self.duplicate_deliveries,
-                "pass": v.passed(),
-            },
+            "summary": summary.iter().cloned().collect::<serde_json::Map<_, _>>(),
+            // JSON objects have no order: the table's columns, in order.
+            "summary_columns": summary.iter().map(|(name, _)| name.clone()).collect::<Vec<_>>(),
         })
     }
 
