@@ -32,6 +32,8 @@ pub struct Common {
     pub maximum_concurrency: Option<usize>,
     /// Overrides the function's timeout.
     pub function_timeout: Option<Duration>,
+    /// Share of calls the partner of `run` and `demo` answers 503 or 429 without acting.
+    pub flaky_partner: f64,
 }
 
 impl Common {
@@ -57,6 +59,10 @@ impl Common {
             maximum_concurrency: self.maximum_concurrency,
             function_timeout: self.function_timeout,
             environment: Vec::new(),
+            partner: PartnerBehaviour {
+                throttle_rate: self.flaky_partner,
+                ..PartnerBehaviour::default()
+            },
             ..HostSettings::default()
         }
     }
@@ -91,8 +97,8 @@ impl Default for ChaosKnobs {
                 hang_after_effect_rate: 0.03,
                 // Past the client's timeout, DOWNSTREAM_TIMEOUT_MS below.
                 hang: Duration::from_secs(2),
-                capacity: Some(8),
-                rate: Some(100.0),
+                capacity: Some(4),
+                rate: Some(25.0),
                 ..PartnerBehaviour::default()
             },
         }

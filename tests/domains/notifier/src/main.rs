@@ -27,6 +27,10 @@ struct Cli {
     /// Override the notifier's function timeout from the template.
     #[arg(long, global = true, value_name = "SECONDS")]
     function_timeout: Option<u64>,
+    /// Flaky-partner mode of `run` and `demo`: the partner answers this share (0 to 1) of its
+    /// calls 503 or 429 without acting, to watch retries and the adaptive limit.
+    #[arg(long, global = true, default_value_t = 0.0, value_name = "RATE")]
+    flaky_downstream: f64,
     #[command(subcommand)]
     command: Command,
 }
@@ -92,10 +96,10 @@ enum Command {
         #[arg(long, default_value_t = 0.03)]
         hang_after_effect_rate: f64,
         /// The partner's most concurrent calls (C); 429 beyond.
-        #[arg(long, default_value_t = 8)]
+        #[arg(long, default_value_t = 4)]
         capacity: usize,
         /// The partner's most calls per second (R); 429 beyond.
-        #[arg(long, default_value_t = 100.0)]
+        #[arg(long, default_value_t = 25.0)]
         rate: f64,
         /// The partner's time to answer a call, in ms.
         #[arg(long, default_value_t = 20, value_name = "MS")]
@@ -115,12 +119,17 @@ async fn main() -> anyhow::Result<()> {
         "error"
     };
     queue_worker::telemetry::init_with_default_level(level);
+    anyhow::ensure!(
+        (0.0..=1.0).contains(&cli.flaky_downstream),
+        "the flaky-downstream rate must be between 0 and 1"
+    );
     let common = Common {
         template: cli.template,
         stack: cli.stack,
         profile: cli.profile,
         maximum_concurrency: cli.maximum_concurrency,
         function_timeout: cli.function_timeout.map(Duration::from_secs),
+        flaky_partner: cli.flaky_downstream,
     };
     match cli.command {
         Command::Run => driver::run(&common).await,

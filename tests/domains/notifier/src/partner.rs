@@ -90,7 +90,7 @@ pub struct PartnerStats {
     pub failed_after_effect: u64,
     /// Calls that acted (or were deduplicated) and then hung.
     pub hung_after_effect: u64,
-    /// Most calls in flight at once.
+    /// Most calls in flight at once, within the capacity (one refused for it is not counted).
     pub peak_concurrency: u64,
 }
 
@@ -229,10 +229,7 @@ async fn call(
     let behaviour = &shared.behaviour;
     let in_flight = shared.in_flight.fetch_add(1, Ordering::Relaxed) + 1;
     let _leave = InFlight(&shared.in_flight);
-    shared.count(|s| {
-        s.calls += 1;
-        s.peak_concurrency = s.peak_concurrency.max(in_flight);
-    });
+    shared.count(|s| s.calls += 1);
     let Some(key) = headers
         .get(IDEMPOTENCY_KEY)
         .and_then(|v| v.to_str().ok())
@@ -252,6 +249,7 @@ async fn call(
         shared.count(|s| s.throttled_capacity += 1);
         return StatusCode::TOO_MANY_REQUESTS;
     }
+    shared.count(|s| s.peak_concurrency = s.peak_concurrency.max(in_flight));
     if !shared.within_rate() {
         shared.count(|s| s.throttled_rate += 1);
         return StatusCode::TOO_MANY_REQUESTS;

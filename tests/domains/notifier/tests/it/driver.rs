@@ -18,6 +18,7 @@ fn common() -> Common {
         profile: "dev".into(),
         maximum_concurrency: Some(2),
         function_timeout: None,
+        flaky_partner: 0.0,
     }
 }
 
