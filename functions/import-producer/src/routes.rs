@@ -7,7 +7,8 @@
 //!
 //! `POST /imports` parses, authorises and builds the import's record; recording it, sending its
 //! job, and answering a retry (replay, resend while `QUEUED`, `409` for a reused key, the `503`
-//! paths) is the library's accept flow, [`queue_worker::accept`].
+//! paths) is the library's accept flow, [`queue_worker::accept`]. Every request has a span that
+//! continues the caller's trace (`queue_worker::http::trace_requests`); the job carries it on.
 
 use std::sync::Arc;
 use std::time::SystemTime;
@@ -25,6 +26,7 @@ use queue_worker::accept::{AcceptError, accept};
 use queue_worker::http;
 use queue_worker::job::JobQueue;
 use queue_worker::telemetry::error_chain;
+use queue_worker::trace::TraceContext;
 use serde_json::json;
 use tracing::Instrument;
 
@@ -75,6 +77,7 @@ where
             }),
         )
         .fallback(|uri: Uri| async move { PROBLEMS.route_not_found(uri.path()) })
+        .layer(axum::middleware::from_fn(http::trace_requests))
         .with_state(api)
 }
 
@@ -107,13 +110,14 @@ async fn create_import<S: ImportStore, Q: JobQueue<ImportJob>>(
         caller,
         SystemTime::now(),
     );
-    let trace = http::trace_context(&parts.headers);
+    // The request's span (`http::trace_requests`): the job's records link to it.
+    let trace = TraceContext::current();
     let decision = accept(
         &ImportRequests(&api.store),
         &api.queue,
         record,
         key.as_ref(),
-        trace,
+        trace.as_ref(),
     )
     .instrument(tracing::info_span!("accept", %import_id))
     .await

@@ -4,6 +4,7 @@ use std::time::SystemTime;
 
 use queue_worker::BoxError;
 use queue_worker::job::JobQueue;
+use queue_worker::trace::TraceContext;
 
 use crate::store::{Created, Notification, NotificationStatus, NotificationStore, StoreError};
 use crate::{NotificationId, NotificationJob};
@@ -58,11 +59,12 @@ where
             return Ok(Requested::AlreadyDelivered);
         }
     }
+    // Sent from a record's span, the job carries that record's trace context on.
     jobs.send(
         &NotificationJob {
             notification_id: id,
         },
-        None,
+        TraceContext::current().as_ref(),
     )
     .await
     .map_err(RequestError::Send)?;

@@ -35,6 +35,7 @@ use crate::BoxError;
 use crate::idempotency::IdempotencyKey;
 use crate::job::JobQueue;
 use crate::telemetry::error_chain;
+use crate::trace::TraceContext;
 
 /// The id of the request `key` names for the caller `scope`: the same scope and key always give
 /// the same id, and two scopes cannot collide by picking the same key.
@@ -168,13 +169,13 @@ pub enum AcceptError<E> {
 /// made, and queues its job when it may not have been sent (see the module's table).
 ///
 /// `key` is the client's idempotency key, if it sent one (then `request`'s id was derived from
-/// it). `trace_context` travels with the job.
+/// it). `trace` travels with the job ([`TraceContext::current`] in the request's span).
 pub async fn accept<S, Q>(
     store: &S,
     queue: &Q,
     request: S::Record,
     key: Option<&IdempotencyKey>,
-    trace_context: Option<&str>,
+    trace: Option<&TraceContext>,
 ) -> Result<Acceptance<S::Record>, AcceptError<S::Error>>
 where
     S: RequestStore,
@@ -189,7 +190,7 @@ where
         }
     };
     let Some(existing) = existing else {
-        if let Err(e) = send_job(store, queue, &request, trace_context).await {
+        if let Err(e) = send_job(store, queue, &request, trace).await {
             if key.is_none() {
                 abandon(store, &request).await;
             }
@@ -202,7 +203,7 @@ where
         Retry::KeyReused => Ok(Acceptance::KeyReused),
         Retry::SendAgain => {
             tracing::info!("retried request whose job may not have been sent; sending it again");
-            send_job(store, queue, &existing, trace_context).await?;
+            send_job(store, queue, &existing, trace).await?;
             Ok(Acceptance::Resent(existing))
         }
         Retry::Replay => Ok(Acceptance::Replayed(existing)),
@@ -235,13 +236,13 @@ async fn send_job<S, Q>(
     store: &S,
     queue: &Q,
     record: &S::Record,
-    trace_context: Option<&str>,
+    trace: Option<&TraceContext>,
 ) -> Result<(), AcceptError<S::Error>>
 where
     S: RequestStore,
     Q: JobQueue<<S::Record as RequestRecord>::Job>,
 {
-    if let Err(e) = queue.send(&record.job(), trace_context).await {
+    if let Err(e) = queue.send(&record.job(), trace).await {
         tracing::error!(error = %error_chain(e.as_ref()), "could not queue the job");
         return Err(AcceptError::NotQueued(e));
     }

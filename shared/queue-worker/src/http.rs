@@ -7,21 +7,26 @@
 //! it, the generic ones here and its domain's own with [`ProblemTypes::problem`].
 
 use axum::body::{Bytes, to_bytes};
-use axum::extract::Request;
+use axum::extract::{MatchedPath, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
+use tracing::Instrument as _;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 use crate::accept::Acceptance;
 use crate::idempotency::IdempotencyKey;
+use crate::trace::{TRACEPARENT, TRACESTATE, TraceContext};
 
 /// The header a client sends to make a `POST` safe to retry.
 pub const IDEMPOTENCY_KEY: &str = "idempotency-key";
 /// Set on a response that replays an earlier request's result.
 pub const IDEMPOTENT_REPLAYED: &str = "idempotent-replayed";
-/// The header API Gateway and the load balancers put the X-Ray trace context in.
-pub const TRACE_HEADER: &str = "x-amzn-trace-id";
+/// The header API Gateway and the load balancers put the X-Ray trace context in: the parent of a
+/// request without a W3C `traceparent` ([`trace_parent`]).
+pub const XRAY_TRACE_HEADER: &str = "x-amzn-trace-id";
 /// Seconds a client is asked to wait before retrying a `503`.
 pub const RETRY_AFTER_SECONDS: u32 = 5;
 
@@ -318,9 +323,40 @@ pub fn idempotency_key(
         .map_err(|e| problems.invalid_idempotency_key(e.to_string()))
 }
 
-/// The request's trace context ([`TRACE_HEADER`]), to send with its job.
-pub fn trace_context(headers: &HeaderMap) -> Option<&str> {
-    headers.get(TRACE_HEADER).and_then(|v| v.to_str().ok())
+/// The context a request names as its parent: its W3C `traceparent` (with `tracestate`), else
+/// the X-Ray header API Gateway adds ([`XRAY_TRACE_HEADER`], when it names a parent span), else
+/// none (the request starts a trace).
+pub fn trace_parent(headers: &HeaderMap) -> Option<TraceContext> {
+    let header = |name: &str| headers.get(name).and_then(|v| v.to_str().ok());
+    header(TRACEPARENT)
+        .and_then(|parent| TraceContext::parse(parent, header(TRACESTATE)))
+        .or_else(|| header(XRAY_TRACE_HEADER).and_then(TraceContext::from_xray))
+}
+
+/// A span per request, for `Router::layer(axum::middleware::from_fn(trace_requests))`: named
+/// `<method> <route>` (kind server), a child of the request's [`trace_parent`] or the root of a
+/// new trace, with `trace_id` and `span_id` on every log line inside it. A handler sends its jobs
+/// with [`TraceContext::current`], so the job's records link back to this span.
+pub async fn trace_requests(request: Request, next: Next) -> Response {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or("", MatchedPath::as_str);
+    let span = tracing::info_span!(
+        "request",
+        otel.name = format!("{} {route}", request.method()),
+        otel.kind = "server",
+        http.request.method = %request.method(),
+        http.route = route,
+        trace_id = tracing::field::Empty,
+        span_id = tracing::field::Empty,
+    );
+    if let Some(parent) = trace_parent(request.headers()) {
+        // Fails only without the trace layer, and then there is no trace to join.
+        let _ = span.set_parent(parent.context());
+    }
+    crate::trace::record_ids(&span);
+    next.run(request).instrument(span).await
 }
 
 /// The answer to an accept decision that shows the record.

@@ -9,14 +9,13 @@ use std::sync::LazyLock;
 use std::time::Duration;
 
 use aws_config::SdkConfig;
-use aws_sdk_sqs::types::{
-    MessageAttributeValue, MessageSystemAttributeNameForSends, MessageSystemAttributeValue,
-};
+use aws_sdk_sqs::types::MessageAttributeValue;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::BoxError;
 use crate::idempotency::IdempotencyKey;
+use crate::trace::TraceContext;
 
 /// A unit of work carried by one queue message. `[To customize]`: implement it for your job.
 pub trait Job: Serialize + DeserializeOwned + Send + Sync {
@@ -46,8 +45,10 @@ pub mod attributes {
     pub const JOB_ID: &str = "job_id";
     /// The body's schema version ([`Job::SCHEMA_VERSION`](super::Job::SCHEMA_VERSION)).
     pub const SCHEMA_VERSION: &str = "schema_version";
-    /// The trace context of the request that created the job (X-Ray header format), if any.
-    pub const TRACE_CONTEXT: &str = "trace_context";
+    /// The W3C `traceparent` of the span that sent the job ([`crate::trace`]), if any.
+    pub const TRACEPARENT: &str = crate::trace::TRACEPARENT;
+    /// The W3C `tracestate` that goes with it, when not empty.
+    pub const TRACESTATE: &str = crate::trace::TRACESTATE;
 }
 
 /// The longest delay SQS holds a message back: 15 minutes.
@@ -56,21 +57,22 @@ pub const MAX_DELAY: Duration = Duration::from_secs(900);
 /// Where jobs are put: by the producer, and by a worker for a job's continuation.
 pub trait JobQueue<J>: Send + Sync {
     /// Sends `job`, to be delivered no sooner than `delay` from now (at most [`MAX_DELAY`]);
-    /// `trace_context` is the X-Ray trace header of the request, if any.
+    /// `trace` is the context of the span sending it ([`TraceContext::current`]: the request's
+    /// in a producer, the record's in a worker), which the job's records link to.
     fn send_after(
         &self,
         job: &J,
         delay: Duration,
-        trace_context: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> impl Future<Output = Result<(), BoxError>> + Send;
 
     /// Sends `job` for delivery now.
     fn send(
         &self,
         job: &J,
-        trace_context: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> impl Future<Output = Result<(), BoxError>> + Send {
-        self.send_after(job, Duration::ZERO, trace_context)
+        self.send_after(job, Duration::ZERO, trace)
     }
 }
 
@@ -82,10 +84,10 @@ impl<J: Sync, Q: JobQueue<J>> JobQueue<J> for Option<Q> {
         &self,
         job: &J,
         delay: Duration,
-        trace_context: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BoxError> {
         match self {
-            Some(queue) => queue.send_after(job, delay, trace_context).await,
+            Some(queue) => queue.send_after(job, delay, trace).await,
             None => Err("this worker has no job queue for continuations (JOB_QUEUE_URL)".into()),
         }
     }
@@ -133,7 +135,7 @@ impl<J: Job> JobQueue<J> for SqsJobQueue {
         &self,
         job: &J,
         delay: Duration,
-        trace_context: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BoxError> {
         let id = job.id();
         let mut send = self
@@ -146,19 +148,17 @@ impl<J: Job> JobQueue<J> for SqsJobQueue {
                 attributes::SCHEMA_VERSION,
                 attribute("Number", J::SCHEMA_VERSION.to_string())?,
             );
-        if let Some(trace) = trace_context {
-            send = send
-                .message_attributes(
-                    attributes::TRACE_CONTEXT,
-                    attribute("String", trace.to_owned())?,
-                )
-                .message_system_attributes(
-                    MessageSystemAttributeNameForSends::AwsTraceHeader,
-                    MessageSystemAttributeValue::builder()
-                        .data_type("String")
-                        .string_value(trace)
-                        .build()?,
+        if let Some(trace) = trace {
+            send = send.message_attributes(
+                attributes::TRACEPARENT,
+                attribute("String", trace.traceparent().to_owned())?,
+            );
+            if let Some(state) = trace.tracestate() {
+                send = send.message_attributes(
+                    attributes::TRACESTATE,
+                    attribute("String", state.to_owned())?,
                 );
+            }
         }
         if self.queue_url.ends_with(".fifo") {
             // One group per job keeps jobs independent; the idempotency key (a continuation's

@@ -11,6 +11,9 @@
 //! `EnvFilter` that would link a regex engine into every function for a feature that a
 //! Lambda's log level does not need.
 //!
+//! Spans get W3C trace context from [`crate::trace::layer`]: inside a request's or a record's span
+//! every line carries its `trace_id` and `span_id`.
+//!
 //! Never log message bodies or secrets: log identifiers and outcomes, and errors with their
 //! cause chain ([`error_chain`]).
 
@@ -60,7 +63,9 @@ impl LogSettings {
 
     /// Installs the global tracing subscriber with these settings.
     pub fn install(self) {
-        let registry = tracing_subscriber::registry().with(self.filter);
+        let registry = tracing_subscriber::registry()
+            .with(self.filter)
+            .with(crate::trace::layer());
         if self.json {
             registry
                 .with(

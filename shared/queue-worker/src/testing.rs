@@ -235,12 +235,12 @@ impl<J: Sync, Q: JobQueue<J>> JobQueue<J> for FaultyJobs<Q> {
         &self,
         job: &J,
         delay: Duration,
-        trace_context: Option<&str>,
+        trace: Option<&crate::trace::TraceContext>,
     ) -> Result<(), BoxError> {
         if self.faults.fault("sqs.send_continuation") {
             return Err(injected("SQS SendMessage (continuation)"));
         }
-        self.inner.send_after(job, delay, trace_context).await
+        self.inner.send_after(job, delay, trace).await
     }
 }
 

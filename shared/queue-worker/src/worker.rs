@@ -30,8 +30,9 @@ use tokio::time::timeout_at;
 
 use crate::batch::{Ack, Invocation, RecordError, RecordHandler, RecordResult, receive_count};
 use crate::idempotency::{Claim, Decision, GuardError, IdempotencyGuard, IdempotencyStore};
-use crate::job::{Job, JobQueue, attributes};
+use crate::job::{Job, JobQueue};
 use crate::telemetry::error_chain;
+use crate::trace::TraceContext;
 
 /// A class of permanent failure the library itself reports; a worker adds its own.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -216,12 +217,12 @@ where
         let settling = tokio::time::Instant::now();
         let mut result = serde_json::json!({ "ack": ack_name(done.ack) });
         if let Some(next) = &done.next {
-            let trace = message
-                .message_attributes
-                .get(attributes::TRACE_CONTEXT)
-                .and_then(|a| a.string_value.as_deref());
+            // The continuation links to this record's span, which links to the job's sender.
+            let trace = TraceContext::current();
             // The work is recorded: the redelivery finds it done and sends the continuation.
-            let send = self.continuations.send_after(next, done.delay, trace);
+            let send = self
+                .continuations
+                .send_after(next, done.delay, trace.as_ref());
             match timeout_at(finish_by, send).await {
                 Ok(Ok(())) => {}
                 // The work succeeded and is recorded: the claim is kept, never released, so no

@@ -7,6 +7,7 @@ use aws_sdk_sqs::types::QueueAttributeName;
 use harness::{TestQueue, sdk_config};
 use queue_worker::idempotency::IdempotencyKey;
 use queue_worker::job::{Job, JobQueue, MAX_DELAY, SqsJobQueue, attributes};
+use queue_worker::trace::TraceContext;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,7 +59,12 @@ async fn a_held_back_job_is_delayed_by_sqs_and_one_for_now_is_received_with_its_
     assert!(event.records.is_empty(), "a delayed job was received");
 
     let now = Note { id: "now".into() };
-    jobs.send(&now, Some("Root=1-abc")).await.unwrap();
+    let trace = TraceContext::parse(
+        "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        Some("vendor=opaque"),
+    )
+    .unwrap();
+    jobs.send(&now, Some(&trace)).await.unwrap();
     assert_eq!(counts(&sqs, &queue).await.0, 1);
     let event = queue.receive_event(&sqs, 10, Duration::ZERO).await;
     assert_eq!(event.records.len(), 1);
@@ -73,7 +79,10 @@ async fn a_held_back_job_is_delayed_by_sqs_and_one_for_now_is_received_with_its_
     };
     assert_eq!(attribute(attributes::JOB_ID), "now");
     assert_eq!(attribute(attributes::SCHEMA_VERSION), "3");
-    assert_eq!(attribute(attributes::TRACE_CONTEXT), "Root=1-abc");
+    assert_eq!(attribute(attributes::TRACEPARENT), trace.traceparent());
+    assert_eq!(attribute(attributes::TRACESTATE), "vendor=opaque");
+    // What the worker reads back is the context that was sent.
+    assert_eq!(TraceContext::from_message(record), Some(trace));
 }
 
 #[tokio::test]

@@ -14,8 +14,10 @@ use imports::{
 };
 use queue_worker::BoxError;
 use queue_worker::job::JobQueue;
+use queue_worker::trace::TraceContext;
 use serde_json::{Value, json};
 use tower::ServiceExt;
+use tracing_subscriber::layer::SubscriberExt as _;
 
 use crate::{Api, PROBLEM_TYPE_PREFIX, Uploads, router};
 
@@ -83,12 +85,12 @@ impl ImportStore for MemoryImports {
 
 #[derive(Default)]
 struct MemoryQueue {
-    jobs: Mutex<Vec<(ImportJob, Option<String>)>>,
+    jobs: Mutex<Vec<(ImportJob, Option<TraceContext>)>>,
     down: AtomicBool,
 }
 
 impl MemoryQueue {
-    fn jobs(&self) -> Vec<(ImportJob, Option<String>)> {
+    fn jobs(&self) -> Vec<(ImportJob, Option<TraceContext>)> {
         self.jobs.lock().unwrap().clone()
     }
 }
@@ -98,7 +100,7 @@ impl JobQueue<ImportJob> for MemoryQueue {
         &self,
         job: &ImportJob,
         delay: Duration,
-        trace: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BoxError> {
         assert_eq!(delay, Duration::ZERO, "the producer sends jobs for now");
         if self.down.load(Ordering::SeqCst) {
@@ -107,7 +109,7 @@ impl JobQueue<ImportJob> for MemoryQueue {
         self.jobs
             .lock()
             .unwrap()
-            .push((job.clone(), trace.map(str::to_owned)));
+            .push((job.clone(), trace.cloned()));
         Ok(())
     }
 }
@@ -168,6 +170,16 @@ fn own_key(event: &Value, name: &str) -> String {
 /// Sends an API Gateway event through `lambda_http`'s decoding and the router. A `{folder}` in
 /// the body is the caller's own upload folder (where its `POST /uploads` puts files).
 async fn call(api: &TestApi, mut event: Value) -> (StatusCode, Response<Body>, Value) {
+    // The trace layer `telemetry::init` installs in Lambda, global to the test binary (a
+    // per-thread default misses spans while other tests run the same call sites: tracing caches
+    // whether a call site is enabled across threads). It writes nothing.
+    static TRACE_LAYER: std::sync::Once = std::sync::Once::new();
+    TRACE_LAYER.call_once(|| {
+        tracing::subscriber::set_global_default(
+            tracing_subscriber::registry().with(queue_worker::trace::layer()),
+        )
+        .expect("no other global subscriber in these tests");
+    });
     if let Some(body) = event["body"].as_str()
         && body.contains("{folder}")
         && let Some(caller) = principal_of(&event)
@@ -257,9 +269,82 @@ async fn an_accepted_import_is_recorded_and_exactly_one_job_is_queued() {
     assert_eq!(jobs[0].0.import_id.to_string(), id);
     assert_eq!(jobs[0].0.object_key, key);
     assert_eq!(jobs[0].0.format, ImportFormat::Csv);
+}
+
+/// The trace id of the job `api` sent last.
+fn sent_trace(api: &TestApi) -> TraceContext {
+    let jobs = api.queue.jobs();
+    let (_, trace) = jobs.last().expect("a job was sent");
+    trace.clone().expect("the job carries a trace context")
+}
+
+#[tokio::test]
+async fn a_job_continues_the_callers_w3c_trace() {
+    let api = api();
+    let mut event = fixture("post_imports.json");
+    let caller = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
+    event["headers"]["traceparent"] = json!(caller);
+    event["headers"]["tracestate"] = json!("vendor=opaque");
+    let (status, _, _) = call(&api, event).await;
+
+    assert_eq!(status, StatusCode::ACCEPTED);
+    let sent = sent_trace(&api);
     assert_eq!(
-        jobs[0].1.as_deref(),
-        Some("Root=1-6748b3c0-0123456789abcdef01234567")
+        sent.trace_id().to_string(),
+        "4bf92f3577b34da6a3ce929d0e0e4736"
+    );
+    // The job's parent is the request's own span, a child of the caller's.
+    let sent_span = sent.span_context().span_id().to_string();
+    assert_ne!(sent_span, "00f067aa0ba902b7");
+    assert_eq!(
+        sent.traceparent(),
+        format!("00-4bf92f3577b34da6a3ce929d0e0e4736-{sent_span}-01")
+    );
+    assert_eq!(sent.tracestate(), Some("vendor=opaque"));
+}
+
+#[tokio::test]
+async fn without_a_traceparent_the_api_gateway_trace_header_is_the_parent_if_it_names_one() {
+    let api = api();
+    let mut event = fixture("post_imports.json");
+    event["headers"]["x-amzn-trace-id"] =
+        json!("Root=1-6748b3c0-0123456789abcdef01234567;Parent=53995c3f42cd8ad8;Sampled=1");
+    call(&api, event).await;
+    assert_eq!(
+        sent_trace(&api).trace_id().to_string(),
+        "6748b3c00123456789abcdef01234567"
+    );
+}
+
+#[tokio::test]
+async fn a_request_without_a_parent_starts_a_new_trace() {
+    let api = api();
+    // The fixture's `x-amzn-trace-id` has a root and no parent, as an HTTP API sends it.
+    for _ in 0..2 {
+        let mut event = fixture("post_imports.json");
+        event["headers"]
+            .as_object_mut()
+            .unwrap()
+            .remove("idempotency-key");
+        let (status, _, _) = call(&api, event).await;
+        assert_eq!(status, StatusCode::ACCEPTED);
+    }
+
+    let jobs = api.queue.jobs();
+    let traces: Vec<TraceContext> = jobs.iter().map(|(_, t)| t.clone().unwrap()).collect();
+    assert_eq!(traces.len(), 2);
+    for trace in &traces {
+        assert!(trace.span_context().is_valid(), "{trace:?}");
+        assert_ne!(
+            trace.trace_id().to_string(),
+            "6748b3c00123456789abcdef01234567",
+            "a root without a parent names no span to join"
+        );
+    }
+    assert_ne!(
+        traces[0].trace_id(),
+        traces[1].trace_id(),
+        "each request starts its own"
     );
 }
 

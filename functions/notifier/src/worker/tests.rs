@@ -84,7 +84,7 @@ impl JobQueue<NotificationJob> for SentJobs {
         &self,
         job: &NotificationJob,
         _: Duration,
-        _: Option<&str>,
+        _: Option<&queue_worker::trace::TraceContext>,
     ) -> Result<(), BoxError> {
         self.0.lock().unwrap().push(job.clone());
         Ok(())

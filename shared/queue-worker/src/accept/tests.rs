@@ -162,12 +162,12 @@ impl JobQueue<String> for Queue {
         &self,
         job: &String,
         _delay: Duration,
-        trace_context: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BoxError> {
         if self.down.load(Ordering::SeqCst) {
             return Err("queue down".into());
         }
-        let trace = trace_context.map(str::to_owned);
+        let trace = trace.map(|t| t.traceparent().to_owned());
         self.jobs.lock().unwrap().push((job.clone(), trace));
         Ok(())
     }
@@ -180,6 +180,7 @@ struct Api {
 }
 
 const ALICE: &str = "alice";
+const TRACEPARENT: &str = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01";
 const BOB: &str = "bob";
 
 impl Api {
@@ -197,7 +198,7 @@ impl Api {
             &self.queue,
             request,
             key.as_ref(),
-            Some("Root=1-abc"),
+            TraceContext::parse(TRACEPARENT, None).as_ref(),
         )
         .await
     }
@@ -219,7 +220,7 @@ async fn a_new_request_is_recorded_its_job_sent_and_marked_sent() {
     assert_eq!(api.queue.jobs(), [format!("greet {}", record.id)]);
     assert_eq!(
         api.queue.jobs.lock().unwrap()[0].1.as_deref(),
-        Some("Root=1-abc"),
+        Some(TRACEPARENT),
         "the trace context travels with the job"
     );
     assert!(api.records.only().job_sent);

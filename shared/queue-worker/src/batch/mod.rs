@@ -320,12 +320,18 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
         invocation: &Invocation,
     ) -> RecordStatus {
         let receive_count = receive_count(message);
+        // One span per record, linked to the context its message carries (`crate::trace`).
         let span = tracing::info_span!(
             "record",
+            otel.name = crate::trace::process_span_name(message),
+            otel.kind = "consumer",
             message_id = %entry.id,
             receive_count,
             job_id = field::Empty,
+            trace_id = field::Empty,
+            span_id = field::Empty,
         );
+        crate::trace::start_record(&span, message, entry.id.as_str());
         async {
             let outcome = AssertUnwindSafe(self.handler.handle(message, invocation))
                 .catch_unwind()

@@ -186,7 +186,9 @@ impl Invocation {
 
 /// Handles one SQS record. Implement this for the work a queue's messages carry.
 ///
-/// The handler runs inside a span with `message_id` and an empty `job_id`; record the job's id
+/// The handler runs inside the record's span (`process <queue>`, linked to the trace context the
+/// message carries: [`crate::trace`]), with `message_id`, `trace_id`, `span_id` and an empty
+/// `job_id`; record the job's id
 /// into it once parsed (`tracing::Span::current().record("job_id", id)`) so every log line
 /// carries both. [`Idempotent`](crate::worker::Idempotent) does that for a [`Worker`](crate::worker::Worker).
 pub trait RecordHandler: Send + Sync {

@@ -89,15 +89,16 @@ impl JobQueue<TestJob> for Recorded {
         &self,
         job: &TestJob,
         delay: Duration,
-        trace: Option<&str>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BoxError> {
         if self.down {
             return Err("the queue is down".into());
         }
-        self.sent
-            .lock()
-            .unwrap()
-            .push((job.clone(), delay, trace.map(str::to_owned)));
+        self.sent.lock().unwrap().push((
+            job.clone(),
+            delay,
+            trace.map(|t| t.traceparent().to_owned()),
+        ));
         Ok(())
     }
 }
@@ -285,22 +286,31 @@ async fn another_job_under_a_used_key_is_parked_as_a_payload_mismatch() {
 }
 
 #[tokio::test]
-async fn a_continuation_is_sent_with_the_trace_context_before_the_claim_completes() {
+async fn a_continuation_is_sent_with_the_records_trace_context_before_the_claim_completes() {
+    use tracing::Instrument as _;
+    crate::trace::tests::traced();
     let store = Arc::new(InMemoryStore::default());
     let handler = handler(&store, Recorded::default());
     let mut message = job("a", "continue");
-    let mut trace = SqsMessageAttribute::default();
-    trace.string_value = Some("Root=1-abc".into());
-    trace.data_type = Some("String".into());
-    message.message_attributes = HashMap::from([(attributes::TRACE_CONTEXT.to_owned(), trace)]);
-    let result = handler.handle(&message, &invocation()).await;
+    let mut producer = SqsMessageAttribute::default();
+    producer.string_value = Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into());
+    producer.data_type = Some("String".into());
+    message.message_attributes = HashMap::from([(crate::trace::TRACEPARENT.to_owned(), producer)]);
+    // The batch processor runs each record in its own span.
+    let record = tracing::info_span!("record");
+    let record_context = TraceContext::of_span(&record).expect("the record span has a context");
+    let result = handler
+        .handle(&message, &invocation())
+        .instrument(record)
+        .await;
     assert_eq!(result.unwrap(), Ack::Processed);
     let sent = handler.continuations.sent.lock().unwrap().clone();
     let (next, delay, trace) = sent.first().expect("the continuation was sent");
     assert_eq!(sent.len(), 1);
     assert_eq!(
         (next.part, *delay, trace.as_deref()),
-        (1, Duration::ZERO, Some("Root=1-abc"))
+        (1, Duration::ZERO, Some(record_context.traceparent())),
+        "the record's span, not the message's producer, is the continuation's context"
     );
     // The first part is completed; the continuation has its own key.
     assert_eq!(
