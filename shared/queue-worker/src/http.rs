@@ -356,7 +356,10 @@ pub async fn trace_requests(request: Request, next: Next) -> Response {
         let _ = span.set_parent(parent.context());
     }
     crate::trace::record_ids(&span);
-    next.run(request).instrument(span).await
+    let response = next.run(request).instrument(span).await;
+    // The request's span has ended: send it before Lambda may freeze the environment.
+    crate::trace::flush().await;
+    response
 }
 
 /// The answer to an accept decision that shows the record.

@@ -342,6 +342,7 @@ pub async fn handle_batch<H: RecordHandler, Q: QueueActions>(
     let outcome = processor
         .process(&event.payload, event.context.deadline())
         .await;
+    crate::trace::flush().await;
     let now = SystemTime::now();
     let line = emf(
         &metrics.namespace,

@@ -28,7 +28,7 @@
 //!   the standard `AWS_ENDPOINT_URL*` variables, so the same binary talks to AWS or to a local
 //!   emulator without code changes.
 //! - [`telemetry`]: tracing set-up (JSON in Lambda, readable text on a terminal).
-//! - [`trace`]: W3C trace context through the queue: the producer's request span, the job's
+//! - [`trace`]: W3C trace context through the queue: a request's span, the job's
 //!   `traceparent` attribute, a span per record linked to it, and continuations that carry it on.
 //! - `testing` (feature `testing`): fault injectors for the library's seams, for chaos soaks.
 //! - [`dynamo`]: checked access to DynamoDB items, for stores written by hand.

@@ -44,6 +44,8 @@ pub struct LogSettings {
     pub json: bool,
     /// Coloured text: on a terminal, not in Lambda.
     pub ansi: bool,
+    /// Where spans go ([`crate::trace::TraceSettings`]): nowhere by default.
+    pub trace: crate::trace::TraceSettings,
 }
 
 impl LogSettings {
@@ -58,6 +60,7 @@ impl LogSettings {
             filter: filter(var, level),
             json: in_lambda && !text_requested,
             ansi: !in_lambda,
+            trace: crate::trace::TraceSettings::from_env(env),
         }
     }
 
@@ -65,7 +68,7 @@ impl LogSettings {
     pub fn install(self) {
         let registry = tracing_subscriber::registry()
             .with(self.filter)
-            .with(crate::trace::layer());
+            .with(crate::trace::layer(&self.trace));
         if self.json {
             registry
                 .with(

@@ -15,13 +15,19 @@
 //!
 //! Inside a request's or a record's span every log line carries `trace_id` and `span_id` (fields
 //! of that span), so the logs of one job can be found by its trace id, and the record's span
-//! names its producer's trace in its link.
+//! names the sender's trace in its link.
 //!
-//! Spans are not exported: the [`layer`]'s tracer provider has no exporter, so its cost is the
-//! ids and the span data kept while a span is open: no thread, no buffer, no network.
+//! Spans are exported only when [`TraceSettings`] say so (`OTEL_EXPORTER_OTLP_ENDPOINT`,
+//! `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` or `OTEL_TRACES_EXPORTER=otlp`): then over OTLP/HTTP with
+//! JSON bodies, batched on a thread of the exporter's own and flushed at the end of each
+//! invocation ([`flush`]), since Lambda freezes the environment between invocations. Off (the
+//! default), the [`layer`]'s tracer provider has no exporter and no processor: nothing is built
+//! for export, no thread is started, and the cost is the ids and the span data kept while a span
+//! is open.
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::OnceLock;
 
 use aws_lambda_events::event::sqs::{SqsMessage, SqsMessageAttribute};
 use opentelemetry::propagation::{Extractor, Injector, TextMapPropagator};
@@ -170,14 +176,126 @@ impl TraceContext {
     }
 }
 
+/// Where spans go, read from the environment: nowhere (the default), or to an OTLP/HTTP
+/// endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TraceSettings {
+    /// The URL spans are posted to (`.../v1/traces`), `None` to export nothing:
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` as it is, else `OTEL_EXPORTER_OTLP_ENDPOINT` with
+    /// `/v1/traces`, else with `OTEL_TRACES_EXPORTER=otlp` the collector's default
+    /// (`http://localhost:4318/v1/traces`, the port of the ADOT Lambda layer's collector).
+    /// `OTEL_TRACES_EXPORTER=none` (or any other exporter) turns export off. Plain `http`
+    /// only: the exporter links no TLS of its own, so send to a collector beside the function.
+    pub otlp_endpoint: Option<String>,
+}
+
+impl TraceSettings {
+    /// Reads the settings.
+    pub fn from_env(env: &crate::Env) -> Self {
+        let exporter = env.get("OTEL_TRACES_EXPORTER");
+        let traces = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT");
+        let base = env.get("OTEL_EXPORTER_OTLP_ENDPOINT");
+        let configured = traces
+            .map(str::to_owned)
+            .or_else(|| base.map(|base| format!("{}/v1/traces", base.trim_end_matches('/'))));
+        let otlp_endpoint = match exporter {
+            Some("otlp") => {
+                Some(configured.unwrap_or_else(|| "http://localhost:4318/v1/traces".to_owned()))
+            }
+            Some(_) => None,
+            None => configured,
+        };
+        Self { otlp_endpoint }
+    }
+}
+
+/// The tracer provider that exports, when one does: [`flush`] flushes it.
+static EXPORTING: OnceLock<SdkTracerProvider> = OnceLock::new();
+
 /// The layer that gives `tracing` spans their OpenTelemetry context. [`crate::telemetry::init`]
-/// installs it; install it in your own subscriber if you build one. Its tracer provider has no
-/// exporter and no processor: it makes ids and keeps nothing.
-pub fn layer<S>() -> impl Layer<S>
+/// installs it; install it in your own subscriber if you build one (once: it is the process's
+/// exporter). Without an endpoint in `settings` its tracer provider has no exporter and no
+/// processor: it makes ids and keeps nothing. With one, it needs a Tokio runtime (call it
+/// inside `main`); an exporter that cannot be built is reported on stderr and export is off.
+pub fn layer<S>(settings: &TraceSettings) -> impl Layer<S>
 where
     S: Subscriber + for<'span> LookupSpan<'span>,
 {
-    layer_with(SdkTracerProvider::builder().build())
+    let exporting =
+        settings
+            .otlp_endpoint
+            .as_deref()
+            .and_then(|endpoint| match exporting_provider(endpoint) {
+                Ok(provider) => Some(EXPORTING.get_or_init(|| provider).clone()),
+                Err(error) => {
+                    eprintln!("trace export is off: {error}");
+                    None
+                }
+            });
+    layer_with(exporting.unwrap_or_else(|| SdkTracerProvider::builder().build()))
+}
+
+/// Sends the spans that ended so far, when spans are exported; returns at once otherwise. Call
+/// it at the end of each invocation, before Lambda may freeze the environment
+/// ([`crate::lambda::handle_batch`] and `http::trace_requests` do).
+pub async fn flush() {
+    let Some(provider) = EXPORTING.get().cloned() else {
+        return;
+    };
+    // The flush waits for the exporter's thread, whose requests run on this runtime: wait off
+    // the runtime's workers.
+    match tokio::task::spawn_blocking(move || provider.force_flush()).await {
+        Ok(Ok(())) => {}
+        Ok(Err(error)) => tracing::warn!(%error, "could not export the invocation's spans"),
+        Err(error) => tracing::warn!(%error, "could not export the invocation's spans"),
+    }
+}
+
+/// A provider that batches spans to `endpoint` as OTLP/HTTP JSON.
+fn exporting_provider(endpoint: &str) -> Result<SdkTracerProvider, crate::BoxError> {
+    use opentelemetry_otlp::{Protocol, WithExportConfig as _, WithHttpConfig as _};
+    let runtime = tokio::runtime::Handle::try_current()?;
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .with_http()
+        .with_protocol(Protocol::HttpJson)
+        .with_endpoint(endpoint)
+        .with_http_client(OnRuntime {
+            client: opentelemetry_http::hyper::HyperClient::with_default_connector(
+                std::time::Duration::from_secs(2),
+                None,
+            ),
+            runtime,
+        })
+        .build()?;
+    let resource = opentelemetry_sdk::Resource::builder().build();
+    Ok(SdkTracerProvider::builder()
+        .with_resource(resource)
+        .with_batch_exporter(exporter)
+        .build())
+}
+
+/// The HTTP client of the exporter: hyper (the SDK's own HTTP stack), its requests run on the
+/// function's Tokio runtime, since the exporter's batching thread has none.
+#[derive(Debug)]
+struct OnRuntime {
+    client: opentelemetry_http::hyper::HyperClient,
+    runtime: tokio::runtime::Handle,
+}
+
+#[async_trait::async_trait]
+impl opentelemetry_http::HttpClient for OnRuntime {
+    async fn send_bytes(
+        &self,
+        request: opentelemetry_http::Request<opentelemetry_http::Bytes>,
+    ) -> Result<
+        opentelemetry_http::Response<opentelemetry_http::Bytes>,
+        opentelemetry_http::HttpError,
+    > {
+        let client = self.client.clone();
+        self.runtime
+            .spawn(async move { client.send_bytes(request).await })
+            .await?
+    }
 }
 
 /// The layer on `provider`'s tracer.

@@ -176,7 +176,7 @@ async fn call(api: &TestApi, mut event: Value) -> (StatusCode, Response<Body>, V
     static TRACE_LAYER: std::sync::Once = std::sync::Once::new();
     TRACE_LAYER.call_once(|| {
         tracing::subscriber::set_global_default(
-            tracing_subscriber::registry().with(queue_worker::trace::layer()),
+            tracing_subscriber::registry().with(queue_worker::trace::layer(&Default::default())),
         )
         .expect("no other global subscriber in these tests");
     });

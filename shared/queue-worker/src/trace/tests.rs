@@ -272,3 +272,101 @@ async fn every_log_line_inside_a_record_carries_its_trace_and_span_id() {
     assert_eq!(record["trace_id"], span.span_context.trace_id().to_string());
     assert_eq!(record["span_id"], span.span_context.span_id().to_string());
 }
+
+#[test]
+fn export_is_off_unless_an_endpoint_or_the_otlp_exporter_is_named() {
+    let settings = |pairs: &[(&str, &str)]| {
+        TraceSettings::from_env(&crate::Env::from_pairs(pairs.iter().copied())).otlp_endpoint
+    };
+    assert_eq!(settings(&[]), None);
+    assert_eq!(
+        settings(&[("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318/")]).as_deref(),
+        Some("http://127.0.0.1:4318/v1/traces")
+    );
+    assert_eq!(
+        settings(&[
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+            (
+                "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+                "http://collector:9000/spans"
+            ),
+        ])
+        .as_deref(),
+        Some("http://collector:9000/spans")
+    );
+    assert_eq!(
+        settings(&[("OTEL_TRACES_EXPORTER", "otlp")]).as_deref(),
+        Some("http://localhost:4318/v1/traces")
+    );
+    assert_eq!(
+        settings(&[
+            ("OTEL_TRACES_EXPORTER", "none"),
+            ("OTEL_EXPORTER_OTLP_ENDPOINT", "http://127.0.0.1:4318"),
+        ]),
+        None
+    );
+}
+
+/// Answers one HTTP request with `200` and returns its path and body.
+async fn receive_one(listener: tokio::net::TcpListener) -> (String, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let (mut stream, _) = listener.accept().await.unwrap();
+    let mut received = Vec::new();
+    let mut buffer = [0u8; 8192];
+    loop {
+        let read = stream.read(&mut buffer).await.unwrap();
+        received.extend_from_slice(&buffer[..read]);
+        let text = String::from_utf8_lossy(&received);
+        if let Some((head, body)) = text.split_once("\r\n\r\n") {
+            let length: usize = head
+                .lines()
+                .find_map(|line| {
+                    let (name, value) = line.split_once(':')?;
+                    name.eq_ignore_ascii_case("content-length")
+                        .then(|| value.trim().parse().unwrap())
+                })
+                .unwrap_or(0);
+            if body.len() >= length {
+                let path = head.split(' ').nth(1).unwrap().to_owned();
+                let body = body.to_owned();
+                stream
+                    .write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n")
+                    .await
+                    .unwrap();
+                return (path, body);
+            }
+        }
+        assert!(
+            read > 0,
+            "the connection closed before the request was whole"
+        );
+    }
+}
+
+#[tokio::test]
+async fn an_exporting_provider_posts_ended_spans_as_otlp_json_when_flushed() {
+    use opentelemetry::trace::{Span as _, Tracer as _};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let endpoint = format!("http://{}/v1/traces", listener.local_addr().unwrap());
+    let received = tokio::spawn(receive_one(listener));
+
+    let provider = exporting_provider(&endpoint).unwrap();
+    let mut span = provider.tracer("test").start("process exported");
+    let trace_id = span.span_context().trace_id();
+    span.end();
+    let flushing = provider.clone();
+    tokio::task::spawn_blocking(move || flushing.force_flush())
+        .await
+        .unwrap()
+        .unwrap();
+
+    let (path, body) = tokio::time::timeout(Duration::from_secs(5), received)
+        .await
+        .expect("the span was posted")
+        .unwrap();
+    assert_eq!(path, "/v1/traces");
+    let json: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let span = &json["resourceSpans"][0]["scopeSpans"][0]["spans"][0];
+    assert_eq!(span["name"], "process exported");
+    assert_eq!(span["traceId"], trace_id.to_string());
+}

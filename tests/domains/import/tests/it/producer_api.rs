@@ -216,7 +216,7 @@ async fn the_job_message_carries_the_callers_trace_as_its_traceparent() {
     // default set for one thread is not enough while other tests run the same call sites on
     // theirs (tracing caches a call site's interest across threads). It writes nothing.
     let _ = tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(queue_worker::trace::layer()),
+        tracing_subscriber::registry().with(queue_worker::trace::layer(&Default::default())),
     );
     let f = fixture().await;
     let caller = TraceContext::parse(
