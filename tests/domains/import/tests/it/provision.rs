@@ -156,7 +156,18 @@ async fn in_provisioned_mode_the_mapping_runs_up_to_ten_invocations_per_poller()
     let provisioned = Template::parse(&serde_yaml_ng::to_string(&root).unwrap()).unwrap();
     let (_, settings) = mapping_settings(&provisioned, "ProcessorFunction").unwrap();
     assert_eq!(settings.maximum_concurrency, 30);
-    // The notifier's mapping stays on demand.
-    let (_, settings) = mapping_settings(&provisioned, "NotifierFunction").unwrap();
-    assert_eq!(settings.maximum_concurrency, 2);
+    // Every other worker's mapping stays on demand, as the template without the switch has it
+    // (whichever other workers the template has: none, once they are removed).
+    let on_demand = template();
+    for function in local_runner::host::sqs_triggered_functions(&provisioned) {
+        if function == "ProcessorFunction" {
+            continue;
+        }
+        let (_, provisioned) = mapping_settings(&provisioned, function).unwrap();
+        let (_, expected) = mapping_settings(&on_demand, function).unwrap();
+        assert_eq!(
+            provisioned.maximum_concurrency, expected.maximum_concurrency,
+            "{function}"
+        );
+    }
 }
