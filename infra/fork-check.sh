@@ -7,16 +7,19 @@
 #   1. make check: format, clippy, unit tests, the library alone
 #   2. the integration tests of what remains (every *-tests package) against the emulator
 #   3. template.yaml: sam validate --lint and cfn-lint
-# The scratch copy builds into this checkout's target/ (only the workspace's own crates are
-# compiled again) and uses this checkout's venvs; the emulator is the one running (started here
-# and stopped again otherwise). The scratch copy is deleted on exit.
+# The scratch copy builds into target/fork-check/ of this checkout, a target directory of its
+# own: cargo names a workspace crate's artifacts by its path inside the workspace, not by the
+# checkout's, so a copy building into target/ would leave crates compiled from the copy (with
+# its deleted paths baked in) that this checkout then takes as up to date. It uses this
+# checkout's venvs; the emulator is the one running (started here and stopped again
+# otherwise). The scratch copy is deleted on exit.
 #   infra/fork-check.sh [NAME]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
 # shellcheck source=infra/lib/common.sh
 source infra/lib/common.sh
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$root/target}"
+export CARGO_TARGET_DIR="$root/target/fork-check"
 
 scratch=""
 cleanup() { [[ -z "$scratch" ]] || rm -rf "$scratch"; }
