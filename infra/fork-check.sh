@@ -7,19 +7,21 @@
 #   1. make check: format, clippy, unit tests, the library alone
 #   2. the integration tests of what remains (every *-tests package) against the emulator
 #   3. template.yaml: sam validate --lint and cfn-lint
-# The scratch copy builds into target/fork-check/ of this checkout, a target directory of its
-# own: cargo names a workspace crate's artifacts by its path inside the workspace, not by the
-# checkout's, so a copy building into target/ would leave crates compiled from the copy (with
-# its deleted paths baked in) that this checkout then takes as up to date. It uses this
-# checkout's venvs; the emulator is the one running (started here and stopped again
-# otherwise). The scratch copy is deleted on exit.
+# The scratch copy is always target/fork-check/copy and builds into target/fork-check/target.
+# Cargo names a workspace crate's artifacts by its path inside the workspace, not by the
+# checkout's, and does not rebuild when only the checkout moved: a crate compiled in one copy
+# passes as up to date in another with the first copy's paths baked in (env!
+# ("CARGO_MANIFEST_DIR")). So the copy has one fixed path, every example's check reuses it,
+# and its target directory is not this checkout's. It uses this checkout's venvs; the emulator
+# is the one running (started here and stopped again otherwise). The copy is deleted on exit.
 #   infra/fork-check.sh [NAME]
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root="$PWD"
 # shellcheck source=infra/lib/common.sh
 source infra/lib/common.sh
-export CARGO_TARGET_DIR="$root/target/fork-check"
+export CARGO_TARGET_DIR="$root/target/fork-check/target"
+copy="$root/target/fork-check/copy"
 
 scratch=""
 cleanup() { [[ -z "$scratch" ]] || rm -rf "$scratch"; }
@@ -38,7 +40,8 @@ without() {
     local example="$1"
     step() { printf '\n==> fork check (without %s): %s\n' "$example" "$*"; }
     cleanup
-    scratch="$(mktemp -d)"
+    scratch="$copy"
+    rm -rf "$scratch" && mkdir -p "$scratch"
     git ls-files -z --cached --others --exclude-standard |
         while IFS= read -r -d '' file; do [[ -e "$file" ]] && printf '%s\0' "$file"; done |
         tar --null -T - -cf - | tar -xf - -C "$scratch"
