@@ -40,7 +40,7 @@ use crate::check::{self, Report};
 use crate::config::{ConfigError, Env, GuardConfig};
 use crate::idempotency::{DynamoDbStore, GuardSettings, IdempotencyGuard, IdempotencyStore};
 use crate::job::{JobQueue, SqsJobQueue};
-use crate::metrics::{DEFAULT_NAMESPACE, emf, oldest_message_age};
+use crate::metrics::{DEFAULT_NAMESPACE, counting, lines, oldest_message_age};
 use crate::telemetry::LogSettings;
 use crate::worker::{Idempotent, Worker};
 
@@ -332,26 +332,27 @@ pub struct MetricsLine {
     pub function: String,
 }
 
-/// Handles one invocation: processes the batch and prints its metrics line. A
+/// Handles one invocation: processes the batch and prints its metrics lines. A
 /// [`BatchError`](crate::batch::BatchError) fails the invocation.
 pub async fn handle_batch<H: RecordHandler, Q: QueueActions>(
     processor: &BatchProcessor<H, Q>,
     metrics: &MetricsLine,
     event: LambdaEvent<SqsEvent>,
 ) -> Result<SqsBatchResponse, lambda_runtime::Error> {
-    let outcome = processor
-        .process(&event.payload, event.context.deadline())
-        .await;
+    let (outcome, events) =
+        counting(processor.process(&event.payload, event.context.deadline())).await;
     crate::trace::flush().await;
     let now = SystemTime::now();
-    let line = emf(
+    for line in lines(
         &metrics.namespace,
         &metrics.function,
         &outcome.summary,
+        &events,
         oldest_message_age(&event.payload, now),
         now,
-    );
-    println!("{line}");
+    ) {
+        println!("{line}");
+    }
     Ok(outcome.result?)
 }
 

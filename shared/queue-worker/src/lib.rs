@@ -21,7 +21,8 @@
 //!   [`lambda::start`] for a function that is no worker.
 //! - [`check`]: the check-config mode of both entries: `QUEUE_WORKER_CHECK_CONFIG=1` makes a
 //!   function's binary print the variables it reads and the configuration it would run with.
-//! - [`metrics`]: one CloudWatch Embedded Metric Format line per invocation.
+//! - [`metrics`]: the CloudWatch Embedded Metric Format lines of each invocation, whose contract
+//!   is `METRICS.md`.
 //! - [`config`]: typed configuration read once from the environment, with errors that name the
 //!   variable at fault.
 //! - [`aws`]: the SDK configuration, loaded once per execution environment. Endpoints come from

@@ -224,7 +224,10 @@ where
                 .continuations
                 .send_after(next, done.delay, trace.as_ref());
             match timeout_at(finish_by, send).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(())) => crate::metrics::note(|events| {
+                    events.continuations += 1;
+                    events.stalls += u64::from(!done.delay.is_zero());
+                }),
                 // The work succeeded and is recorded: the claim is kept, never released, so no
                 // other delivery redoes it before the lease ends; the one after takes the claim
                 // over, finds the work recorded and sends the continuation.
@@ -309,10 +312,13 @@ where
             // The holder either finishes (then the retry is a duplicate) or dies (then its
             // lease runs out): either way nothing can happen before the lease ends, so the
             // message stays invisible at least that long instead of burning its receives.
-            Decision::InProgress { lease_expires_at } => Err(RecordError::retryable_after(
-                "the job is being processed by another worker",
-                until(lease_expires_at),
-            )),
+            Decision::InProgress { lease_expires_at } => {
+                crate::metrics::note(|events| events.in_progress += 1);
+                Err(RecordError::retryable_after(
+                    "the job is being processed by another worker",
+                    until(lease_expires_at),
+                ))
+            }
             Decision::PayloadMismatch => Err(JobFailure::PayloadMismatch
                 .error("a different job was already processed under this idempotency key")),
         }

@@ -353,7 +353,12 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                         tracing::warn!(error = %error_chain(&error), code, "permanent failure; parking");
                         let park = self.queue.park(message, ParkReason { code, reason });
                         match tokio::time::timeout_at(invocation.report_instant(), park).await {
-                            Ok(Ok(())) => RecordStatus::Parked,
+                            Ok(Ok(())) => {
+                                crate::metrics::note(|events| {
+                                    *events.parked.entry(code).or_default() += 1;
+                                });
+                                RecordStatus::Parked
+                            }
                             Ok(Err(e)) => {
                                 tracing::error!(
                                     error = %error_chain(e.as_ref()),

@@ -183,9 +183,10 @@ async fn a_panicking_record_fails_only_itself() {
 #[tokio::test]
 async fn permanent_failure_is_parked_with_its_reason_and_acknowledged() {
     let processor = processor(4);
-    let outcome = processor
-        .process(&fixture("standard_mixed.json"), far_deadline())
-        .await;
+    let (outcome, events) = crate::metrics::counting(
+        processor.process(&fixture("standard_mixed.json"), far_deadline()),
+    )
+    .await;
     assert!(!failed_ids(&outcome).contains(&"msg-3".to_owned()));
     assert_eq!(
         *processor.queue.parked.lock().unwrap(),
@@ -194,6 +195,11 @@ async fn permanent_failure_is_parked_with_its_reason_and_acknowledged() {
             "malformed_job".to_owned(),
             "body is not a job".to_owned()
         )]
+    );
+    assert_eq!(
+        events.parked,
+        [("malformed_job", 1)].into(),
+        "counted by its class"
     );
 }
 
@@ -204,11 +210,16 @@ async fn permanent_failure_that_cannot_be_parked_is_reported_failed() {
         ..FakeQueue::default()
     };
     let processor = BatchProcessor::new(Scripted::default(), queue, settings(4));
-    let outcome = processor
-        .process(&fixture("standard_mixed.json"), far_deadline())
-        .await;
+    let (outcome, events) = crate::metrics::counting(
+        processor.process(&fixture("standard_mixed.json"), far_deadline()),
+    )
+    .await;
     assert_eq!(sorted(failed_ids(&outcome)), ["msg-2", "msg-3", "msg-5"]);
     assert_eq!(outcome.summary.count(RecordStatus::ParkFailed), 1);
+    assert!(
+        events.parked.is_empty(),
+        "not parked, not counted as parked"
+    );
 }
 
 /// One FIFO message group whose records' bodies are `bodies`, in order (`msg-1`, `msg-2`, ...).

@@ -38,6 +38,7 @@ use tokio::time::Instant;
 pub use limit::{Concurrency, ConcurrencyLimit, LimitPermit};
 
 use crate::config::{ConfigError, Env};
+use crate::metrics;
 
 /// What an error of a dependency says about calling it again.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -306,6 +307,10 @@ impl Dependency {
                 return Err(self.out_of_time(stop, throttled, last_throttle).await);
             };
             attempts += 1;
+            let limit = self.limit.limit();
+            metrics::note_dependency(self.name, |events| {
+                events.lowest_limit = Some(events.lowest_limit.map_or(limit, |l| l.min(limit)));
+            });
             let error = match tokio::time::timeout(timeout, operation()).await {
                 Ok(Ok(value)) => {
                     place.succeeded();
@@ -321,6 +326,7 @@ impl Dependency {
             match (class, error) {
                 (ErrorClass::Throttled, error) => {
                     place.throttled();
+                    metrics::note_dependency(self.name, |events| events.throttled += 1);
                     throttled += 1;
                     last_throttle = error;
                     let delay = throttle_delays.next().unwrap_or(self.settings.retry_base);
@@ -341,7 +347,9 @@ impl Dependency {
                 (_, error) => {
                     drop(place);
                     let Some(delay) = failure_delays.next() else {
-                        breaker.failed();
+                        if breaker.failed() {
+                            metrics::note_dependency(self.name, |e| e.circuit_openings += 1);
+                        }
                         return Err(match error {
                             Some(source) => DependencyError::Failed {
                                 dependency: self.name,
@@ -453,9 +461,11 @@ impl CircuitBreaker {
         }
     }
 
-    fn record(&self, success: bool) {
+    /// Records a call's result; returns whether it opened the circuit.
+    fn record(&self, success: bool) -> bool {
         let mut state = self.state();
-        *state = match (*state, success) {
+        let before = *state;
+        *state = match (before, success) {
             // A success reported while open comes from a call that started before the circuit
             // opened: it proves nothing about now. Only the trial call closes the circuit.
             (State::Open { until }, true) => State::Open { until },
@@ -478,6 +488,7 @@ impl CircuitBreaker {
                 }
             }
         };
+        !matches!(before, State::Open { .. }) && matches!(*state, State::Open { .. })
     }
 
     fn abandon(&self) {
@@ -498,10 +509,11 @@ impl Permit<'_> {
         self.breaker.record(true);
     }
 
-    /// The call failed in a way that says the dependency is unhealthy.
-    pub fn failed(mut self) {
+    /// The call failed in a way that says the dependency is unhealthy. Returns whether this
+    /// failure opened the circuit.
+    pub fn failed(mut self) -> bool {
         self.reported = true;
-        self.breaker.record(false);
+        self.breaker.record(false)
     }
 }
 

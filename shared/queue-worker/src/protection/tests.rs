@@ -121,9 +121,16 @@ async fn each_attempt_is_bounded_by_the_timeout() {
 async fn the_circuit_opens_after_consecutive_failures_and_then_fails_fast() {
     let dependency = Dependency::new("partner-api", SETTINGS);
     let downstream = Downstream::failing(u32::MAX, || FakeError::Unavailable);
-    for _ in 0..SETTINGS.failure_threshold {
-        dependency.call(|| downstream.call()).await.unwrap_err();
-    }
+    let ((), events) = crate::metrics::counting(async {
+        for _ in 0..SETTINGS.failure_threshold {
+            dependency.call(|| downstream.call()).await.unwrap_err();
+        }
+    })
+    .await;
+    assert_eq!(
+        events.dependencies["partner-api"].circuit_openings, 1,
+        "the opening is counted once, under the dependency's name"
+    );
     let calls_before = downstream.calls();
 
     let err = dependency.call(|| downstream.call()).await.unwrap_err();
@@ -326,13 +333,19 @@ async fn a_throttled_call_is_retried_in_place_and_never_opens_the_circuit() {
     // Far more throttled attempts than the attempt limit or the circuit's threshold.
     let downstream = Downstream::failing(20, || FakeError::Throttled);
     let stop = Instant::now() + FAR;
-    let value = dependency
-        .call_until(stop, || downstream.call())
-        .await
-        .unwrap();
-    assert_eq!(value, "ok");
+    let (value, events) =
+        crate::metrics::counting(dependency.call_until(stop, || downstream.call())).await;
+    assert_eq!(value.unwrap(), "ok");
     assert_eq!(downstream.calls(), 21);
     assert!(!dependency.is_circuit_open());
+    let counted = events.dependencies["partner-api"];
+    assert_eq!(counted.throttled, 20, "every throttled attempt is counted");
+    assert_eq!(counted.circuit_openings, 0);
+    assert_eq!(
+        counted.lowest_limit,
+        Some(1),
+        "the limit went down to 1 under throttling"
+    );
 }
 
 #[tokio::test(start_paused = true)]

@@ -257,7 +257,8 @@ async fn a_job_in_progress_elsewhere_is_retried_after_the_holders_lease() {
     assert!(matches!(decision, Decision::Proceed(_)));
 
     let handler = handler(&store, Recorded::default());
-    let result = handler.handle(&job("a", "ok"), &invocation()).await;
+    let (result, events) =
+        crate::metrics::counting(handler.handle(&job("a", "ok"), &invocation())).await;
     let Err(RecordError::Retryable {
         retry_after: Some(after),
         ..
@@ -267,6 +268,7 @@ async fn a_job_in_progress_elsewhere_is_retried_after_the_holders_lease() {
     };
     assert!(after > Duration::from_secs(100) && after <= Duration::from_secs(120));
     assert_eq!(runs(&handler), 0);
+    assert_eq!(events.in_progress, 1, "counted as an in-progress retry");
 }
 
 #[tokio::test]
@@ -299,11 +301,14 @@ async fn a_continuation_is_sent_with_the_records_trace_context_before_the_claim_
     // The batch processor runs each record in its own span.
     let record = tracing::info_span!("record");
     let record_context = TraceContext::of_span(&record).expect("the record span has a context");
-    let result = handler
-        .handle(&message, &invocation())
-        .instrument(record)
-        .await;
+    let (result, events) =
+        crate::metrics::counting(handler.handle(&message, &invocation()).instrument(record)).await;
     assert_eq!(result.unwrap(), Ack::Processed);
+    assert_eq!(
+        (events.continuations, events.stalls),
+        (1, 0),
+        "a continuation at once is no stall"
+    );
     let sent = handler.continuations.sent.lock().unwrap().clone();
     let (next, delay, trace) = sent.first().expect("the continuation was sent");
     assert_eq!(sent.len(), 1);
@@ -329,14 +334,17 @@ async fn a_held_back_continuation_is_sent_with_its_delay_and_the_job_acknowledge
     let store = Arc::new(InMemoryStore::default());
     let handler = handler(&store, Recorded::default());
     let message = job("a", "wait");
-    assert_eq!(
-        handler.handle(&message, &invocation()).await.unwrap(),
-        Ack::Processed
-    );
+    let (ack, events) = crate::metrics::counting(handler.handle(&message, &invocation())).await;
+    assert_eq!(ack.unwrap(), Ack::Processed);
     let sent = handler.continuations.sent.lock().unwrap().clone();
     assert_eq!(sent.len(), 1);
     let (next, delay, _) = &sent[0];
     assert_eq!((next.part, *delay), (1, Duration::from_secs(30)));
+    assert_eq!(
+        (events.continuations, events.stalls),
+        (1, 1),
+        "a held-back continuation is a stall"
+    );
     assert_eq!(
         handler.handle(&message, &invocation()).await.unwrap(),
         Ack::Duplicate
