@@ -6,7 +6,8 @@
 #   1. size: every function built for Lambda (cargo lambda, release), stripped and zipped,
 #      x86_64 and (unless BENCH_ARM64=0) arm64
 #   2. init time: process start to the first poll of a fake Runtime API, against hello-world,
-#      each function with its own environment from the template
+#      each function with its own environment from the template, and again with trace export
+#      on (OTEL_EXPORTER_OTLP_ENDPOINT set: the exporter is built at init, nothing is sent)
 #   2b. cold start over TLS: init, the first invocation and a warm one, every AWS request over
 #      TLS (a private CA), for each domain driver's functions (its `cold-start` command, with
 #      its own workload) and a hello world that makes one HTTPS request, as shipped and with
@@ -127,6 +128,7 @@ for function in "${functions[@]}"; do
     mapfile -t settings < <(settings_of "$function")
     cargo run --quiet -p queue-bench --bin queue-bench -- init-time --runs "${BENCH_INIT_RUNS:-100}" \
         --out "$out/init-$function.json" "${settings[@]/#/--env=}" \
+        --variant=OTEL_EXPORTER_OTLP_ENDPOINT=http://127.0.0.1:4318 \
         "hello-world=$lambda/hello-lambda/bootstrap" "$function=$lambda/$function/bootstrap"
     inits+=("$out/init-$function.json")
 done

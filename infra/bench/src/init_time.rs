@@ -61,23 +61,37 @@ pub struct InitTimes {
     pub ratio_to_baseline: f64,
 }
 
-/// Times `binaries` (name, path) `runs` times each, interleaved, and compares each median with
-/// the one named `baseline`. Each run's environment is [`LAMBDA_ENVIRONMENT`] and `settings`
-/// (the functions' own variables, as the template sets them).
+/// One binary to time: its name in the results, its path, and settings of its own on top of
+/// the shared ones (the same binary can run twice, e.g. with and without trace export).
+#[derive(Debug, Clone)]
+pub struct Binary {
+    /// Its name in the results.
+    pub name: String,
+    /// The executable.
+    pub path: PathBuf,
+    /// Variables set for this binary only, after the shared settings.
+    pub settings: Vec<(String, String)>,
+}
+
+/// Times `binaries` `runs` times each, interleaved, and compares each median with the one
+/// named `baseline`. Each run's environment is [`LAMBDA_ENVIRONMENT`], `settings` (the
+/// functions' own variables, as the template sets them) and the binary's own settings.
 pub async fn measure(
-    binaries: &[(String, PathBuf)],
+    binaries: &[Binary],
     settings: &[(String, String)],
     runs: usize,
     baseline: &str,
 ) -> anyhow::Result<BTreeMap<String, InitTimes>> {
     let mut samples: BTreeMap<&str, Vec<f64>> = BTreeMap::new();
     for _ in 0..runs {
-        for (name, path) in binaries {
-            let elapsed = once(path, settings)
+        for binary in binaries {
+            let all: Vec<(String, String)> =
+                settings.iter().chain(&binary.settings).cloned().collect();
+            let elapsed = once(&binary.path, &all)
                 .await
-                .with_context(|| format!("timing {name} ({})", path.display()))?;
+                .with_context(|| format!("timing {} ({})", binary.name, binary.path.display()))?;
             samples
-                .entry(name)
+                .entry(&binary.name)
                 .or_default()
                 .push(elapsed.as_secs_f64() * 1000.0);
         }

@@ -33,6 +33,10 @@ enum Command {
         /// variables Lambda sets, and nothing else of this process's environment.
         #[arg(long = "env", value_parser = parse_setting)]
         settings: Vec<(String, String)>,
+        /// A variant (repeat): every binary but the baseline is timed a second time with this
+        /// `NAME=VALUE` added, in the same interleaved series, as `<name> with NAME=VALUE`.
+        #[arg(long = "variant", value_parser = parse_setting)]
+        variants: Vec<(String, String)>,
         /// `name=path` of each binary.
         #[arg(required = true, value_parser = parse_binary)]
         binaries: Vec<(String, PathBuf)>,
@@ -70,9 +74,29 @@ async fn main() -> anyhow::Result<()> {
             out,
             baseline,
             settings,
+            variants,
             binaries,
         } => {
-            let times = init_time::measure(&binaries, &settings, runs, &baseline).await?;
+            let mut timed = Vec::new();
+            for (name, path) in binaries {
+                let plain = init_time::Binary {
+                    name: name.clone(),
+                    path: path.clone(),
+                    settings: Vec::new(),
+                };
+                timed.push(plain);
+                if name == baseline {
+                    continue;
+                }
+                for (variable, value) in &variants {
+                    timed.push(init_time::Binary {
+                        name: format!("{name} with {variable}={value}"),
+                        path: path.clone(),
+                        settings: vec![(variable.clone(), value.clone())],
+                    });
+                }
+            }
+            let times = init_time::measure(&timed, &settings, runs, &baseline).await?;
             let text = serde_json::to_string_pretty(&times)?;
             std::fs::write(&out, &text).with_context(|| format!("writing {}", out.display()))?;
             println!("{text}");
