@@ -583,7 +583,9 @@ impl ImportStore for DynamoDbImports {
             Ok(Put::Exists(existing)) => decode(&existing)
                 .map(|existing| CreateOutcome::Exists(Box::new(existing)))
                 .map_err(malformed),
-            Err(PutError::NoItemReturned) => Err(malformed(PutError::NoItemReturned.to_string())),
+            Err(error @ (PutError::NoItemReturned | PutError::Rejected(_))) => {
+                Err(malformed(error.to_string()))
+            }
             Err(PutError::Unavailable(error)) => Err(StoreError::Unavailable(error)),
         }
     }

@@ -5,6 +5,7 @@ use std::collections::HashMap;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use aws_sdk_dynamodb::Client;
+use aws_sdk_dynamodb::error::ProvideErrorMetadata;
 use aws_sdk_dynamodb::operation::put_item::PutItemError;
 use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailure};
 
@@ -49,6 +50,10 @@ pub enum PutError {
     /// The condition failed but the existing item did not come back with it.
     #[error("the conditional put failed without returning the existing item")]
     NoItemReturned,
+    /// The table refused the item itself (`ValidationException`: too large, a key of the wrong
+    /// type): the same item is refused every time, so do not retry it.
+    #[error("the table refused the item: {0}")]
+    Rejected(String),
 }
 
 /// Writes `item` to `table` unless an item whose `key_attribute` (the partition key) has the
@@ -78,6 +83,9 @@ pub async fn put_if_absent(
                 .cloned()
                 .map(Put::Exists)
                 .ok_or(PutError::NoItemReturned),
+            Some(refused) if refused.code() == Some("ValidationException") => Err(
+                PutError::Rejected(refused.message().unwrap_or("no reason given").to_owned()),
+            ),
             _ => Err(PutError::Unavailable(Box::new(error))),
         },
     }
@@ -127,5 +135,58 @@ impl Item<'_> {
             None => Err(format!("attribute {name} is missing")),
             Some(_) => Err(format!("attribute {name} is not a boolean")),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use aws_sdk_dynamodb::error::ErrorMetadata;
+    use aws_sdk_dynamodb::types::error::ProvisionedThroughputExceededException;
+    use aws_smithy_mocks::{RuleMode, mock, mock_client};
+
+    use super::*;
+
+    async fn put_failing_with(error: fn() -> PutItemError) -> PutError {
+        let failing = mock!(Client::put_item).then_error(error);
+        let client = mock_client!(aws_sdk_dynamodb, RuleMode::MatchAny, [&failing]);
+        put_if_absent(&client, "t", "id", HashMap::from([("id".into(), s("a"))]))
+            .await
+            .unwrap_err()
+    }
+
+    #[tokio::test]
+    async fn an_item_the_table_refuses_is_rejected_not_unavailable() {
+        let error = put_failing_with(|| {
+            PutItemError::generic(
+                ErrorMetadata::builder()
+                    .code("ValidationException")
+                    .message("Item size has exceeded the maximum allowed size")
+                    .build(),
+            )
+        })
+        .await;
+        assert!(
+            matches!(&error, PutError::Rejected(reason) if reason.contains("maximum allowed size")),
+            "{error:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn throttling_and_unknown_errors_are_unavailable() {
+        let throttled = put_failing_with(|| {
+            PutItemError::ProvisionedThroughputExceededException(
+                ProvisionedThroughputExceededException::builder().build(),
+            )
+        })
+        .await;
+        assert!(
+            matches!(throttled, PutError::Unavailable(_)),
+            "{throttled:?}"
+        );
+        let unknown = put_failing_with(|| {
+            PutItemError::generic(ErrorMetadata::builder().code("InternalFailure").build())
+        })
+        .await;
+        assert!(matches!(unknown, PutError::Unavailable(_)), "{unknown:?}");
     }
 }

@@ -97,10 +97,12 @@ impl NotificationStore for DynamoDbNotifications {
         match put_if_absent(&self.client, &self.table_name, attr::ID, item).await {
             Ok(Put::Created) => Ok(Created::New),
             Ok(Put::Exists(existing)) => decode(notification.id, &existing).map(Created::Exists),
-            Err(PutError::NoItemReturned) => Err(StoreError::Malformed {
-                id: notification.id,
-                reason: PutError::NoItemReturned.to_string(),
-            }),
+            Err(error @ (PutError::NoItemReturned | PutError::Rejected(_))) => {
+                Err(StoreError::Malformed {
+                    id: notification.id,
+                    reason: error.to_string(),
+                })
+            }
             Err(PutError::Unavailable(error)) => Err(StoreError::Unavailable(error)),
         }
     }
