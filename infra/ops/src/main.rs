@@ -17,6 +17,15 @@ use queue_ops::{OpsError, Queues, Target, dlq};
 struct Cli {
     #[command(flatten)]
     target: TargetArgs,
+    /// The worker's queue, by its logical id in template.yaml (e.g. `NotifierQueue`), with
+    /// --stack or --local; needed only when there are several queues with a dead-letter queue.
+    #[arg(
+        long,
+        global = true,
+        value_name = "LOGICAL_ID",
+        conflicts_with = "queue_url"
+    )]
+    queue: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -24,7 +33,7 @@ struct Cli {
 #[derive(Args)]
 #[group(required = true, multiple = false)]
 struct TargetArgs {
-    /// A deployed stack: the queues come from its outputs.
+    /// A deployed stack: a queue of it with a dead-letter queue (see --queue).
     #[arg(long, global = true)]
     stack: Option<String>,
     /// A local pipeline started by `local-runner` with this `--stack` prefix (e.g. `local`).
@@ -132,11 +141,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let target = match cli.target {
         TargetArgs {
             stack: Some(stack), ..
-        } => Target::Stack(stack),
+        } => Target::Stack {
+            stack,
+            queue: cli.queue,
+        },
         TargetArgs {
             local: Some(prefix),
             ..
-        } => Target::Local(prefix),
+        } => Target::Local {
+            prefix,
+            queue: cli.queue,
+        },
         TargetArgs {
             queue_url: Some(queue),
             dlq_url: Some(dlq),
@@ -152,7 +167,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         .iter()
         .any(|name| std::env::var(name).is_ok_and(|v| !v.is_empty()))
     };
-    if matches!(target, Target::Local(_)) && !endpoint("SQS") {
+    if matches!(target, Target::Local { .. }) && !endpoint("SQS") {
         bail!("--local needs a local endpoint: eval \"$(make -s emulator-env)\" first");
     }
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
@@ -161,7 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let clients = Clients {
         sqs: aws_sdk_sqs::Client::new(&sdk),
         // Locally, only an emulator that serves CloudWatch is asked; never real AWS.
-        cloudwatch: (matches!(target, Target::Stack(_)) || endpoint("CLOUDWATCH"))
+        cloudwatch: (matches!(target, Target::Stack { .. }) || endpoint("CLOUDWATCH"))
             .then(|| aws_sdk_cloudwatch::Client::new(&sdk)),
     };
     let queues = Queues::resolve(

@@ -575,6 +575,118 @@ async fn native_redrive_moves_every_message_back_exactly_once_or_reports_unsuppo
     }
 }
 
+/// Creates `<prefix>-<queue>` with the dead-letter queue `<prefix>-<dlq>`, named exactly as
+/// the local runner names a template's queues; returns both URLs.
+async fn named_worker_queue(
+    sqs: &aws_sdk_sqs::Client,
+    prefix: &str,
+    queue: &str,
+    dlq: &str,
+) -> (String, String) {
+    let create = |name: String, attributes: HashMap<QueueAttributeName, String>| async move {
+        sqs.create_queue()
+            .queue_name(&name)
+            .set_attributes(Some(attributes))
+            .send()
+            .await
+            .unwrap_or_else(|e| panic!("create {name}: {e:?}"))
+            .queue_url
+            .expect("a queue URL")
+    };
+    let dlq_url = create(format!("{prefix}-{dlq}"), HashMap::new()).await;
+    let dlq_arn = sqs
+        .get_queue_attributes()
+        .queue_url(&dlq_url)
+        .attribute_names(QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .expect("the DLQ's ARN")
+        .attributes
+        .and_then(|mut a| a.remove(&QueueAttributeName::QueueArn))
+        .expect("an ARN");
+    let policy = format!(r#"{{"deadLetterTargetArn":"{dlq_arn}","maxReceiveCount":"5"}}"#);
+    let queue_url = create(
+        format!("{prefix}-{queue}"),
+        HashMap::from([(QueueAttributeName::RedrivePolicy, policy)]),
+    )
+    .await;
+    (queue_url, dlq_url)
+}
+
+#[tokio::test]
+async fn a_stacks_worker_queue_is_found_by_its_logical_id_and_its_redrive_policy() {
+    let config = sdk_config().await;
+    let sqs = aws_sdk_sqs::Client::new(&config);
+    let moto = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
+        .expect("an emulator endpoint");
+    let cloudformation = aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::config::Builder::from(&config)
+            .endpoint_url(moto)
+            .build(),
+    );
+    // Two workers' queues with their DLQs, and a queue without one.
+    let stack = unique_name("ops-stack");
+    let queue = |dlq: Option<&str>| match dlq {
+        Some(dlq) => serde_json::json!({"Type": "AWS::SQS::Queue", "Properties": {
+            "RedrivePolicy": {"deadLetterTargetArn": {"Fn::GetAtt": [dlq, "Arn"]}, "maxReceiveCount": 5}}}),
+        None => serde_json::json!({"Type": "AWS::SQS::Queue"}),
+    };
+    let template = serde_json::json!({"Resources": {
+        "JobQueue": queue(Some("DeadLetterQueue")), "DeadLetterQueue": queue(None),
+        "NotifierQueue": queue(Some("NotifierDeadLetterQueue")),
+        "NotifierDeadLetterQueue": queue(None), "Scratch": queue(None),
+    }});
+    cloudformation
+        .create_stack()
+        .stack_name(&stack)
+        .template_body(template.to_string())
+        .send()
+        .await
+        .expect("create the stack");
+    let target = |queue: Option<&str>| Target::Stack {
+        stack: stack.clone(),
+        queue: queue.map(str::to_owned),
+    };
+    let physical = |logical: &'static str| {
+        let cloudformation = cloudformation.clone();
+        let stack = stack.clone();
+        async move {
+            cloudformation
+                .describe_stack_resource()
+                .stack_name(stack)
+                .logical_resource_id(logical)
+                .send()
+                .await
+                .expect("the resource")
+                .stack_resource_detail
+                .and_then(|d| d.physical_resource_id)
+                .expect("its physical id")
+        }
+    };
+
+    let notifier = Queues::resolve(&target(Some("NotifierQueue")), &sqs, &cloudformation)
+        .await
+        .expect("the notifier's queue");
+    // The same queues by name (an emulator's URLs may name another host than its stack's).
+    let name = |url: &str| url.rsplit('/').next().unwrap_or_default().to_owned();
+    assert_eq!(
+        (name(&notifier.queue_url), name(&notifier.dlq_url)),
+        (
+            name(&physical("NotifierQueue").await),
+            name(&physical("NotifierDeadLetterQueue").await)
+        )
+    );
+    let ambiguous = Queues::resolve(&target(None), &sqs, &cloudformation)
+        .await
+        .expect_err("two workers");
+    assert!(
+        matches!(&ambiguous, OpsError::NotFound(m)
+            if m.contains("JobQueue, NotifierQueue") && m.contains("--queue")),
+        "{ambiguous}"
+    );
+}
+
 #[tokio::test]
 async fn queues_resolve_by_local_name_and_errors_say_what_is_wrong() {
     let config = sdk_config().await;
@@ -588,28 +700,55 @@ async fn queues_resolve_by_local_name_and_errors_say_what_is_wrong() {
             .endpoint_url(moto)
             .build(),
     );
-    // The names the local runner gives the template's queues.
+    // The names the local runner gives the template's queues: one worker's queue and its DLQ.
     let prefix = unique_name("ops-local");
-    for suffix in ["jobqueue", "deadletterqueue"] {
-        sqs.create_queue()
-            .queue_name(format!("{prefix}-{suffix}"))
-            .send()
-            .await
-            .unwrap_or_else(|e| panic!("create {suffix}: {e:?}"));
-    }
+    let local = |queue: Option<&str>| Target::Local {
+        prefix: prefix.clone(),
+        queue: queue.map(str::to_owned),
+    };
+    let (jobs, jobs_dlq) = named_worker_queue(&sqs, &prefix, "jobqueue", "deadletterqueue").await;
 
-    let found = Queues::resolve(&Target::Local(prefix.clone()), &sqs, &cloudformation)
+    let found = Queues::resolve(&local(None), &sqs, &cloudformation)
         .await
-        .expect("resolve");
-    assert!(found.queue_url.ends_with(&format!("{prefix}-jobqueue")));
+        .expect("the only queue with a dead-letter queue, without naming it");
+    assert_eq!(
+        (found.queue_url.as_str(), found.dlq_url.as_str()),
+        (jobs.as_str(), jobs_dlq.as_str())
+    );
+
+    // A second worker: its queue must now be named, by its logical id.
+    let (notifier, notifier_dlq) =
+        named_worker_queue(&sqs, &prefix, "notifierqueue", "notifierdeadletterqueue").await;
+    let ambiguous = Queues::resolve(&local(None), &sqs, &cloudformation)
+        .await
+        .expect_err("two queues with a dead-letter queue");
     assert!(
-        found
-            .dlq_arn
-            .ends_with(&format!("{prefix}-deadletterqueue"))
+        matches!(&ambiguous, OpsError::NotFound(m) if m.contains("--queue")
+            && m.contains(&format!("{prefix}-jobqueue"))
+            && m.contains(&format!("{prefix}-notifierqueue"))),
+        "{ambiguous}"
+    );
+    let named = Queues::resolve(&local(Some("NotifierQueue")), &sqs, &cloudformation)
+        .await
+        .expect("the queue named by its logical id");
+    assert_eq!(
+        (named.queue_url.as_str(), named.dlq_url.as_str()),
+        (notifier.as_str(), notifier_dlq.as_str())
+    );
+    let unknown = Queues::resolve(&local(Some("Reminders")), &sqs, &cloudformation)
+        .await
+        .expect_err("no such queue");
+    assert!(
+        matches!(&unknown, OpsError::NotFound(m) if m.contains("Reminders")
+            && m.contains(&format!("{prefix}-notifierqueue"))),
+        "{unknown}"
     );
 
     let missing = Queues::resolve(
-        &Target::Local(unique_name("nothing")),
+        &Target::Local {
+            prefix: unique_name("nothing"),
+            queue: None,
+        },
         &sqs,
         &cloudformation,
     )
@@ -618,7 +757,11 @@ async fn queues_resolve_by_local_name_and_errors_say_what_is_wrong() {
     assert!(matches!(missing, OpsError::NotFound(_)), "{missing}");
 
     let stack = unique_name("no-such-stack");
-    let unknown = Queues::resolve(&Target::Stack(stack.clone()), &sqs, &cloudformation)
+    let no_stack = Target::Stack {
+        stack: stack.clone(),
+        queue: None,
+    };
+    let unknown = Queues::resolve(&no_stack, &sqs, &cloudformation)
         .await
         .expect_err("no such stack");
     assert!(
@@ -631,7 +774,7 @@ async fn queues_resolve_by_local_name_and_errors_say_what_is_wrong() {
             .endpoint_url("http://127.0.0.1:9")
             .build(),
     );
-    let unreachable = queue_stats(&down, None, &found.queue_url)
+    let unreachable = queue_stats(&down, None, &jobs)
         .await
         .expect_err("nothing listens on port 9");
     assert!(
