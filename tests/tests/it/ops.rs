@@ -575,6 +575,29 @@ async fn native_redrive_moves_every_message_back_exactly_once_or_reports_unsuppo
     }
 }
 
+/// The SDK configuration, and SQS and CloudFormation clients: CloudFormation comes from the
+/// emulator (moto) in every tier, never from AWS.
+async fn clients() -> (
+    aws_config::SdkConfig,
+    aws_sdk_sqs::Client,
+    aws_sdk_cloudformation::Client,
+) {
+    let config = sdk_config().await;
+    let moto = std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
+        .expect("an emulator endpoint");
+    let cloudformation = aws_sdk_cloudformation::Client::from_conf(
+        aws_sdk_cloudformation::config::Builder::from(&config)
+            .endpoint_url(moto)
+            .build(),
+    );
+    (
+        config.clone(),
+        aws_sdk_sqs::Client::new(&config),
+        cloudformation,
+    )
+}
+
 /// Creates `<prefix>-<queue>` with the dead-letter queue `<prefix>-<dlq>`, named exactly as
 /// the local runner names a template's queues; returns both URLs.
 async fn named_worker_queue(
@@ -615,16 +638,7 @@ async fn named_worker_queue(
 
 #[tokio::test]
 async fn a_stacks_worker_queue_is_found_by_its_logical_id_and_its_redrive_policy() {
-    let config = sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    let moto = std::env::var("AWS_ENDPOINT_URL")
-        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
-        .expect("an emulator endpoint");
-    let cloudformation = aws_sdk_cloudformation::Client::from_conf(
-        aws_sdk_cloudformation::config::Builder::from(&config)
-            .endpoint_url(moto)
-            .build(),
-    );
+    let (_, sqs, cloudformation) = clients().await;
     // Two workers' queues with their DLQs, and a queue without one.
     let stack = unique_name("ops-stack");
     let queue = |dlq: Option<&str>| match dlq {
@@ -689,17 +703,7 @@ async fn a_stacks_worker_queue_is_found_by_its_logical_id_and_its_redrive_policy
 
 #[tokio::test]
 async fn queues_resolve_by_local_name_and_errors_say_what_is_wrong() {
-    let config = sdk_config().await;
-    let sqs = aws_sdk_sqs::Client::new(&config);
-    // CloudFormation comes from the emulator (moto) in every tier, never from AWS.
-    let moto = std::env::var("AWS_ENDPOINT_URL")
-        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
-        .expect("an emulator endpoint");
-    let cloudformation = aws_sdk_cloudformation::Client::from_conf(
-        aws_sdk_cloudformation::config::Builder::from(&config)
-            .endpoint_url(moto)
-            .build(),
-    );
+    let (config, sqs, cloudformation) = clients().await;
     // The names the local runner gives the template's queues: one worker's queue and its DLQ.
     let prefix = unique_name("ops-local");
     let local = |queue: Option<&str>| Target::Local {
