@@ -11,8 +11,8 @@
 //! A record's span is not a child of the span that sent its job: it **links** to it, since a
 //! batch mixes jobs of many traces. So the tree follows links as well as parents: the children of
 //! a span are the spans whose parent it is and the spans that link to it. Climbing, a span's link
-//! comes before its parent (a record's parent, when it has one, is its invocation's span, shared
-//! with the batch's other jobs).
+//! comes before its parent, and a consumer's span (a record's) never climbs to its parent: that is
+//! its invocation's span, shared with the batch's other jobs.
 //!
 //! Layout: `collector` is the receiver and the OTLP reading; `tree` builds and prints the tree.
 //! `local-runner trace ID` (`make trace ID=...`) prints one.
@@ -88,6 +88,9 @@ pub struct Span {
     pub parent_span_id: Option<String>,
     /// The span's name (`POST /jobs`, `process <queue>`).
     pub name: String,
+    /// OpenTelemetry's span kind: `server` (a request), `consumer` (a record), `internal`, ...
+    #[serde(default)]
+    pub kind: String,
     /// When it started, in nanoseconds since the Unix epoch.
     pub start_unix_nano: u64,
     /// When it ended.

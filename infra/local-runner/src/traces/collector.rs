@@ -155,6 +155,7 @@ fn read_span(span: &Value, service: Option<String>) -> Result<Span, String> {
         span_id: required("spanId")?,
         parent_span_id: text("parentSpanId"),
         name: required("name")?,
+        kind: kind(&span["kind"]).to_owned(),
         start_unix_nano: nanos(&span["startTimeUnixNano"]),
         end_unix_nano: nanos(&span["endTimeUnixNano"]),
         service,
@@ -178,6 +179,21 @@ fn read_span(span: &Value, service: Option<String>) -> Result<Span, String> {
             .collect(),
         error: failed.then(|| status["message"].as_str().unwrap_or_default().to_owned()),
     })
+}
+
+/// A span kind, a number in OTLP JSON (`SPAN_KIND_*` names accepted too).
+fn kind(value: &Value) -> &'static str {
+    let name = value
+        .as_str()
+        .and_then(|name| name.strip_prefix("SPAN_KIND_"));
+    match (value.as_u64(), name) {
+        (Some(2), _) | (_, Some("SERVER")) => "server",
+        (Some(3), _) | (_, Some("CLIENT")) => "client",
+        (Some(4), _) | (_, Some("PRODUCER")) => "producer",
+        (Some(5), _) | (_, Some("CONSUMER")) => "consumer",
+        (Some(1), _) | (_, Some("INTERNAL")) => "internal",
+        _ => "unspecified",
+    }
 }
 
 fn array(value: &Value) -> &[Value] {

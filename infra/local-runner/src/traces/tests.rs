@@ -16,6 +16,12 @@ fn span(trace: &str, id: &str, name: &str, (start, ms): (u64, u64), attributes: 
         span_id: id.to_owned(),
         parent_span_id: None,
         name: name.to_owned(),
+        kind: if name.starts_with("process") {
+            "consumer"
+        } else {
+            "internal"
+        }
+        .to_owned(),
         start_unix_nano: 1_000_000 * MS + start * MS,
         end_unix_nano: 1_000_000 * MS + (start + ms) * MS,
         service: None,
@@ -218,6 +224,24 @@ fn spans_of_two_traces_without_a_collected_link_between_them_are_two_roots_by_st
 }
 
 #[test]
+fn a_record_whose_message_had_no_trace_context_is_a_root_not_its_invocation() {
+    let mut spans = two_jobs();
+    spans.push(child_of(
+        span(
+            T2,
+            "e0",
+            "process jobs",
+            (42, 10),
+            json!({"job_id": "job-5"}),
+        ),
+        "i1",
+    ));
+    let tree = JobTree::of(&spans, "job-5").unwrap();
+    assert_eq!(printed(&tree), [("e0", "process jobs")]);
+    assert!(!tree.to_string().contains("not collected"), "{tree}");
+}
+
+#[test]
 fn an_id_no_span_carries_has_no_tree() {
     assert_eq!(JobTree::of(&two_jobs(), "job-9"), None);
 }
@@ -245,7 +269,7 @@ fn an_otlp_json_request_is_read_into_spans() {
     assert_eq!(
         serde_json::to_value(&spans).unwrap(),
         json!([{
-            "trace_id": T1, "span_id": "00000000000000a1", "name": "process q",
+            "trace_id": T1, "span_id": "00000000000000a1", "name": "process q", "kind": "consumer",
             "start_unix_nano": 1000, "end_unix_nano": 3000, "service": "worker",
             "attributes": {"receive_count": 2, "job_id": "job-1", "sampled": true},
             "links": [{"trace_id": T2, "span_id": "00000000000000b1"}],

@@ -265,16 +265,19 @@ impl<'a> Graph<'a> {
 
     /// Where the work of span `i` began: up its link (a record's sender), or for a span without
     /// links its parent, until a span whose sender or parent was not collected. A span with
-    /// links never climbs to its parent: a record's is its invocation's span, which holds the
-    /// records of other jobs too.
+    /// links, or a consumer's span, never climbs to its parent: a record's parent is its
+    /// invocation's span, which holds the records of other jobs too.
     fn origin(&self, mut i: usize) -> usize {
         let mut seen = HashSet::from([i]);
         loop {
             let (parent, links) = &self.up[i];
-            let next = if self.spans[i].links.is_empty() {
-                *parent
-            } else {
+            let span = &self.spans[i];
+            let next = if !span.links.is_empty() {
                 links.first().copied()
+            } else if span.kind == "consumer" {
+                None
+            } else {
+                *parent
             };
             let Some(next) = next else {
                 return i;
@@ -311,6 +314,9 @@ impl<'a> Graph<'a> {
                 "links to span {} of trace {}, not collected",
                 link.span_id, link.trace_id
             ));
+        }
+        if span.kind == "consumer" {
+            return None;
         }
         span.parent_span_id
             .as_ref()
