@@ -14,6 +14,11 @@ help: ## List the targets
 demo: ## Each domain's pipeline locally: a burst of 500 requests, watched live and checked (REQUESTS=N, FLAKY=0.2)
 	infra/demo.sh --requests $${REQUESTS:-$${IMPORTS:-500}} --flaky-downstream $${FLAKY:-0}
 
+.PHONY: trace
+trace: ## One job's spans from the last demo or run, as a tree: requests, records, continuations, retries (ID=job id)
+	@test -n "$(ID)" || { echo 'usage: make trace ID=<a job id, e.g. the one make demo prints>' >&2; exit 2; }
+	cargo run --quiet -p local-runner -- trace '$(ID)'
+
 .PHONY: chaos
 chaos: ## Chaos soak of each domain's pipeline at concurrency 2, 5, 10: kills, duplicates, AWS faults, a capacity-limited downstream (REQUESTS=N) -> target/chaos/report.json
 	infra/chaos.sh

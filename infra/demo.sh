@@ -22,6 +22,9 @@ if [[ -z "${AWS_ENDPOINT_URL:-}${AWS_ENDPOINT_URL_SQS:-}" ]]; then
     fi
     eval "$("$emulator" env)"
 fi
+# The drivers export their spans to a collector appending here (`make trace ID=...` reads it):
+# each demo starts with its own.
+rm -f target/traces/spans.jsonl
 for driver in "${drivers[@]}"; do
     read -r package binary <<<"$driver"
     echo "== demo of $package"

@@ -42,7 +42,8 @@ const LOCAL_ACCOUNT: &str = "000000000000";
 
 /// Variables of the runner that its functions get too: where the local endpoints are and the
 /// credentials for them (Lambda passes a role's credentials as variables, not as a profile),
-/// and how to log.
+/// and how to log. So do the `AWS_ENDPOINT_URL*` variables, and the `OTEL_*` ones: where spans
+/// go.
 const INHERITED: [&str; 8] = [
     "AWS_ACCESS_KEY_ID",
     "AWS_SECRET_ACCESS_KEY",
@@ -123,7 +124,9 @@ impl FunctionConfig {
 
         let mut variables: Vec<(String, String)> = std::env::vars()
             .filter(|(key, _)| {
-                key.starts_with("AWS_ENDPOINT_URL") || INHERITED.contains(&key.as_str())
+                key.starts_with("AWS_ENDPOINT_URL")
+                    || key.starts_with("OTEL_")
+                    || INHERITED.contains(&key.as_str())
             })
             .collect();
         variables.extend(resources.function_env(template, logical_id)?);

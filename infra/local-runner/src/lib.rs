@@ -10,6 +10,9 @@
 //! local [`runtime_api`], behind the same mapping: `local-runner serve-queues` drives every
 //! SQS-triggered function of the template that way, with no code that names one.
 //!
+//! [`traces`] collects the spans the functions export (an OTLP/HTTP receiver on 127.0.0.1) and
+//! prints one job's tree of them: `local-runner trace ID`.
+//!
 //! Nothing here names a worker: what only a domain knows (how to make a request, what a correct
 //! outcome is) lives with that domain's tooling under `tests/domains/`.
 
@@ -18,3 +21,4 @@ pub mod host;
 pub mod provision;
 pub mod runtime_api;
 pub mod template;
+pub mod traces;

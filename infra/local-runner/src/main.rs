@@ -1,11 +1,13 @@
 //! `local-runner`: the template's queue workers on a laptop. See `local-runner --help`.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use anyhow::Context as _;
 use clap::{Parser, Subcommand};
 use local_runner::host::{ServeOptions, Serving};
 use local_runner::template::Template;
+use local_runner::traces::{self, Collector, JobTree};
 
 #[derive(Parser)]
 #[command(about = "Runs the template's queue workers locally against an AWS emulator")]
@@ -38,15 +40,25 @@ enum Command {
         #[arg(long, default_value = "dev")]
         profile: String,
     },
+    /// Print the tree of one job's spans, as the local collector received them (`make trace`).
+    Trace {
+        /// The job's id: any span attribute with this value (a record's `job_id`) marks the job.
+        id: String,
+        /// The collector's file.
+        #[arg(long, default_value = traces::SPANS_FILE)]
+        file: PathBuf,
+    },
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
-    queue_worker::telemetry::init_with_default_level("info");
-    let template = Template::load(&cli.template)?;
     match cli.command {
         Command::ServeQueues { functions, profile } => {
+            let collector =
+                traces::collect_unless_configured(Path::new(traces::SPANS_FILE)).await?;
+            traces::init_telemetry("info", collector.as_ref());
+            let template = Template::load(&cli.template)?;
             let workspace = Path::new(&cli.template)
                 .parent()
                 .filter(|dir| !dir.as_os_str().is_empty())
@@ -56,12 +68,41 @@ async fn main() -> anyhow::Result<()> {
                 profile,
                 maximum_concurrency: cli.maximum_concurrency,
                 function_timeout: cli.function_timeout.map(Duration::from_secs),
+                environment: collector.iter().flat_map(Collector::environment).collect(),
                 ..ServeOptions::default()
             };
             let serving = Serving::start(&template, workspace, &cli.stack, &serve).await?;
             println!("hosting {}; Ctrl-C stops", serving.functions.join(", "));
+            if collector.is_some() {
+                println!(
+                    "spans go to {}: local-runner trace ID prints a job's",
+                    traces::SPANS_FILE
+                );
+            }
             tokio::signal::ctrl_c().await?;
             serving.stop().await;
+        }
+        Command::Trace { id, file } => {
+            let (spans, unreadable) = traces::read(&file).with_context(|| {
+                format!(
+                    "reading {} (make demo or make run writes it)",
+                    file.display()
+                )
+            })?;
+            if unreadable > 0 {
+                eprintln!(
+                    "{unreadable} lines of {} are not spans: skipped",
+                    file.display()
+                );
+            }
+            let tree = JobTree::of(&spans, &id).with_context(|| {
+                format!(
+                    "no span of the {} in {} carries {id}",
+                    spans.len(),
+                    file.display()
+                )
+            })?;
+            print!("{tree}");
         }
     }
     Ok(())

@@ -12,13 +12,15 @@
 //! Lambda's log level does not need.
 //!
 //! Spans get W3C trace context from [`crate::trace::layer`]: inside a request's or a record's span
-//! every line carries its `trace_id` and `span_id`.
+//! every line carries its `trace_id` and `span_id`. The level filters log lines; when spans are
+//! exported, the trace gets every span and event at `info` and above whatever the level.
 //!
 //! Never log message bodies or secrets: log identifiers and outcomes, and errors with their
 //! cause chain ([`error_chain`]).
 
-use tracing_subscriber::filter::{LevelFilter, Targets};
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::Registry;
+use tracing_subscriber::filter::{FilterExt as _, LevelFilter, Targets};
+use tracing_subscriber::layer::{Filter, Layer as _, SubscriberExt as _};
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 use crate::Env;
@@ -67,8 +69,7 @@ impl LogSettings {
     /// Installs the global tracing subscriber with these settings.
     pub fn install(self) {
         let registry = tracing_subscriber::registry()
-            .with(self.filter)
-            .with(crate::trace::layer(&self.trace));
+            .with(crate::trace::layer(&self.trace).with_filter(self.trace_filter()));
         if self.json {
             registry
                 .with(
@@ -77,7 +78,8 @@ impl LogSettings {
                         .flatten_event(true)
                         .with_current_span(false)
                         .with_span_list(true)
-                        .with_target(false),
+                        .with_target(false)
+                        .with_filter(self.filter),
                 )
                 .init();
         } else {
@@ -85,10 +87,24 @@ impl LogSettings {
                 .with(
                     tracing_subscriber::fmt::layer()
                         .compact()
-                        .with_ansi(self.ansi),
+                        .with_ansi(self.ansi)
+                        .with_filter(self.filter),
                 )
                 .init();
         }
+    }
+
+    /// What the trace layer sees: what is logged, and, when spans are exported, every span and
+    /// event at `info` and above whatever the log level, so that a quiet log (a level of
+    /// `error`) still exports each request's and each record's span. Export off, the layer sees
+    /// only what is logged, as one global filter would let through.
+    fn trace_filter(&self) -> impl Filter<Registry> + use<> {
+        let exported = if self.trace.otlp_endpoint.is_some() {
+            LevelFilter::INFO
+        } else {
+            LevelFilter::OFF
+        };
+        self.filter.clone().or(exported)
     }
 }
 
@@ -201,5 +217,24 @@ mod tests {
         assert_eq!(most_verbose(&filter, "my_worker"), Some(Level::WARN));
         let filter = filter_with(&[("AWS_LAMBDA_LOG_LEVEL", "loud")], "error");
         assert_eq!(most_verbose(&filter, "my_worker"), Some(Level::ERROR));
+    }
+
+    #[test]
+    fn exported_traces_get_info_spans_whatever_the_log_level() {
+        let quiet = |endpoint: Option<&str>| {
+            let mut vars = vec![("RUST_LOG", "error")];
+            vars.extend(endpoint.map(|url| ("OTEL_EXPORTER_OTLP_ENDPOINT", url)));
+            LogSettings::from_env(&Env::from_pairs(vars), "info").trace_filter()
+        };
+        let exporting = quiet(Some("http://127.0.0.1:4318"));
+        assert_eq!(
+            Filter::<Registry>::max_level_hint(&exporting),
+            Some(LevelFilter::INFO)
+        );
+        let logging_only = quiet(None);
+        assert_eq!(
+            Filter::<Registry>::max_level_hint(&logging_only),
+            Some(LevelFilter::ERROR)
+        );
     }
 }

@@ -328,11 +328,12 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
             message_id = %entry.id,
             receive_count,
             job_id = field::Empty,
+            outcome = field::Empty,
             trace_id = field::Empty,
             span_id = field::Empty,
         );
         crate::trace::start_record(&span, message, entry.id.as_str());
-        async {
+        let status = async {
             let outcome = AssertUnwindSafe(self.handler.handle(message, invocation))
                 .catch_unwind()
                 .await;
@@ -385,8 +386,10 @@ impl<H: RecordHandler, Q: QueueActions> BatchProcessor<H, Q> {
                 }
             }
         }
-        .instrument(span)
-        .await
+        .instrument(span.clone())
+        .await;
+        span.record("outcome", status.as_str());
+        status
     }
 
     /// Delays the next delivery of a failed message: by the backoff delay if backoff is on,

@@ -228,6 +228,8 @@ async fn a_records_span_is_a_messaging_process_span_linked_to_its_producer() {
         ("messaging.operation", "process"),
         ("messaging.message.id", "m-1"),
         ("messaging.destination.name", "linked"),
+        // What became of it, recorded as the span ends.
+        ("outcome", "processed"),
     ] {
         assert_eq!(attribute(span, key).as_deref(), Some(value), "{key}");
     }

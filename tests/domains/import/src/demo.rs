@@ -137,6 +137,8 @@ struct Totals {
     /// Imports of large files.
     large: u64,
     most_chunks: u64,
+    /// A completed import that took the most chunks, to show its trace.
+    most_chunked: Option<String>,
     /// SKUs of completed imports read back and compared.
     skus_checked: u64,
 }
@@ -193,6 +195,9 @@ pub async fn run(pipeline: &Pipeline, burst: Burst, report: Option<&Path>) -> an
         });
         std::fs::write(path, serde_json::to_string_pretty(&summary)?)
             .with_context(|| format!("writing {}", path.display()))?;
+    }
+    if let Some(id) = &totals.most_chunked {
+        println!("the trace of the import that took the most chunks: make trace ID={id}");
     }
     if problems.is_empty() {
         println!(
@@ -554,6 +559,9 @@ async fn check(
                 totals.rows_written += written.unwrap_or(0);
                 totals.chunks += chunks;
                 totals.continued += u64::from(chunks > 1);
+                if chunks > totals.most_chunks.max(1) {
+                    totals.most_chunked = Some(id.to_owned());
+                }
                 totals.most_chunks = totals.most_chunks.max(chunks);
                 if let Some(contents) = sample.contents {
                     expected.push((id, contents.expected()));

@@ -1,6 +1,7 @@
 //! `import-driver`: the import example's pipeline on a laptop (run, demo, chaos). See
 //! `import-driver --help`.
 
+use std::path::Path;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
@@ -8,6 +9,7 @@ use import_tests::chaos::{self, Chaos, Knobs};
 use import_tests::demo::{self, Burst};
 use import_tests::pipeline::{Options, Pipeline};
 use local_runner::template::Template;
+use local_runner::traces;
 
 #[derive(Parser)]
 #[command(about = "Runs the import example's pipeline locally against an AWS emulator")]
@@ -161,7 +163,14 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "info"
     };
-    queue_worker::telemetry::init_with_default_level(level);
+    // `run` and `demo` export every span to a collector on 127.0.0.1: `make trace ID=...`.
+    let collector = match cli.command {
+        Command::Run { .. } | Command::Demo { .. } => {
+            traces::collect_unless_configured(Path::new(traces::SPANS_FILE)).await?
+        }
+        _ => None,
+    };
+    traces::init_telemetry(level, collector.as_ref());
     let template = Template::load(&cli.template)?;
     let mut options = Options {
         port: 0,
@@ -178,6 +187,9 @@ async fn main() -> anyhow::Result<()> {
                 "API on {} (POST /imports, GET /imports/{{id}}); Ctrl-C stops",
                 pipeline.base_url
             );
+            if collector.is_some() {
+                println!("an import's trace: make trace ID=<import id>");
+            }
             tokio::signal::ctrl_c().await?;
             pipeline.stop().await;
         }

@@ -332,11 +332,13 @@ impl Pipeline {
         })
     }
 
-    /// Stops the mapping (waiting for invocations in flight) and the server.
+    /// Stops the mapping (waiting for invocations in flight) and the server, and sends the
+    /// spans that ended since the last export, when spans are exported.
     pub async fn stop(self) {
         let _ = self.stop_mapping.send(());
         let _ = self.mapping.await;
         self.server.abort();
+        queue_worker::trace::flush().await;
     }
 }
 

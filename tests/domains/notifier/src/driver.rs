@@ -34,6 +34,8 @@ pub struct Common {
     pub function_timeout: Option<Duration>,
     /// Share of calls the partner of `run` and `demo` answers 503 or 429 without acting.
     pub flaky_partner: f64,
+    /// Variables every hosted function gets: where its spans go.
+    pub function_environment: Vec<(String, String)>,
 }
 
 impl Common {
@@ -58,7 +60,7 @@ impl Common {
             profile: self.profile.clone(),
             maximum_concurrency: self.maximum_concurrency,
             function_timeout: self.function_timeout,
-            environment: Vec::new(),
+            environment: self.function_environment.clone(),
             partner: PartnerBehaviour {
                 throttle_rate: self.flaky_partner,
                 ..PartnerBehaviour::default()

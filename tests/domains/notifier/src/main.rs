@@ -1,10 +1,11 @@
 //! `notifier-driver`: the real notifier binary hosted locally against a counting fake partner
 //! (run, demo, chaos). See `notifier-driver --help`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
+use local_runner::traces::{self, Collector};
 use notifier_tests::driver::{self, ChaosKnobs, Common};
 use notifier_tests::partner::PartnerBehaviour;
 use serde_json::json;
@@ -118,7 +119,15 @@ async fn main() -> anyhow::Result<()> {
     } else {
         "error"
     };
-    queue_worker::telemetry::init_with_default_level(level);
+    // `run` and `demo` export every span, the hosted functions' too, to a collector on
+    // 127.0.0.1: `make trace ID=...`.
+    let collector = match cli.command {
+        Command::Run | Command::Demo { .. } => {
+            traces::collect_unless_configured(Path::new(traces::SPANS_FILE)).await?
+        }
+        Command::Chaos { .. } => None,
+    };
+    traces::init_telemetry(level, collector.as_ref());
     anyhow::ensure!(
         (0.0..=1.0).contains(&cli.flaky_downstream),
         "the flaky-downstream rate must be between 0 and 1"
@@ -130,6 +139,7 @@ async fn main() -> anyhow::Result<()> {
         maximum_concurrency: cli.maximum_concurrency,
         function_timeout: cli.function_timeout.map(Duration::from_secs),
         flaky_partner: cli.flaky_downstream,
+        function_environment: collector.iter().flat_map(Collector::environment).collect(),
     };
     match cli.command {
         Command::Run => driver::run(&common).await,

@@ -8,3 +8,4 @@ mod processor;
 mod producer_api;
 mod provision;
 mod template;
+mod trace;

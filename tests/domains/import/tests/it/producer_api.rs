@@ -18,7 +18,6 @@ use queue_worker::job::SqsJobQueue;
 use queue_worker::trace::TraceContext;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use tracing_subscriber::layer::SubscriberExt as _;
 
 const MAX_BODY_BYTES: usize = 4096;
 
@@ -212,12 +211,8 @@ async fn an_accepted_import_is_in_the_table_and_exactly_one_job_is_on_the_queue(
 
 #[tokio::test]
 async fn the_job_message_carries_the_callers_trace_as_its_traceparent() {
-    // The trace layer `telemetry::init` installs in Lambda, for the whole test binary: a
-    // default set for one thread is not enough while other tests run the same call sites on
-    // theirs (tracing caches a call site's interest across threads). It writes nothing.
-    let _ = tracing::subscriber::set_global_default(
-        tracing_subscriber::registry().with(queue_worker::trace::layer(&Default::default())),
-    );
+    // The trace layer `telemetry::init` installs in Lambda, for the whole test binary.
+    crate::trace::collected_spans();
     let f = fixture().await;
     let caller = TraceContext::parse(
         "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",

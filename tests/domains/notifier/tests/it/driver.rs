@@ -19,6 +19,7 @@ fn common() -> Common {
         maximum_concurrency: Some(2),
         function_timeout: None,
         flaky_partner: 0.0,
+        function_environment: Vec::new(),
     }
 }
 
