@@ -178,8 +178,12 @@ fn write_node(f: &mut fmt::Formatter<'_>, node: &Node, depth: usize, origin: u64
     Ok(())
 }
 
+/// Writes `attributes` sorted by key: the same line whether or not serde_json keeps the order
+/// of insertion (its `preserve_order` feature, which another crate of a build may turn on).
 fn write_attributes(f: &mut fmt::Formatter<'_>, attributes: &Map<String, Value>) -> fmt::Result {
-    for (key, value) in attributes {
+    let mut sorted: Vec<(&String, &Value)> = attributes.iter().collect();
+    sorted.sort_by_key(|(key, _)| *key);
+    for (key, value) in sorted {
         if PLUMBING.contains(&key.as_str()) || key.starts_with("code.") {
             continue;
         }
