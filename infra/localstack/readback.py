@@ -295,7 +295,14 @@ def check(args):
     processed = clients.cfn.get_template(StackName=args.stack, TemplateStage="Processed")
     body = processed["TemplateBody"]
     body = body if isinstance(body, dict) else yaml.load(body, Loader=TemplateLoader)
-    expected = sorted(body["Resources"])
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+    types = {r["LogicalResourceId"]: r["ResourceType"] for r in resources}
+    resolve = Resolver(template, parameters, args.stack, physical, clients)
+    # Without the resources whose condition is false with the deployed parameters.
+    expected = sorted(
+        logical for logical, resource in body["Resources"].items()
+        if "Condition" not in resource or resolve.condition(resource["Condition"])
+    )
     created = sorted(
         r["LogicalResourceId"]
         for r in resources
@@ -309,8 +316,6 @@ def check(args):
     )
     if created != expected:
         print(f"  missing: {sorted(set(expected) - set(created))}")
-    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
-    types = {r["LogicalResourceId"]: r["ResourceType"] for r in resources}
     api_settings = {
         "AWS::ApiGatewayV2::Api": " (the IAM authoriser)",
         "AWS::ApiGatewayV2::Stage": " (throttling, access logs)",
@@ -324,7 +329,6 @@ def check(args):
                 f"({KNOWN_GAPS['AWS::ApiGatewayV2']})",
             )
 
-    resolve = Resolver(template, parameters, args.stack, physical, clients)
     res = template["Resources"]
     check_queues(clients, report, resolve, res, physical)
     check_queue_policies(clients, report, resolve, res, physical)
