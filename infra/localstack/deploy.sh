@@ -71,9 +71,12 @@ sam_deploy() {
     # No prompts (samconfig's local environment); generous bound for a busy machine. The
     # imports and items tables are retained by sam delete (DeletionPolicy: Retain): locally
     # without deletion protection, and deleted after the stack (delete_retained below).
+    # LocalStack refuses the alarms on the event source mappings SAM generates ('Unresolved
+    # resource dependencies': it resolves references before the SAM transform): left out here,
+    # and readback.py reports them as not verifiable.
     timeout 1200 "$tools" sam deploy --config-file "$root/samconfig.toml" --config-env local \
         --stack-name "$stack" --template-file "$build/template.yaml" --no-progressbar \
-        --parameter-overrides DeletionProtection=false "$@"
+        --parameter-overrides DeletionProtection=false EventSourceMappingAlarms=false "$@"
 }
 
 sam_delete() {
@@ -159,7 +162,8 @@ check() {
     t_deploy="$(since "$started")"
     step "read back every resource"
     "${readback[@]}" check --stack "$stack" --record "$out/created.json" \
-        --parameter "Architecture=$arch" "${emulator_args[@]}"
+        --parameter "Architecture=$arch" --parameter EventSourceMappingAlarms=false \
+        "${emulator_args[@]}"
 
     step "update: ProcessorTimeoutSeconds 60 -> 120 (the queue's visibility must follow)"
     started="$(now)"
@@ -167,6 +171,7 @@ check() {
     t_update="$(since "$started")"
     "${readback[@]}" check --stack "$stack" --record "$out/updated.json" \
         --parameter "Architecture=$arch" --parameter ProcessorTimeoutSeconds=120 \
+        --parameter EventSourceMappingAlarms=false \
         --same-as "$out/created.json" "${emulator_args[@]}"
 
     step "sam delete"

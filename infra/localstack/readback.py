@@ -42,6 +42,9 @@ KNOWN_GAPS = {
     "LifecycleConfiguration": "S3 lifecycle rules from CloudFormation are dropped",
     "RetentionInDays": "log group retention from CloudFormation is dropped",
     "PointInTimeRecovery": "point-in-time recovery reads back disabled",
+    "EventSourceMappingUUID": "its CloudFormation resolves references before the SAM transform "
+    "and refuses one to the mapping SAM generates, 'Unresolved resource dependencies': "
+    "deployed with EventSourceMappingAlarms=false",
 }
 
 
@@ -292,7 +295,14 @@ def check(args):
     processed = clients.cfn.get_template(StackName=args.stack, TemplateStage="Processed")
     body = processed["TemplateBody"]
     body = body if isinstance(body, dict) else yaml.load(body, Loader=TemplateLoader)
-    expected = sorted(body["Resources"])
+    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
+    types = {r["LogicalResourceId"]: r["ResourceType"] for r in resources}
+    resolve = Resolver(template, parameters, args.stack, physical, clients)
+    # Without the resources whose condition is false with the deployed parameters.
+    expected = sorted(
+        logical for logical, resource in body["Resources"].items()
+        if "Condition" not in resource or resolve.condition(resource["Condition"])
+    )
     created = sorted(
         r["LogicalResourceId"]
         for r in resources
@@ -306,8 +316,6 @@ def check(args):
     )
     if created != expected:
         print(f"  missing: {sorted(set(expected) - set(created))}")
-    physical = {r["LogicalResourceId"]: r["PhysicalResourceId"] for r in resources}
-    types = {r["LogicalResourceId"]: r["ResourceType"] for r in resources}
     api_settings = {
         "AWS::ApiGatewayV2::Api": " (the IAM authoriser)",
         "AWS::ApiGatewayV2::Stage": " (throttling, access logs)",
@@ -321,7 +329,6 @@ def check(args):
                 f"({KNOWN_GAPS['AWS::ApiGatewayV2']})",
             )
 
-    resolve = Resolver(template, parameters, args.stack, physical, clients)
     res = template["Resources"]
     check_queues(clients, report, resolve, res, physical)
     check_queue_policies(clients, report, resolve, res, physical)
@@ -720,12 +727,41 @@ def check_bucket(clients, report, resolve, res, physical):
                       policy_statements(document), policy_statements(props["PolicyDocument"]))
 
 
+def mapping_watched(resource):
+    """The event source mapping an alarm watches (`EventSourceMappingUUID: !Ref Mapping`)."""
+    for dimension in resource["Properties"].get("Dimensions", []):
+        if dimension["Name"] == "EventSourceMappingUUID" and isinstance(dimension["Value"], dict):
+            return dimension["Value"].get("Ref")
+    return None
+
+
 def check_alarms(clients, report, resolve, res, physical):
     alarms = {l: r for l, r in res.items() if r["Type"] == "AWS::CloudWatch::Alarm"}
-    found = clients.cw.describe_alarms(AlarmNames=[physical[l] for l in alarms])["MetricAlarms"]
+    # An alarm under a condition false with the deployed parameters is not in the stack.
+    skipped = {l for l, r in alarms.items()
+               if "Condition" in r and not resolve.condition(r["Condition"])}
+    for logical in sorted(skipped):
+        mapping = mapping_watched(alarms[logical])
+        if mapping is None:
+            report.holds(logical, f"not created (condition {alarms[logical]['Condition']} "
+                         "is false)", logical not in physical)
+            continue
+        # What can be read back: the mapping the alarm names is in the stack under that id,
+        # with the counts the alarm needs.
+        uuid = physical.get(mapping)
+        metrics = (clients.lam.get_event_source_mapping(UUID=uuid).get("MetricsConfig") or {}
+                   ).get("Metrics", []) if uuid else []
+        report.holds(logical, f"the mapping it watches, {mapping}, is in the stack "
+                     f"(EventSourceMappingUUID {uuid}) and counts EventCount",
+                     uuid is not None and "EventCount" in metrics)
+        report.line("n/a", logical, "alarm on FailedInvokeEventCount: not verifiable on "
+                    f"LocalStack ({KNOWN_GAPS['EventSourceMappingUUID']})")
+    created = {l: r for l, r in alarms.items() if l not in skipped}
+    found = clients.cw.describe_alarms(AlarmNames=[physical[l] for l in created])["MetricAlarms"]
     by_name = {a["AlarmName"]: a for a in found}
-    report.holds("alarms", f"{len(found)} of {len(alarms)} alarms found", len(found) == len(alarms))
-    for logical, resource in alarms.items():
+    report.holds("alarms", f"{len(found)} of {len(created)} alarms found",
+                 len(found) == len(created))
+    for logical, resource in created.items():
         props = resolve(resource["Properties"])
         alarm = by_name.get(physical[logical])
         if alarm is None:

@@ -5,7 +5,9 @@
 //! Values given as `!Ref Parameter` are checked across the parameter's default, bounds and
 //! allowed values, so a deploy with other parameter values cannot break them either.
 
-use local_runner::template::{get_att, intrinsic, literal_number as number, reference};
+use local_runner::template::{
+    condition_holds, get_att, intrinsic, literal_number as number, reference,
+};
 use serde_yaml_ng::Value;
 
 /// Reads `template.yaml` from the workspace root.
@@ -52,6 +54,7 @@ pub fn violations(template: &Value) -> Vec<String> {
     check_mapping_keys(template, &mut found);
     check_queue_policies(template, &mut found);
     check_kms_key(template, &mut found);
+    check_mapping_alarms(template, &mut found);
     found
 }
 
@@ -811,6 +814,58 @@ fn check_role(name: &str, role: &Value, found: &mut Vec<String>) {
         found.push(format!(
             "{name}: managed policy {managed} attached (grant inline, on named resources)"
         ));
+    }
+}
+
+/// Every SQS event's mapping has an alarm on its `FailedInvokeEventCount` (`AWS/Lambda`, by
+/// `EventSourceMappingUUID`: the `!Ref` of the mapping SAM generates, function id + event id),
+/// created by a deploy with the parameters' defaults (a `Condition` may leave it out where the
+/// deploy target cannot resolve that reference, LocalStack, but must hold by default); and every
+/// such alarm watches a mapping the template has, so an alarm left behind by a removed worker
+/// is caught too.
+fn check_mapping_alarms(template: &Value, found: &mut Vec<String>) {
+    let mappings: Vec<String> = workers(template)
+        .into_iter()
+        .map(|w| format!("{}{}", w.function, w.event))
+        .collect();
+    let mut alarmed = Vec::new();
+    for (name, alarm) in template["Resources"].as_mapping().into_iter().flatten() {
+        let properties = &alarm["Properties"];
+        if alarm["Type"].as_str() != Some("AWS::CloudWatch::Alarm")
+            || properties["MetricName"].as_str() != Some("FailedInvokeEventCount")
+        {
+            continue;
+        }
+        let name = name.as_str().unwrap_or("?");
+        let watched = as_list(&properties["Dimensions"])
+            .into_iter()
+            .filter(|d| d["Name"].as_str() == Some("EventSourceMappingUUID"))
+            .find_map(|d| reference(&d["Value"]));
+        let Some(mapping) = watched.filter(|m| mappings.iter().any(|known| known == m)) else {
+            found.push(format!(
+                "{name}: an alarm on FailedInvokeEventCount must name an SQS event's mapping \
+                 (EventSourceMappingUUID: !Ref FunctionEvent), not {watched:?}"
+            ));
+            continue;
+        };
+        if properties["Namespace"].as_str() != Some("AWS/Lambda") {
+            found.push(format!("{name}: FailedInvokeEventCount is in AWS/Lambda"));
+        }
+        match alarm["Condition"].as_str() {
+            Some(condition) if !condition_holds(template, condition) => found.push(format!(
+                "{name}: its condition {condition} is false with the parameters' defaults, \
+                 so a deploy leaves {mapping} without its alarm"
+            )),
+            _ => alarmed.push(mapping),
+        }
+    }
+    for mapping in &mappings {
+        if !alarmed.contains(&mapping.as_str()) {
+            found.push(format!(
+                "{mapping}: the event source mapping needs an alarm on FailedInvokeEventCount \
+                 (EventSourceMappingUUID: !Ref {mapping})"
+            ));
+        }
     }
 }
 

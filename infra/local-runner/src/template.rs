@@ -139,7 +139,7 @@ pub fn resolve_defaults(template: &Value, value: &Value) -> Value {
 
 /// Whether condition `name` holds with the parameters' defaults (`Not`, `Equals`, `And`, `Or`,
 /// `Condition`).
-fn condition_holds(template: &Value, name: &str) -> bool {
+pub fn condition_holds(template: &Value, name: &str) -> bool {
     evaluate(template, &template["Conditions"][name])
 }
 

@@ -254,6 +254,97 @@ fn a_mapping_without_event_count_metrics_is_caught() {
     );
 }
 
+/// The `AWS::CloudWatch::Alarm` on the failed invokes of `worker`'s event source mapping.
+fn mapping_alarm(template: &Value, worker: &Worker) -> String {
+    let mapping = format!("{}{}", worker.function, worker.event);
+    template["Resources"]
+        .as_mapping()
+        .into_iter()
+        .flatten()
+        .find(|(_, r)| {
+            r["Properties"]["MetricName"].as_str() == Some("FailedInvokeEventCount")
+                && r["Properties"]["Dimensions"]
+                    .as_sequence()
+                    .into_iter()
+                    .flatten()
+                    .any(|d| reference(&d["Value"]) == Some(mapping.as_str()))
+        })
+        .and_then(|(name, _)| name.as_str())
+        .unwrap_or_else(|| panic!("no alarm on the failed invokes of {mapping}"))
+        .to_owned()
+}
+
+#[test]
+fn a_mapping_without_a_failed_invokes_alarm_is_caught() {
+    each_worker_mutated(
+        |t, w| {
+            let alarm = mapping_alarm(t, w);
+            t["Resources"].as_mapping_mut().unwrap().remove(&alarm);
+        },
+        |found, w, _| {
+            assert_caught(
+                found,
+                &format!(
+                    "{}{}: the event source mapping needs an alarm on FailedInvokeEventCount",
+                    w.function, w.event
+                ),
+            )
+        },
+    );
+}
+
+#[test]
+fn a_failed_invokes_alarm_a_default_deploy_leaves_out_is_caught() {
+    // Skipped where the target cannot resolve the mapping (LocalStack), never by default.
+    each_worker_mutated(
+        |t, w| {
+            t["Conditions"]["Never"] = yaml("!Equals [a, b]");
+            let alarm = mapping_alarm(t, w);
+            resource(t, &alarm)["Condition"] = yaml("Never");
+        },
+        |found, w, _| {
+            assert_caught(
+                found,
+                &format!(
+                    "{}{}: the event source mapping needs an alarm",
+                    w.function, w.event
+                ),
+            );
+            assert_caught(
+                found,
+                "its condition Never is false with the parameters' defaults",
+            );
+        },
+    );
+}
+
+#[test]
+fn a_failed_invokes_alarm_on_another_dimension_or_no_mapping_is_caught() {
+    // By function name (the function's own metrics), or by a mapping no SQS event generates
+    // (an alarm left behind by a removed worker).
+    for (dimension, value) in [
+        ("FunctionName", "!Ref {function}"),
+        ("EventSourceMappingUUID", "!Ref {function}Removed"),
+    ] {
+        each_worker_mutated(
+            |t, w| {
+                let alarm = mapping_alarm(t, w);
+                properties(t, &alarm)["Dimensions"] = yaml(&format!(
+                    "[{{Name: {dimension}, Value: {}}}]",
+                    value.replace("{function}", &w.function)
+                ));
+            },
+            |found, w, _| {
+                assert_caught(found, "an alarm on FailedInvokeEventCount must name");
+                assert_caught(
+                    found,
+                    &format!("{}{}: the event source mapping needs", w.function, w.event),
+                );
+            },
+        );
+    }
+}
+
 #[test]
 fn provisioned_pollers_together_with_maximum_concurrency_are_caught() {
     // Both at once, unconditionally: Lambda refuses the mapping.
