@@ -583,12 +583,9 @@ async fn clients() -> (
     aws_sdk_cloudformation::Client,
 ) {
     let config = sdk_config().await;
-    let moto = std::env::var("AWS_ENDPOINT_URL")
-        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
-        .expect("an emulator endpoint");
     let cloudformation = aws_sdk_cloudformation::Client::from_conf(
         aws_sdk_cloudformation::config::Builder::from(&config)
-            .endpoint_url(moto)
+            .endpoint_url(moto())
             .build(),
     );
     (
@@ -596,6 +593,13 @@ async fn clients() -> (
         aws_sdk_sqs::Client::new(&config),
         cloudformation,
     )
+}
+
+/// The emulator's endpoint (in the LocalStack tier, DynamoDB's: the emulator's).
+fn moto() -> String {
+    std::env::var("AWS_ENDPOINT_URL")
+        .or_else(|_| std::env::var("AWS_ENDPOINT_URL_DYNAMODB"))
+        .expect("an emulator endpoint")
 }
 
 /// Creates `<prefix>-<queue>` with the dead-letter queue `<prefix>-<dlq>`, named exactly as
@@ -638,7 +642,14 @@ async fn named_worker_queue(
 
 #[tokio::test]
 async fn a_stacks_worker_queue_is_found_by_its_logical_id_and_its_redrive_policy() {
-    let (_, sqs, cloudformation) = clients().await;
+    let (config, _, cloudformation) = clients().await;
+    // The stack's queues are where its CloudFormation made them: on the emulator, also in the
+    // LocalStack tier (whose SQS is LocalStack's).
+    let sqs = aws_sdk_sqs::Client::from_conf(
+        aws_sdk_sqs::config::Builder::from(&config)
+            .endpoint_url(moto())
+            .build(),
+    );
     // Two workers' queues with their DLQs, and a queue without one.
     let stack = unique_name("ops-stack");
     let queue = |dlq: Option<&str>| match dlq {
