@@ -48,7 +48,7 @@ pub fn executable(binary: &str) -> Result<PathBuf, String> {
                     .enable_all()
                     .build()
                     .map_err(|e| e.to_string())?
-                    .block_on(build(&workspace, Target::Bin(binary), "dev"))
+                    .block_on(build(&workspace, Target::Bin(binary), "dev", &[]))
                     .map_err(|e| e.to_string())
             })
             .join()

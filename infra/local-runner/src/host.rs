@@ -215,6 +215,30 @@ pub struct HostChaos {
     pub kill_within: Duration,
     /// Counts the processes killed.
     pub killed: Arc<AtomicU64>,
+    /// Share of the library's own calls that fail (the guard's store, half of those after
+    /// the call was made; the continuation send; the visibility change; the parking): above 0,
+    /// each function's binary is built with the library's fault injectors (feature
+    /// `queue-worker/testing`) and started with `QUEUE_WORKER_FAULT_RATE`. Each fault is a
+    /// warning in the function's log (field `injected_fault`).
+    pub seam_fault_rate: f64,
+}
+
+/// The faults injected at the library's seams ([`HostChaos::seam_fault_rate`]) that the
+/// functions logged to `log` (their JSON lines, as `ServeOptions::function_log` collects them),
+/// by seam; an unreadable or missing log counts none.
+pub fn seam_faults(log: &std::path::Path) -> std::collections::BTreeMap<String, u64> {
+    let mut faults = std::collections::BTreeMap::new();
+    let Ok(text) = std::fs::read_to_string(log) else {
+        return faults;
+    };
+    for line in text.lines().filter(|line| line.contains("injected_fault")) {
+        if let Ok(Value::Object(fields)) = serde_json::from_str::<Value>(line)
+            && let Some(Value::String(seam)) = fields.get("injected_fault")
+        {
+            *faults.entry(seam.clone()).or_default() += 1;
+        }
+    }
+    faults
 }
 
 /// A function run as processes of its binary: the [`esm::Function`] of a mapping. Clones share
@@ -296,5 +320,30 @@ impl esm::Function for ProcessHost {
                 Err(failed(failure))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seam_faults_are_counted_from_the_functions_json_log_lines() {
+        let log = std::env::temp_dir().join(format!("seam-faults-{}.log", std::process::id()));
+        let lines = [
+            r#"{"level":"WARN","message":"fault injected","injected_fault":"guard.complete"}"#,
+            r#"{"level":"INFO","message":"injected_fault is only text here"}"#,
+            "not json, injected_fault",
+            r#"{"level":"WARN","message":"fault injected","injected_fault":"guard.complete"}"#,
+            r#"{"level":"WARN","message":"fault injected","injected_fault":"sqs.park"}"#,
+        ];
+        std::fs::write(&log, lines.join("\n")).unwrap();
+        let counted = seam_faults(&log);
+        std::fs::remove_file(&log).unwrap();
+        assert_eq!(
+            counted.into_iter().collect::<Vec<_>>(),
+            [("guard.complete".to_owned(), 2), ("sqs.park".to_owned(), 1)]
+        );
+        assert!(seam_faults(std::path::Path::new("/nonexistent/functions.log")).is_empty());
     }
 }

@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
-use local_runner::host::{ServeOptions, Serving};
+use local_runner::host::{HostChaos, ServeOptions, Serving};
 use local_runner::template::Template;
 use local_runner::traces::{self, Collector, JobTree};
 
@@ -39,6 +39,11 @@ enum Command {
         /// The cargo profile to build the functions with.
         #[arg(long, default_value = "dev")]
         profile: String,
+        /// Share of the library's own calls that fail in every hosted binary (the guard's
+        /// store, the continuation send, the visibility change, the parking): the binaries are
+        /// built with the library's fault injectors. Each fault is a warning in the log.
+        #[arg(long, default_value_t = 0.0, value_name = "RATE")]
+        seam_fault_rate: f64,
     },
     /// Print the tree of one job's spans, as the local collector received them (`make trace`).
     Trace {
@@ -54,7 +59,15 @@ enum Command {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.command {
-        Command::ServeQueues { functions, profile } => {
+        Command::ServeQueues {
+            functions,
+            profile,
+            seam_fault_rate,
+        } => {
+            anyhow::ensure!(
+                (0.0..=1.0).contains(&seam_fault_rate),
+                "--seam-fault-rate is a share, from 0 to 1"
+            );
             let collector =
                 traces::collect_unless_configured(Path::new(traces::SPANS_FILE)).await?;
             traces::init_telemetry("info", collector.as_ref());
@@ -69,6 +82,10 @@ async fn main() -> anyhow::Result<()> {
                 maximum_concurrency: cli.maximum_concurrency,
                 function_timeout: cli.function_timeout.map(Duration::from_secs),
                 environment: collector.iter().flat_map(Collector::environment).collect(),
+                host_chaos: HostChaos {
+                    seam_fault_rate,
+                    ..HostChaos::default()
+                },
                 ..ServeOptions::default()
             };
             let serving = Serving::start(&template, workspace, &cli.stack, &serve).await?;

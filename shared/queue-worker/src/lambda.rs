@@ -111,8 +111,15 @@ impl WorkerSettings {
     /// when a record first fails or a job first continues (a healthy environment of jobs that
     /// fit one invocation never needs them).
     pub fn processor<W: Worker>(&self, worker: W, sdk: &SdkConfig) -> LambdaProcessor<W> {
-        self.processor_with(
-            worker,
+        let (store, jobs, queue) = self.production_seams(sdk);
+        self.processor_with(worker, store, jobs, queue)
+    }
+
+    fn production_seams(
+        &self,
+        sdk: &SdkConfig,
+    ) -> (DynamoDbStore, Option<SqsJobQueue>, SqsQueueActions) {
+        (
             DynamoDbStore::new(aws_sdk_dynamodb::Client::new(sdk), &self.guard.table_name),
             self.job_queue_url
                 .as_deref()
@@ -121,6 +128,49 @@ impl WorkerSettings {
         )
     }
 }
+
+#[cfg(feature = "testing")]
+impl WorkerSettings {
+    /// The production processor with `faults` at the library's seams (the guard's store, the
+    /// continuation send, the batch's queue actions): what [`run_worker`] runs in a binary built
+    /// with the feature `testing` and started with `QUEUE_WORKER_FAULT_RATE`, so that a chaos
+    /// soak of any worker's real binary also fails the library's own calls.
+    pub fn faulty_processor<W: Worker>(
+        &self,
+        worker: W,
+        sdk: &SdkConfig,
+        faults: std::sync::Arc<crate::testing::Faults>,
+    ) -> FaultyLambdaProcessor<W> {
+        use crate::testing::{FaultyJobs, FaultyQueue, FaultyStore};
+        let (store, jobs, queue) = self.production_seams(sdk);
+        self.processor_with(
+            worker,
+            FaultyStore {
+                inner: store,
+                faults: std::sync::Arc::clone(&faults),
+            },
+            FaultyJobs {
+                inner: jobs,
+                faults: std::sync::Arc::clone(&faults),
+            },
+            FaultyQueue {
+                inner: queue,
+                faults,
+            },
+        )
+    }
+}
+
+/// The processor [`run_worker`] runs with faults ([`WorkerSettings::faulty_processor`]).
+#[cfg(feature = "testing")]
+pub type FaultyLambdaProcessor<W> = BatchProcessor<
+    Idempotent<
+        W,
+        crate::testing::FaultyStore<DynamoDbStore>,
+        crate::testing::FaultyJobs<Option<SqsJobQueue>>,
+    >,
+    crate::testing::FaultyQueue<SqsQueueActions>,
+>;
 
 /// The processor [`run_worker`] runs.
 pub type LambdaProcessor<W> =
@@ -177,9 +227,24 @@ where
         Report::of(&env, outcome.map(|started| started.described)).print_and_exit();
     }
     let started = start_worker(&env, make, Mode::Run).await?;
-    let (processor, metrics) = (started.processor, started.metrics);
+    #[cfg(feature = "testing")]
+    if let Some(faults) = crate::testing::Faults::from_env(&env)? {
+        let processor = started
+            .settings
+            .faulty_processor(started.worker, &started.sdk, faults);
+        return serve(&processor, &started.metrics).await;
+    }
+    let processor = started.settings.processor(started.worker, &started.sdk);
+    serve(&processor, &started.metrics).await
+}
+
+/// Serves invocations with `processor` until the environment is shut down.
+async fn serve<H: RecordHandler, Q: QueueActions>(
+    processor: &BatchProcessor<H, Q>,
+    metrics: &MetricsLine,
+) -> Result<(), lambda_runtime::Error> {
     lambda_runtime::run(lambda_runtime::service_fn(|event| {
-        handle_batch(&processor, &metrics, event)
+        handle_batch(processor, metrics, event)
     }))
     .await
 }
@@ -195,7 +260,9 @@ enum Mode {
 
 /// A worker ready to serve, and in the check-config mode the description of its configuration.
 struct StartedWorker<W: Worker> {
-    processor: LambdaProcessor<W>,
+    worker: W,
+    settings: WorkerSettings,
+    sdk: SdkConfig,
     metrics: MetricsLine,
     described: String,
 }
@@ -224,7 +291,6 @@ where
         described: (mode == Mode::Check).then_some(&worker_configs),
     })
     .map_err(Into::into)?;
-    let processor = settings.processor(worker, &sdk);
     let metrics = MetricsLine {
         namespace: settings.metrics_namespace.clone(),
         function: env
@@ -240,7 +306,9 @@ where
         None => String::new(),
     };
     Ok(StartedWorker {
-        processor,
+        worker,
+        settings,
+        sdk,
         metrics,
         described,
     })

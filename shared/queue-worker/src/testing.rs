@@ -26,6 +26,7 @@ use aws_lambda_events::event::sqs::SqsMessage;
 
 use crate::BoxError;
 use crate::batch::{ParkReason, QueueActions};
+use crate::config::{ConfigError, Env};
 use crate::idempotency::{Claim, ClaimRequest, Decision, GuardError, IdempotencyStore};
 use crate::job::JobQueue;
 
@@ -47,10 +48,16 @@ struct KillSwitch {
     point: Mutex<Option<&'static str>>,
 }
 
+/// The variable that turns the seams' faults on in a worker's binary built with the feature
+/// `testing`: the rate (0 to 1) of [`Faults::from_env`]. Ignored by a binary built without it.
+pub const FAULT_RATE_VARIABLE: &str = "QUEUE_WORKER_FAULT_RATE";
+
 /// Faults to inject and what was injected (see the module docs).
 #[derive(Debug)]
 pub struct Faults {
     rate: f64,
+    /// Whether each fault is also logged (out of process, the log is how a soak counts them).
+    logged: bool,
     injected: Mutex<BTreeMap<&'static str, u64>>,
     kills: Mutex<BTreeMap<&'static str, u64>>,
     parked: Mutex<BTreeMap<String, u64>>,
@@ -70,10 +77,31 @@ impl Faults {
     pub fn new(rate: f64) -> Self {
         Self {
             rate,
+            logged: false,
             injected: Mutex::default(),
             kills: Mutex::default(),
             parked: Mutex::default(),
         }
+    }
+
+    /// The faults a worker's binary injects when [`FAULT_RATE_VARIABLE`] is set to a rate above
+    /// 0 (`None` when it is unset or 0): each one is also logged, as a warning with the field
+    /// `injected_fault` (the path), which a soak hosting the binary counts in its log.
+    pub fn from_env(env: &Env) -> Result<Option<Arc<Self>>, ConfigError> {
+        let rate: f64 = env.parsed_or(FAULT_RATE_VARIABLE, 0.0)?;
+        if !(0.0..=1.0).contains(&rate) {
+            return Err(ConfigError::Invalid {
+                name: FAULT_RATE_VARIABLE.into(),
+                value: rate.to_string(),
+                reason: "a rate from 0 to 1".into(),
+            });
+        }
+        Ok((rate > 0.0).then(|| {
+            Arc::new(Self {
+                logged: true,
+                ..Self::new(rate)
+            })
+        }))
     }
 
     /// Whether this call on `path` fails; a fault is counted under `path`.
@@ -81,6 +109,12 @@ impl Faults {
         let hit = self.rate > 0.0 && fastrand::f64() < self.rate;
         if hit {
             self.count_fault(path);
+            if self.logged {
+                tracing::warn!(
+                    injected_fault = path,
+                    "fault injected at the library's seam"
+                );
+            }
         }
         hit
     }
@@ -302,6 +336,26 @@ mod tests {
         assert_eq!(ended, Ended::Killed("middle"));
         assert!(!reached_after.load(Ordering::SeqCst));
         assert_eq!(faults.kills().get("middle"), Some(&1));
+    }
+
+    #[test]
+    fn a_binary_injects_faults_only_at_a_rate_set_above_zero() {
+        let read = |value: &str| Faults::from_env(&Env::from_pairs([(FAULT_RATE_VARIABLE, value)]));
+        assert!(
+            Faults::from_env(&Env::from_pairs::<&str, &str>([]))
+                .unwrap()
+                .is_none()
+        );
+        assert!(read("0").unwrap().is_none());
+        let faults = read("1").unwrap().expect("a rate of 1 injects");
+        assert!(faults.fault("guard.try_claim"));
+        assert_eq!(faults.injected().get("guard.try_claim"), Some(&1));
+        for bad in ["1.5", "-0.1", "NaN", "often"] {
+            assert!(
+                matches!(read(bad), Err(ConfigError::Invalid { ref name, .. }) if name == FAULT_RATE_VARIABLE),
+                "{bad} is refused"
+            );
+        }
     }
 
     #[tokio::test]

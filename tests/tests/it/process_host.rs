@@ -49,7 +49,7 @@ impl Hosted {
         let stack = format!("host-{}-{nanos}", std::process::id());
         let resources = provision(&template, &stack, &clients).await.unwrap();
         let binary = host::binary_name(&template, function).unwrap();
-        let binary = host::build(&workspace, Target::Example(binary), "dev")
+        let binary = host::build(&workspace, Target::Example(binary), "dev", &[])
             .await
             .unwrap();
         let config =
@@ -201,7 +201,7 @@ async fn chaos_kills_a_process_during_its_invocation_and_its_batch_fails() {
     let chaos = HostChaos {
         kill_rate: 1.0,
         kill_within: Duration::from_millis(300),
-        killed: Default::default(),
+        ..HostChaos::default()
     };
     let mut hosted = Hosted::start_with("WorkerFunction", chaos.clone()).await;
     // It would sleep past its timeout: only the kill ends it sooner.

@@ -26,12 +26,18 @@ impl Target<'_> {
     }
 }
 
-/// Builds `target` with `profile` (`dev`, `release`, ...) in the workspace at `workspace`, and
-/// returns the executable's path. Cargo's progress and diagnostics go to stderr.
+/// Builds `target` with `profile` (`dev`, `release`, ...) and cargo `features` (`pkg/feature`,
+/// none for the function's own build) in the workspace at `workspace`, and returns the
+/// executable's path. Cargo's progress and diagnostics go to stderr.
+///
+/// A build with features returns a copy of the executable beside cargo's
+/// (`NAME-with-features`), put in place by a rename: a later build without them replaces
+/// cargo's file, not the one hosted processes are started from.
 pub async fn build(
     workspace: &Path,
     target: Target<'_>,
     profile: &str,
+    features: &[&str],
 ) -> Result<PathBuf, HostError> {
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let (flag, name) = match target {
@@ -46,6 +52,7 @@ pub async fn build(
             profile,
         ])
         .args([flag, name])
+        .args(features.iter().flat_map(|feature| ["--features", feature]))
         .current_dir(workspace)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
@@ -66,7 +73,19 @@ pub async fn build(
             status,
         });
     }
-    executable.ok_or_else(|| HostError::NoExecutable(target.name()))
+    let executable = executable.ok_or_else(|| HostError::NoExecutable(target.name()))?;
+    if features.is_empty() {
+        return Ok(executable);
+    }
+    let copy = executable.with_file_name(format!("{name}-with-features"));
+    let partial = executable.with_file_name(format!("{name}-with-features.{}", std::process::id()));
+    tokio::fs::copy(&executable, &partial)
+        .await
+        .map_err(HostError::Cargo)?;
+    tokio::fs::rename(&partial, &copy)
+        .await
+        .map_err(HostError::Cargo)?;
+    Ok(copy)
 }
 
 /// The executable of `name` if `line` (one of cargo's JSON messages) announces it.

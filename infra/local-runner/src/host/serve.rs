@@ -16,6 +16,11 @@ use crate::esm::{Disposition, EventSourceMapping, InvocationReport, MappingChaos
 use crate::provision::{Provisioned, local_clients, mapping_settings, provision};
 use crate::template::Template;
 
+/// The library's feature that compiles its seams' fault injectors into a worker's binary.
+const SEAM_FAULTS_FEATURE: &str = "queue-worker/testing";
+/// The variable that turns them on, with a rate (`queue_worker::testing::FAULT_RATE_VARIABLE`).
+const SEAM_FAULT_RATE_VARIABLE: &str = "QUEUE_WORKER_FAULT_RATE";
+
 /// What to host, and how.
 #[derive(Debug, Clone, Default)]
 pub struct ServeOptions {
@@ -87,10 +92,16 @@ impl Serving {
             tasks: Vec::new(),
         };
         for function in &functions {
+            let seam_faults = options.host_chaos.seam_fault_rate > 0.0;
             let binary = build(
                 workspace,
                 Target::Bin(binary_name(template, function)?),
                 profile,
+                if seam_faults {
+                    &[SEAM_FAULTS_FEATURE]
+                } else {
+                    &[]
+                },
             )
             .await
             .with_context(|| format!("building {function}"))?;
@@ -98,6 +109,12 @@ impl Serving {
                 FunctionConfig::from_template(template, &resources, stack, function, binary)?;
             for (name, value) in &options.environment {
                 config.set_variable(name, value);
+            }
+            if seam_faults {
+                config.set_variable(
+                    SEAM_FAULT_RATE_VARIABLE,
+                    &options.host_chaos.seam_fault_rate.to_string(),
+                );
             }
             config.log.clone_from(&options.function_log);
             let (queue, mut settings) = mapping_settings(template, function)?;

@@ -79,6 +79,8 @@ pub struct ChaosKnobs {
     pub kill_within: Duration,
     /// Share of received messages also handed to a second, concurrent invocation.
     pub duplicate_rate: f64,
+    /// Share of the library's own calls that fail in the binary (`HostChaos::seam_fault_rate`).
+    pub seam_fault_rate: f64,
     /// Visibility timeout of each receive: a failed batch comes back after it.
     pub visibility_timeout: Duration,
     /// The partner (its faults and capacity).
@@ -91,6 +93,7 @@ impl Default for ChaosKnobs {
             kill_rate: 0.1,
             kill_within: Duration::from_millis(300),
             duplicate_rate: 0.05,
+            seam_fault_rate: 0.02,
             visibility_timeout: Duration::from_secs(10),
             partner: PartnerBehaviour {
                 latency: Duration::from_millis(20),
@@ -114,6 +117,7 @@ impl ChaosKnobs {
             "kill_rate": self.kill_rate,
             "kill_within_ms": self.kill_within.as_millis() as u64,
             "duplicate_rate": self.duplicate_rate,
+            "seam_fault_rate": self.seam_fault_rate,
             "visibility_timeout_seconds": self.visibility_timeout.as_secs(),
             "partner": {
                 "honours_key": p.honours_key,
@@ -176,16 +180,18 @@ pub async fn chaos(
     settings.kill_rate = knobs.kill_rate;
     settings.kill_within = knobs.kill_within;
     settings.duplicate_rate = knobs.duplicate_rate;
+    settings.seam_fault_rate = knobs.seam_fault_rate;
     settings.visibility_timeout = Some(knobs.visibility_timeout);
     let mut hosted = Hosted::start(&template, &workspace, &settings).await?;
     println!(
         "chaos: the notifier binary at maximum concurrency {}, {requests} notifications; kills \
-         {:.0}%, duplicate deliveries {:.0}%, partner faults (throttled {:.0}%, act then fail \
+         {:.0}%, duplicate deliveries {:.0}%, library seam faults {:.0}%, partner faults (throttled {:.0}%, act then fail \
          {:.0}%, act then hang {:.0}%), partner capacity {:?} concurrent, {:?}/s; the \
          notifier's logs in {}",
         hosted.maximum_concurrency,
         knobs.kill_rate * 100.0,
         knobs.duplicate_rate * 100.0,
+        knobs.seam_fault_rate * 100.0,
         knobs.partner.throttle_rate * 100.0,
         knobs.partner.fail_after_effect_rate * 100.0,
         knobs.partner.hang_after_effect_rate * 100.0,

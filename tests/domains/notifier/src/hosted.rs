@@ -2,6 +2,7 @@
 //! processes of its own binary behind its queue's mapping (`local_runner::host`), its
 //! `PARTNER_URL` pointing at a [`FakePartner`] on 127.0.0.1.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,6 +50,8 @@ pub struct HostSettings {
     pub kill_within: Duration,
     /// Share of received messages also handed to a second, concurrent invocation.
     pub duplicate_rate: f64,
+    /// Share of the library's own calls that fail in the binary (`HostChaos::seam_fault_rate`).
+    pub seam_fault_rate: f64,
     /// Visibility timeout of each receive, overriding the queue's: a failed batch comes back
     /// after it.
     pub visibility_timeout: Option<Duration>,
@@ -89,6 +92,7 @@ pub struct Hosted {
     invocations: Invocations,
     killed: Arc<AtomicU64>,
     duplicated: Arc<AtomicU64>,
+    function_log: Option<std::path::PathBuf>,
 }
 
 impl Hosted {
@@ -108,6 +112,7 @@ impl Hosted {
             kill_rate: settings.kill_rate,
             kill_within: settings.kill_within,
             killed: Arc::default(),
+            seam_fault_rate: settings.seam_fault_rate,
         };
         let mapping_chaos = MappingChaos {
             duplicate_rate: settings.duplicate_rate,
@@ -158,6 +163,7 @@ impl Hosted {
             invocations: Invocations::default(),
             killed: host_chaos.killed,
             duplicated: mapping_chaos.duplicated,
+            function_log: settings.function_log.clone(),
         })
     }
 
@@ -183,6 +189,15 @@ impl Hosted {
     /// Processes killed by the chaos knob so far.
     pub fn kills(&self) -> u64 {
         self.killed.load(Ordering::Relaxed)
+    }
+
+    /// Faults injected at the library's seams so far, by seam (counted in the function log;
+    /// none without one).
+    pub fn seam_faults(&self) -> BTreeMap<String, u64> {
+        self.function_log
+            .as_deref()
+            .map(local_runner::host::seam_faults)
+            .unwrap_or_default()
     }
 
     /// Messages handed to a second, concurrent invocation so far.

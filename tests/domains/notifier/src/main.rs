@@ -84,6 +84,10 @@ enum Command {
         /// Share of received messages also delivered to a second, concurrent invocation.
         #[arg(long, default_value_t = 0.05)]
         duplicate_rate: f64,
+        /// Share of the library's own calls that fail in the notifier's binary (the guard's
+        /// store, half of those after the call was made; the visibility change; the parking).
+        #[arg(long, default_value_t = 0.02)]
+        seam_fault_rate: f64,
         /// Visibility timeout of each receive: a failed batch comes back after it.
         #[arg(long, default_value_t = 10, value_name = "SECONDS")]
         visibility_timeout: u64,
@@ -165,6 +169,7 @@ async fn main() -> anyhow::Result<()> {
             kill_rate,
             kill_within,
             duplicate_rate,
+            seam_fault_rate,
             visibility_timeout,
             throttle_rate,
             fail_after_effect_rate,
@@ -196,6 +201,7 @@ async fn main() -> anyhow::Result<()> {
                 kill_rate,
                 kill_within: Duration::from_millis(kill_within),
                 duplicate_rate,
+                seam_fault_rate,
                 visibility_timeout: Duration::from_secs(visibility_timeout),
                 partner: PartnerBehaviour {
                     honours_key: !ignore_key,

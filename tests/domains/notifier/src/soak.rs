@@ -310,6 +310,8 @@ pub struct Outcome {
     pub kills: u64,
     /// Messages delivered to a second, concurrent invocation.
     pub duplicate_deliveries: u64,
+    /// Faults injected at the library's seams in the binary, by seam.
+    pub seam_faults: BTreeMap<String, u64>,
     /// The mapping's maximum concurrency.
     pub maximum_concurrency: usize,
 }
@@ -358,6 +360,7 @@ pub async fn run(
         invocations: hosted.invocations(),
         kills: hosted.kills(),
         duplicate_deliveries: hosted.duplicate_deliveries(),
+        seam_faults: hosted.seam_faults(),
         maximum_concurrency: hosted.maximum_concurrency,
     })
 }
@@ -391,6 +394,7 @@ impl Outcome {
             ("drain s", json!(format!("{:.0}", self.drain.as_secs_f64()))),
             ("kills", json!(self.kills)),
             ("dup deliveries", json!(self.duplicate_deliveries)),
+            ("seam faults", json!(self.seam_faults.values().sum::<u64>())),
             ("pass", json!(v.passed())),
         ]
         .into_iter()
@@ -420,6 +424,7 @@ impl Outcome {
             "drain_seconds": self.drain.as_secs_f64(),
             "kills": self.kills,
             "duplicate_deliveries": self.duplicate_deliveries,
+            "seam_faults": self.seam_faults,
             "invocations": {
                 "total": self.invocations.total,
                 "failed": self.invocations.failed,
@@ -451,7 +456,7 @@ impl Outcome {
         table
             .load_style(comfy_table::presets::UTF8_FULL)
             .set_header(["", "count"]);
-        let rows: [(&str, String); 12] = [
+        let rows: [(&str, String); 13] = [
             ("notifications requested", v.requested.to_string()),
             (
                 "requests sent (client retries included)",
@@ -473,6 +478,10 @@ impl Outcome {
             (
                 "repeated calls (a partner without key dedup acts again)",
                 v.repeated_calls.to_string(),
+            ),
+            (
+                "faults injected at the library's seams",
+                self.seam_faults.values().sum::<u64>().to_string(),
             ),
             (
                 "invocations (failed)",

@@ -23,12 +23,13 @@ fn common() -> Common {
     }
 }
 
-/// Partner faults only, no kills and no duplicate deliveries: the repeats come from the
-/// worker's retries after a call that acted and then failed.
+/// Partner faults only, no kills, no duplicate deliveries and no faults at the library's seams:
+/// the repeats come from the worker's retries after a call that acted and then failed.
 fn acting_then_failing(honours_key: bool) -> ChaosKnobs {
     ChaosKnobs {
         kill_rate: 0.0,
         duplicate_rate: 0.0,
+        seam_fault_rate: 0.0,
         partner: PartnerBehaviour {
             honours_key,
             fail_after_effect_rate: 0.3,
@@ -55,7 +56,12 @@ async fn the_demo_delivers_every_notification_once_through_the_real_binary() {
 
 #[tokio::test]
 async fn under_chaos_every_notification_takes_effect_once() {
-    let (outcome, _) = driver::chaos(&common(), 30, PATIENCE, &ChaosKnobs::default())
+    // The library's own calls fail far more often than in a soak, so that each seam is hit.
+    let knobs = ChaosKnobs {
+        seam_fault_rate: 0.25,
+        ..ChaosKnobs::default()
+    };
+    let (outcome, _) = driver::chaos(&common(), 30, PATIENCE, &knobs)
         .await
         .unwrap();
 
@@ -64,6 +70,15 @@ async fn under_chaos_every_notification_takes_effect_once() {
     assert_eq!(verdict.delivered, 30);
     assert_eq!(verdict.effects_per_key, (1, 1));
     assert_eq!(verdict.duplicates, 0);
+    // The binary ran with the library's fault injectors: claims and completes failed (half
+    // of them after the write), and the check still holds.
+    for seam in ["guard.try_claim", "guard.complete"] {
+        assert!(
+            outcome.seam_faults.get(seam).is_some_and(|&n| n > 0),
+            "no fault at {seam}: {:?}",
+            outcome.seam_faults
+        );
+    }
 }
 
 #[tokio::test]
