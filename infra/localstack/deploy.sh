@@ -16,7 +16,7 @@
 # Settings (environment): LOCALSTACK_PORT (default 4566), EMULATOR_PORT (host mode's DynamoDB),
 # ARCH (check: the architecture .aws-sam was built for, default x86_64), SAM_BUILD_DIR (the
 # sam build output to deploy, default .aws-sam/build),
-# STACK (default: import-pipeline-local for up/down, import-pipeline-check for check).
+# STACK (default: queue-workers-local for up/down, queue-workers-check for check).
 set -euo pipefail
 
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -52,12 +52,17 @@ host_arch() {
 # Refuses to deploy without a complete build: with no built template, sam deploy falls back
 # to template.yaml, whose CodeUri is the project folder, and uploads all of it (target/ too).
 require_build() {
-    local function
+    local function functions
     [[ -f "$build/template.yaml" ]] || {
         log "no $build/template.yaml: run sam build first (make deploy-local does)"
         return 1
     }
-    for function in ProducerFunction ProcessorFunction; do
+    mapfile -t functions < <("$tools" python infra/localstack/readback.py functions)
+    ((${#functions[@]} > 0)) || {
+        log "template.yaml has no function to deploy"
+        return 1
+    }
+    for function in "${functions[@]}"; do
         [[ -f "$build/$function/bootstrap" ]] || {
             log "no $build/$function/bootstrap: the last sam build did not finish"
             return 1
@@ -95,7 +100,7 @@ PY
 }
 
 up() {
-    local stack="${STACK:-import-pipeline-local}" arch started
+    local stack="${STACK:-queue-workers-local}" arch started
     arch="$(host_arch)"
     "$localstack" up
     use_localstack
@@ -115,7 +120,7 @@ up() {
 }
 
 down() {
-    local stack="${STACK:-import-pipeline-local}" started
+    local stack="${STACK:-queue-workers-local}" started
     "$localstack" status >/dev/null || {
         log "LocalStack is not running: nothing to delete"
         return 0
@@ -133,7 +138,7 @@ down() {
 }
 
 check() {
-    local stack="${STACK:-import-pipeline-check}" arch="${ARCH:-x86_64}" out=target/deploy-local
+    local stack="${STACK:-queue-workers-check}" arch="${ARCH:-x86_64}" out=target/deploy-local
     # The tools venv's Python has boto3 and PyYAML (tools.sh puts it first on PATH).
     local readback=("$tools" python infra/localstack/readback.py)
     local started t_deploy t_update t_delete t_total
@@ -165,12 +170,15 @@ check() {
         --parameter "Architecture=$arch" --parameter EventSourceMappingAlarms=false \
         "${emulator_args[@]}"
 
-    step "update: ProcessorTimeoutSeconds 60 -> 120 (the queue's visibility must follow)"
+    local update name value
+    update="$("${readback[@]}" update-parameter)"
+    read -r name value <<<"$update"
+    step "update: $name -> $value (what derives from it must follow: a queue's visibility, the redrive policies)"
     started="$(now)"
-    sam_deploy "$stack" "Architecture=$arch" ProcessorTimeoutSeconds=120
+    sam_deploy "$stack" "Architecture=$arch" "$name=$value"
     t_update="$(since "$started")"
     "${readback[@]}" check --stack "$stack" --record "$out/updated.json" \
-        --parameter "Architecture=$arch" --parameter ProcessorTimeoutSeconds=120 \
+        --parameter "Architecture=$arch" --parameter "$name=$value" \
         --parameter EventSourceMappingAlarms=false \
         --same-as "$out/created.json" "${emulator_args[@]}"
 

@@ -901,8 +901,45 @@ def main():
     r = sub.add_parser("record")
     r.add_argument("--stack", required=True)
     r.add_argument("--record", required=True)
+    sub.add_parser("functions", help="print the template's functions' logical ids, one a line")
+    sub.add_parser("update-parameter",
+                   help="print NAME VALUE: the parameter the deploy check's update changes")
     args = parser.parse_args()
-    return {"check": check, "gone": gone, "record": record}[args.command](args)
+    return {
+        "check": check,
+        "gone": gone,
+        "record": record,
+        "functions": functions,
+        "update-parameter": update_parameter,
+    }[args.command](args)
+
+
+def functions(_args):
+    """Prints the logical id of every function in template.yaml (sam build names its
+    directories by them)."""
+    for logical, resource in load_template()["Resources"].items():
+        if resource.get("Type") == "AWS::Serverless::Function":
+            print(logical)
+    return 0
+
+
+def update_parameter(_args):
+    """Prints `NAME VALUE`, the update the deploy check makes: the first worker timeout
+    parameter (a name ending in TimeoutSeconds, with AllowedValues) moved to its next allowed
+    value, whose queue's visibility timeout must follow; in a template without one,
+    MaxReceiveCount halved, which every redrive policy must follow."""
+    parameters = load_template()["Parameters"]
+    for name, spec in parameters.items():
+        allowed = [str(v) for v in spec.get("AllowedValues", [])]
+        default = str(spec.get("Default", ""))
+        if name.endswith("TimeoutSeconds") and default in allowed:
+            later = allowed[allowed.index(default) + 1:]
+            if later:
+                print(name, later[0])
+                return 0
+    spec = parameters["MaxReceiveCount"]
+    print("MaxReceiveCount", max(int(spec.get("MinValue", 1)), int(spec["Default"]) // 2))
+    return 0
 
 
 def record(args):
