@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::{StreamExt as _, stream};
+use tracing::Instrument as _;
 use notifier::store::{NotificationStatus, NotificationStore as _};
 use notifier::{NotificationId, Requested, request};
 use serde_json::{Value, json};
@@ -67,7 +68,13 @@ pub async fn send(hosted: &Hosted, requests: usize) -> (Vec<(NotificationId, Str
     let answers: Vec<_> = stream::iter(order)
         .map(|n| {
             let (id, payload) = &notifications[n];
-            request(&hosted.store, &hosted.jobs, *id, payload)
+            // The sender's span: the job carries its context, so a record's span links to it
+            // and `make trace ID=<notification id>` starts from the request.
+            request(&hosted.store, &hosted.jobs, *id, payload).instrument(tracing::info_span!(
+                "request notification",
+                notification_id = %id,
+                otel.kind = "producer",
+            ))
         })
         .buffer_unordered(SENDERS)
         .collect()
