@@ -8,6 +8,7 @@ use queue_worker::BoxError;
 use queue_worker::batch::{Ack, Invocation, RecordError};
 use queue_worker::job::JobQueue;
 use queue_worker::protection::{Dependency, DependencySettings};
+use queue_worker::trace::{TraceContext, TraceSettings};
 use queue_worker::worker::{Done, Run, Worker};
 
 use super::*;
@@ -76,17 +77,22 @@ impl NotificationStore for CrashBeforeMark {
     }
 }
 
+/// The jobs sent, and the `traceparent` each was sent with.
 #[derive(Default)]
-struct SentJobs(Mutex<Vec<NotificationJob>>);
+struct SentJobs(Mutex<Vec<NotificationJob>>, Mutex<Vec<Option<String>>>);
 
 impl JobQueue<NotificationJob> for SentJobs {
     async fn send_after(
         &self,
         job: &NotificationJob,
         _: Duration,
-        _: Option<&queue_worker::trace::TraceContext>,
+        trace: Option<&TraceContext>,
     ) -> Result<(), BoxError> {
         self.0.lock().unwrap().push(job.clone());
+        self.1
+            .lock()
+            .unwrap()
+            .push(trace.map(|t| t.traceparent().to_owned()));
         Ok(())
     }
 }
@@ -344,6 +350,37 @@ async fn a_request_records_then_queues_and_a_repeat_queues_again_until_delivered
         request(&store, &jobs, id, r#"{"a":2}"#).await,
         Err(RequestError::Conflict(conflict)) if conflict == id
     ));
+}
+
+#[tokio::test]
+async fn a_request_inside_a_span_queues_its_job_with_that_spans_trace_context() {
+    use tracing::Instrument as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    // The library's layer, without export: spans get OpenTelemetry contexts. This test's
+    // thread only (the runtime of a #[tokio::test] runs on it).
+    let subscriber =
+        tracing_subscriber::registry().with(queue_worker::trace::layer(&TraceSettings::default()));
+    let _installed = tracing::subscriber::set_default(subscriber);
+    let store = InMemoryNotifications::default();
+    let jobs = SentJobs::default();
+
+    // A worker's record (or a sender's request) span: the next-step job continues its trace.
+    let sender = tracing::info_span!("record");
+    let context = TraceContext::of_span(&sender).expect("the span has a context");
+    let id = NotificationId::generate();
+    request(&store, &jobs, id, "{}")
+        .instrument(sender)
+        .await
+        .unwrap();
+    // Outside any span there is no context to carry.
+    request(&store, &jobs, NotificationId::generate(), "{}")
+        .await
+        .unwrap();
+
+    assert_eq!(
+        *jobs.1.lock().unwrap(),
+        [Some(context.traceparent().to_owned()), None]
+    );
 }
 
 #[test]

@@ -14,10 +14,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use futures_util::{StreamExt as _, stream};
-use tracing::Instrument as _;
 use notifier::store::{NotificationStatus, NotificationStore as _};
 use notifier::{NotificationId, Requested, request};
 use serde_json::{Value, json};
+use tracing::Instrument as _;
 
 use crate::hosted::{Hosted, Invocations};
 use crate::partner::{KeyLedger, PartnerStats};
