@@ -216,7 +216,8 @@ pub struct HostChaos {
     /// Counts the processes killed.
     pub killed: Arc<AtomicU64>,
     /// Share of the library's own calls that fail (the guard's store, half of those after
-    /// the call was made; the continuation send; the visibility change; the parking): above 0,
+    /// the call was made; the continuation send; the visibility change; the parking; each
+    /// attempt on a protected dependency, half of those after the call was made): above 0,
     /// each function's binary is built with the library's fault injectors (feature
     /// `queue-worker/testing`) and started with `QUEUE_WORKER_FAULT_RATE`. Each fault is a
     /// warning in the function's log (field `injected_fault`).

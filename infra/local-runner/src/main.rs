@@ -40,8 +40,9 @@ enum Command {
         #[arg(long, default_value = "dev")]
         profile: String,
         /// Share of the library's own calls that fail in every hosted binary (the guard's
-        /// store, the continuation send, the visibility change, the parking): the binaries are
-        /// built with the library's fault injectors. Each fault is a warning in the log.
+        /// store, the continuation send, the visibility change, the parking, each attempt on a
+        /// protected dependency): the binaries are built with the library's fault injectors.
+        /// Each fault is a warning in the log.
         #[arg(long, default_value_t = 0.0, value_name = "RATE")]
         seam_fault_rate: f64,
     },

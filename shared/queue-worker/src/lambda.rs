@@ -229,6 +229,7 @@ where
     let started = start_worker(&env, make, Mode::Run).await?;
     #[cfg(feature = "testing")]
     if let Some(faults) = crate::testing::Faults::from_env(&env)? {
+        crate::testing::install_process_faults(&faults);
         let processor = started
             .settings
             .faulty_processor(started.worker, &started.sdk, faults);

@@ -14,6 +14,10 @@
 //!   batch's queue actions with faults (half of the store's faults are "response lost": the
 //!   call is made, then reported failed) and the library's kill points ([`BEFORE_THE_CLAIM`],
 //!   [`BEFORE_COMPLETE`]).
+//! - In a worker's binary built with this feature and started with [`FAULT_RATE_VARIABLE`],
+//!   [`crate::lambda::run_worker`] wraps its seams with these, and every attempt on a
+//!   [`crate::protection::Dependency`] fails at the same rate as a transient error without an
+//!   answer (half of them after the call was made: the dependency may have acted).
 //!
 //! Never enable this feature in a function's production build.
 
@@ -51,6 +55,40 @@ struct KillSwitch {
 /// The variable that turns the seams' faults on in a worker's binary built with the feature
 /// `testing`: the rate (0 to 1) of [`Faults::from_env`]. Ignored by a binary built without it.
 pub const FAULT_RATE_VARIABLE: &str = "QUEUE_WORKER_FAULT_RATE";
+
+/// The faults of this process's worker, when [`crate::lambda::run_worker`] runs with
+/// [`FAULT_RATE_VARIABLE`]: the seams it does not build itself (a [`crate::protection::Dependency`]
+/// the worker made) read them from here.
+static PROCESS_FAULTS: std::sync::OnceLock<Arc<Faults>> = std::sync::OnceLock::new();
+
+/// Makes `faults` this process's (the first call wins).
+pub(crate) fn install_process_faults(faults: &Arc<Faults>) {
+    let _ = PROCESS_FAULTS.set(Arc::clone(faults));
+}
+
+/// What an attempt on a protected dependency does under this process's faults: `None` when
+/// none is injected (there are none, or this attempt is spared), else whether the call is
+/// still made (its answer is lost: the dependency may have acted) or not made at all (a reset
+/// connection). Either way the attempt fails as a transient error without an answer.
+pub(crate) fn dependency_fault() -> Option<DependencyFault> {
+    let faults = PROCESS_FAULTS.get()?;
+    faults.fault("dependency.call").then(|| {
+        if fastrand::bool() {
+            DependencyFault::AnswerLost
+        } else {
+            DependencyFault::NotMade
+        }
+    })
+}
+
+/// How an injected fault fails an attempt on a protected dependency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DependencyFault {
+    /// The call is made and its answer dropped.
+    AnswerLost,
+    /// The call is not made.
+    NotMade,
+}
 
 /// Faults to inject and what was injected (see the module docs).
 #[derive(Debug)]

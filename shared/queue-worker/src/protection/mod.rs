@@ -311,14 +311,14 @@ impl Dependency {
             metrics::note_dependency(self.name, |events| {
                 events.lowest_limit = Some(events.lowest_limit.map_or(limit, |l| l.min(limit)));
             });
-            let error = match tokio::time::timeout(timeout, operation()).await {
-                Ok(Ok(value)) => {
+            let error = match attempt(timeout, &mut operation).await {
+                Some(Ok(value)) => {
                     place.succeeded();
                     breaker.succeeded();
                     return Ok(value);
                 }
-                Ok(Err(error)) => Some(error),
-                Err(_) => None,
+                Some(Err(error)) => Some(error),
+                None => None,
             };
             let class = error
                 .as_ref()
@@ -382,6 +382,24 @@ impl Dependency {
             source,
         }
     }
+}
+
+/// One attempt of `operation`: its answer, or `None` when it gave none within `timeout`. In a
+/// binary with the library's fault injectors on (feature `testing`), an injected fault also
+/// gives none, after the call was made or instead of it ([`crate::testing`]).
+async fn attempt<T, E, F, Fut>(timeout: Duration, operation: &mut F) -> Option<Result<T, E>>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, E>>,
+{
+    #[cfg(feature = "testing")]
+    if let Some(fault) = crate::testing::dependency_fault() {
+        if fault == crate::testing::DependencyFault::AnswerLost {
+            let _ = tokio::time::timeout(timeout, operation()).await;
+        }
+        return None;
+    }
+    tokio::time::timeout(timeout, operation()).await.ok()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -85,7 +85,8 @@ enum Command {
         #[arg(long, default_value_t = 0.05)]
         duplicate_rate: f64,
         /// Share of the library's own calls that fail in the notifier's binary (the guard's
-        /// store, half of those after the call was made; the visibility change; the parking).
+        /// store, the visibility change, the parking, each attempt on the partner; half of the
+        /// store's writes and of the partner calls fail after they were made).
         #[arg(long, default_value_t = 0.02)]
         seam_fault_rate: f64,
         /// Visibility timeout of each receive: a failed batch comes back after it.

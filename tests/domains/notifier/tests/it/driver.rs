@@ -70,9 +70,9 @@ async fn under_chaos_every_notification_takes_effect_once() {
     assert_eq!(verdict.delivered, 30);
     assert_eq!(verdict.effects_per_key, (1, 1));
     assert_eq!(verdict.duplicates, 0);
-    // The binary ran with the library's fault injectors: claims and completes failed (half
-    // of them after the write), and the check still holds.
-    for seam in ["guard.try_claim", "guard.complete"] {
+    // The binary ran with the library's fault injectors: claims, completes and partner calls
+    // failed (half of them after the write or the call was made), and the check still holds.
+    for seam in ["guard.try_claim", "guard.complete", "dependency.call"] {
         assert!(
             outcome.seam_faults.get(seam).is_some_and(|&n| n > 0),
             "no fault at {seam}: {:?}",
