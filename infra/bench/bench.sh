@@ -151,7 +151,7 @@ while read -r package binary; do
         continue
     fi
     cargo run --quiet -p "$package" --bin "$binary" -- cold-start --runs "${BENCH_COLD_RUNS:-20}" \
-        --out "$out/cold_start-$package.json" --shipped shipped \
+        --out "$out/cold_start-$package.json" --shipped shipped --trace-export-of shipped \
         --lambda-dir "shipped=$lambda" --lambda-dir "jitter-entropy=$jitter"
 done < <(domain_drivers)
 

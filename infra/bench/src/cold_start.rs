@@ -32,6 +32,7 @@ use serde_json::{Value, json};
 use tokio::process::Command;
 
 use local_runner::runtime_api::{Event, RuntimeApi};
+use local_runner::traces::Collector;
 
 use crate::init_time::{LAMBDA_ENVIRONMENT, percentile};
 use crate::tls_proxy::{PrivateCa, TlsProxy};
@@ -132,6 +133,30 @@ pub fn binaries_in(build: &str, dir: &Path, functions: &[&str]) -> Vec<Binary> {
             function: function.to_owned(),
             build: build.to_owned(),
             path: dir.join(package).join("bootstrap"),
+            export_traces: false,
+        })
+        .collect()
+}
+
+/// The build name of [`exporting`]'s copies of build `build`.
+pub fn exporting_build(build: &str) -> String {
+    format!("{build}+trace-export")
+}
+
+/// The functions of build `build` among `binaries` (not the baseline, which has no spans)
+/// again, as build `<build>+trace-export`:
+/// run with their spans exported (`OTEL_EXPORTER_OTLP_ENDPOINT`) to a collector on 127.0.0.1
+/// that [`measure`] starts, so each invocation's flush is in its time.
+pub fn exporting(binaries: &[Binary], build: &str) -> Vec<Binary> {
+    binaries
+        .iter()
+        .filter(|binary| {
+            binary.build == build && !binary.export_traces && binary.function != HELLO_WORLD
+        })
+        .map(|binary| Binary {
+            build: exporting_build(build),
+            export_traces: true,
+            ..binary.clone()
         })
         .collect()
 }
@@ -143,6 +168,8 @@ pub struct Binary {
     /// Which build of it (e.g. `no-jitter`, `jitter`).
     pub build: String,
     pub path: PathBuf,
+    /// Whether its spans are exported to the benchmark's collector ([`exporting`]).
+    pub export_traces: bool,
 }
 
 /// Parses `function@build=path` (`@build` optional).
@@ -155,6 +182,7 @@ pub fn parse_binary(value: &str) -> Result<Binary, String> {
         function: function.to_owned(),
         build: build.to_owned(),
         path: PathBuf::from(path),
+        export_traces: false,
     })
 }
 
@@ -291,6 +319,18 @@ where
         ("HELLO_URL".to_owned(), hello),
     ]);
 
+    // The exporting binaries' spans go to a collector of the benchmark's own (kept in `logs`).
+    let collector = if binaries.iter().any(|binary| binary.export_traces) {
+        Some(Collector::start(logs.join("cold-start-spans.jsonl")).await?)
+    } else {
+        None
+    };
+    let exporting_environment: Vec<(String, String)> = environment
+        .iter()
+        .cloned()
+        .chain(collector.iter().flat_map(Collector::environment))
+        .collect();
+
     let mut samples: Vec<Vec<Sample>> = binaries.iter().map(|_| Vec::new()).collect();
     for _ in 0..runs {
         for (binary, samples) in binaries.iter().zip(&mut samples) {
@@ -298,7 +338,12 @@ where
                 "cold-start-{}-{}.log",
                 binary.function, binary.build
             ));
-            let sample = once(binary, &environment, &workload, &proxies, &log)
+            let environment = if binary.export_traces {
+                &exporting_environment
+            } else {
+                &environment
+            };
+            let sample = once(binary, environment, &workload, &proxies, &log)
                 .await
                 .with_context(|| {
                     format!(

@@ -87,6 +87,11 @@ enum Command {
         /// both functions of that build, `dir/<binary>/bootstrap`.
         #[arg(long = "lambda-dir", value_parser = parse_setting)]
         lambda_dirs: Vec<(String, String)>,
+        /// Times the binaries of this build again with their spans exported to a collector
+        /// on 127.0.0.1 (build `<BUILD>+trace-export`): what export costs at init and per
+        /// invocation, whose flush is in its time.
+        #[arg(long, value_name = "BUILD")]
+        trace_export_of: Option<String>,
         /// `function@build=path` of each further binary: import-producer, import-processor or
         /// hello-world.
         #[arg(value_parser = queue_bench::cold_start::parse_binary)]
@@ -223,6 +228,7 @@ async fn main() -> anyhow::Result<()> {
             shipped,
             settings,
             lambda_dirs,
+            trace_export_of,
             mut binaries,
         } => {
             for (build, dir) in lambda_dirs.iter().rev() {
@@ -232,6 +238,14 @@ async fn main() -> anyhow::Result<()> {
                     import_tests::cold_start::FUNCTIONS,
                 );
                 binaries.splice(0..0, built);
+            }
+            if let Some(build) = &trace_export_of {
+                let exporting = queue_bench::cold_start::exporting(&binaries, build);
+                anyhow::ensure!(
+                    !exporting.is_empty(),
+                    "--trace-export-of {build}: no binary of that build"
+                );
+                binaries.extend(exporting);
             }
             anyhow::ensure!(
                 !binaries.is_empty(),
