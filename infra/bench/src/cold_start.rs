@@ -619,3 +619,39 @@ pub fn api_gateway_post(path: &str, body: &str, caller_arn: &str) -> Value {
         "isBase64Encoded": false
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exporting_copies_the_functions_of_one_build_but_not_the_baseline() {
+        let mut binaries = binaries_in("shipped", Path::new("/s"), &["processor"]);
+        binaries.extend(binaries_in("jitter", Path::new("/j"), &["processor"]));
+
+        let copies = exporting(&binaries, "shipped");
+
+        let described: Vec<_> = copies
+            .iter()
+            .map(|b| {
+                (
+                    b.function.as_str(),
+                    b.build.as_str(),
+                    b.path.clone(),
+                    b.export_traces,
+                )
+            })
+            .collect();
+        assert_eq!(
+            described,
+            [(
+                "processor",
+                "shipped+trace-export",
+                PathBuf::from("/s/processor/bootstrap"),
+                true
+            )]
+        );
+        assert!(binaries.iter().all(|b| !b.export_traces));
+        assert!(exporting(&copies, "shipped+trace-export").is_empty());
+    }
+}
