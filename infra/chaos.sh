@@ -33,7 +33,7 @@ reports=()
 for driver in "${drivers[@]}"; do
     read -r package binary <<<"$driver"
     cargo build --quiet --profile "$profile" -p "$package" --bin "$binary"
-    runner="target/$([[ $profile == dev ]] && echo debug || echo "$profile")/$binary"
+    runner="${CARGO_TARGET_DIR:-target}/$([[ $profile == dev ]] && echo debug || echo "$profile")/$binary"
     for concurrency in ${CONCURRENCY:-2 5 10}; do
         for limit in ${LIMITS:-fixed adaptive}; do
             report="$out/report-$package-$concurrency-$limit.json"
