@@ -37,10 +37,17 @@ use local_runner::traces::Collector;
 use crate::init_time::{LAMBDA_ENVIRONMENT, percentile};
 use crate::tls_proxy::{PrivateCa, TlsProxy};
 
+mod command;
+
+pub use command::{Args, parse_setting};
+
 /// The object `hello-world` GETs.
 const HELLO_KEY: &str = "hello.txt";
 /// The services with a listener each, as named in `AWS_ENDPOINT_URL_<SERVICE>`.
 const SERVICES: [&str; 3] = ["dynamodb", "s3", "sqs"];
+/// Where handshakes are counted: each service's listener, then the workload's own downstreams'
+/// ([`Workload::downstreams`]) together.
+const LISTENERS: [&str; 4] = ["dynamodb", "s3", "sqs", "downstream"];
 /// How long a function may take for its init or one invocation before the run fails.
 const PHASE_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -98,6 +105,12 @@ pub trait Workload {
     /// The two events of one run of `function`, made ready (records written, objects uploaded).
     fn events(&self, function: &str) -> impl Future<Output = anyhow::Result<Vec<Value>>>;
 
+    /// The HTTPS listeners of its own downstreams ([`Setup::https_front`]), whose handshakes
+    /// are counted as `downstream`.
+    fn downstreams(&self) -> Vec<&TlsProxy> {
+        Vec::new()
+    }
+
     /// Fails unless both events of the run of `function` that ended with `responses` did their
     /// work.
     fn check(
@@ -108,16 +121,52 @@ pub trait Workload {
 }
 
 /// What a workload gets to create its resources with: the emulator's SDK configuration (plain
-/// HTTP, from this process's environment) and a fresh suffix for unique names.
+/// HTTP, from this process's environment), a fresh suffix for unique names, and the private CA
+/// the functions' endpoints are served with, for a downstream of its own over TLS.
 pub struct Setup {
     pub sdk: aws_config::SdkConfig,
     pub suffix: String,
+    /// The private CA's certificate (PEM), the file `AWS_CA_BUNDLE` names.
+    pub ca_bundle: PathBuf,
+    ca: PrivateCa,
 }
 
 impl Setup {
     /// A unique name for a resource: `cold-start-<what>-<suffix>`.
     pub fn name(&self, what: &str) -> String {
         format!("cold-start-{what}-{}", self.suffix)
+    }
+
+    /// An HTTPS listener on 127.0.0.1 with the private CA's certificate in front of a
+    /// plain-HTTP `upstream` (`http://127.0.0.1:PORT`): a workload's own downstream (a partner
+    /// API) reached over TLS, as in production. Keep it as long as the workload.
+    pub async fn https_front(&self, upstream: &str) -> anyhow::Result<TlsProxy> {
+        TlsProxy::start(&self.ca, upstream).await
+    }
+
+    /// A trust bundle for a client that reads the platform's roots (`SSL_CERT_FILE`): the
+    /// platform's own bundle, the first found where OpenSSL looks, with the private CA added,
+    /// so the client parses as many certificates at its first handshake as it does in
+    /// production. Written next to [`ca_bundle`](Self::ca_bundle).
+    pub fn platform_roots_and_ca(&self) -> anyhow::Result<PathBuf> {
+        const PLATFORM_BUNDLES: [&str; 3] = [
+            "/etc/ssl/certs/ca-certificates.crt",
+            "/etc/pki/tls/certs/ca-bundle.crt",
+            "/etc/ssl/cert.pem",
+        ];
+        let mut pem = PLATFORM_BUNDLES
+            .iter()
+            .find_map(|path| std::fs::read_to_string(path).ok())
+            .unwrap_or_default();
+        if !pem.is_empty() && !pem.ends_with('\n') {
+            pem.push('\n');
+        }
+        pem.push_str(&self.ca.certificate_pem);
+        let path = self
+            .ca_bundle
+            .with_file_name("cold-start-platform-roots-and-ca.pem");
+        std::fs::write(&path, pem).with_context(|| format!("writing {}", path.display()))?;
+        Ok(path)
     }
 }
 
@@ -228,7 +277,8 @@ pub struct ColdStart {
     pub warm: Summary,
     /// first − warm of each run.
     pub penalty: Summary,
-    /// Phase (`init`, `first`, `warm`) → service → TLS connections accepted.
+    /// Phase (`init`, `first`, `warm`) → listener (`dynamodb`, `s3`, `sqs`, `downstream`) →
+    /// TLS connections accepted.
     pub handshakes: BTreeMap<&'static str, BTreeMap<&'static str, Handshakes>>,
     /// How long one handshake took, accept to done, over every run's handshakes.
     pub handshake: Summary,
@@ -245,14 +295,14 @@ pub struct Results {
     pub binaries: Vec<ColdStart>,
 }
 
-/// One run's timings (ms) and TLS connections per phase (init, first, warm) and service
-/// (DynamoDB, S3, SQS).
+/// One run's timings (ms) and TLS connections per phase (init, first, warm) and listener
+/// (DynamoDB, S3, SQS, the workload's downstreams).
 #[derive(Debug, Serialize)]
 pub struct Sample {
     init: f64,
     first: f64,
     warm: f64,
-    handshakes: [[usize; SERVICES.len()]; 3],
+    handshakes: [[usize; LISTENERS.len()]; 3],
     /// Each handshake's duration, ms.
     handshake_ms: Vec<f64>,
 }
@@ -274,25 +324,35 @@ where
     W: Workload,
     F: Future<Output = anyhow::Result<W>>,
 {
-    let upstream = std::env::var("AWS_ENDPOINT_URL").context(
-        "AWS_ENDPOINT_URL must name the emulator: eval \"$(infra/emulator/emulator.sh env)\"",
-    )?;
-    ensure!(
-        upstream.starts_with("http://127.0.0.1") || upstream.starts_with("http://localhost"),
-        "the cold-start benchmark only runs against a local emulator, not {upstream}"
-    );
+    let mut proxies = Vec::new();
     let ca = PrivateCa::generate()?;
+    for service in SERVICES {
+        // A service's own endpoint first, as the SDK reads them (LocalStack in host mode
+        // serves DynamoDB from the emulator).
+        let upstream = std::env::var(format!("AWS_ENDPOINT_URL_{}", service.to_uppercase()))
+            .or_else(|_| std::env::var("AWS_ENDPOINT_URL"))
+            .context(
+                "AWS_ENDPOINT_URL must name the emulator: eval \"$(infra/emulator/emulator.sh env)\"",
+            )?;
+        ensure!(
+            upstream.starts_with("http://127.0.0.1") || upstream.starts_with("http://localhost"),
+            "the cold-start benchmark only runs against a local emulator, not {upstream}"
+        );
+        proxies.push(TlsProxy::start(&ca, &upstream).await?);
+    }
     std::fs::create_dir_all(logs)?;
     let bundle = logs.join("cold-start-ca.pem");
     std::fs::write(&bundle, &ca.certificate_pem)?;
-    let mut proxies = Vec::new();
-    for _ in SERVICES {
-        proxies.push(TlsProxy::start(&ca, &upstream).await?);
-    }
     let sdk = aws_config::load_from_env().await;
     let suffix = uuid::Uuid::now_v7().simple().to_string()[20..].to_owned();
     let hello = hello_world(&sdk, &format!("cold-start-hello-{suffix}"), &proxies).await?;
-    let workload = workload(Setup { sdk, suffix }).await?;
+    let workload = workload(Setup {
+        sdk,
+        suffix,
+        ca_bundle: bundle.clone(),
+        ca: ca.clone(),
+    })
+    .await?;
     for binary in binaries {
         ensure!(
             binary.function == HELLO_WORLD
@@ -381,7 +441,7 @@ fn summarise(binary: &Binary, targeted: bool, samples: Vec<Sample>) -> ColdStart
         .collect();
     let mut handshakes = BTreeMap::new();
     for (phase_index, phase) in PHASES.into_iter().enumerate() {
-        let per_service = SERVICES
+        let per_service = LISTENERS
             .into_iter()
             .enumerate()
             .map(|(service_index, service)| {
@@ -430,7 +490,13 @@ async fn once(
     for event in events {
         api.invoke(event, SystemTime::now() + EVENT_DEADLINE);
     }
-    for proxy in proxies {
+    let downstreams = workload.downstreams();
+    let listeners: Vec<(usize, &TlsProxy)> = proxies
+        .iter()
+        .enumerate()
+        .chain(downstreams.into_iter().map(|p| (SERVICES.len(), p)))
+        .collect();
+    for (_, proxy) in &listeners {
         proxy.clear();
     }
     let output = std::fs::File::create(log)?;
@@ -467,12 +533,12 @@ async fn once(
         workload.check(&binary.function, &responses).await?;
     }
 
-    let mut handshakes = [[0; SERVICES.len()]; 3];
+    let mut handshakes = [[0; LISTENERS.len()]; 3];
     let mut handshake_ms = Vec::new();
     for (phase, window) in polls.windows(2).enumerate() {
-        for (service, proxy) in proxies.iter().enumerate() {
+        for (listener, proxy) in &listeners {
             let durations = proxy.handshakes_between(window[0], window[1]);
-            handshakes[phase][service] = durations.len();
+            handshakes[phase][*listener] += durations.len();
             handshake_ms.extend(durations.iter().map(|d| d.as_secs_f64() * 1000.0));
         }
     }

@@ -7,6 +7,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
+use queue_bench::cold_start::parse_setting;
 use queue_bench::{init_time, report};
 
 #[derive(Parser)]
@@ -50,13 +51,6 @@ enum Command {
         #[arg(long)]
         criterion: PathBuf,
     },
-}
-
-fn parse_setting(value: &str) -> Result<(String, String), String> {
-    let (name, setting) = value
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=VALUE, got {value:?}"))?;
-    Ok((name.to_owned(), setting.to_owned()))
 }
 
 fn parse_binary(value: &str) -> Result<(String, PathBuf), String> {

@@ -46,7 +46,7 @@ fn cold_start(md: &mut String, cold: &Value) -> anyhow::Result<()> {
          it two events; every AWS request goes over TLS to the emulator through a local listener \
          whose private CA `AWS_CA_BUNDLE` names. Times are median / p90; the cold penalty is \
          first − warm of the same run. Handshakes are TLS connections accepted per run \
-         (DynamoDB / S3 / SQS); one handshake's time runs from the listener's TCP accept to the \
+         (DynamoDB / S3 / SQS / the workload's own downstream, such as a partner API); one handshake's time runs from the listener's TCP accept to the \
          end of the handshake (client and listener, a debug build, together). Build `{}` is what ships; `jitter-entropy` is the same code \
          built with aws-lc's CPU-jitter entropy source (`AWS_LC_SYS_NO_JITTER_ENTROPY=0`).\n",
         cold["runs"],
@@ -65,7 +65,7 @@ fn cold_start(md: &mut String, cold: &Value) -> anyhow::Result<()> {
         )
     };
     let handshakes = |phase: &Value| {
-        ["dynamodb", "s3", "sqs"]
+        ["dynamodb", "s3", "sqs", "downstream"]
             .iter()
             .map(|service| {
                 let (min, max) = (&phase[service]["min"], &phase[service]["max"]);

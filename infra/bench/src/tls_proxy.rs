@@ -31,6 +31,7 @@ use tokio_rustls::TlsAcceptor;
 
 /// A CA made for one benchmark run, and a server certificate it issued for `127.0.0.1` and
 /// `localhost`.
+#[derive(Clone)]
 pub struct PrivateCa {
     /// The CA's certificate (PEM): what `AWS_CA_BUNDLE` names.
     pub certificate_pem: String,

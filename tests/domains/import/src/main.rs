@@ -65,38 +65,10 @@ enum Command {
         report: Option<std::path::PathBuf>,
     },
     /// Time init, the first invocation and a warm one of each binary (`make bench`), every AWS
-    /// request over TLS to the emulator (`AWS_ENDPOINT_URL`) through a listener with a private
-    /// CA; the events are the import example's (`import-producer`, `import-processor`) or the
+    /// request over TLS; the events are the import example's (`import-producer`: a request;
+    /// `import-processor`: a batch of one job whose 10-row file is imported) or the
     /// `hello-world` baseline's.
-    ColdStart {
-        /// Runs per binary (interleaved).
-        #[arg(long, default_value_t = 20)]
-        runs: usize,
-        /// Where to write the JSON results; the CA and each binary's output of its last run go
-        /// to the same directory.
-        #[arg(long)]
-        out: std::path::PathBuf,
-        /// The build the report's targets apply to (default: the first binary's).
-        #[arg(long)]
-        shipped: Option<String>,
-        /// A function setting, `NAME=VALUE` (repeat), on top of Lambda's variables and the
-        /// tables, bucket, queues and endpoints the benchmark creates.
-        #[arg(long = "env", value_parser = parse_setting)]
-        settings: Vec<(String, String)>,
-        /// `build=dir` of a `cargo lambda build --lambda-dir` (repeat): times the baseline and
-        /// both functions of that build, `dir/<binary>/bootstrap`.
-        #[arg(long = "lambda-dir", value_parser = parse_setting)]
-        lambda_dirs: Vec<(String, String)>,
-        /// Times the binaries of this build again with their spans exported to a collector
-        /// on 127.0.0.1 (build `<BUILD>+trace-export`): what export costs at init and per
-        /// invocation, whose flush is in its time.
-        #[arg(long, value_name = "BUILD")]
-        trace_export_of: Option<String>,
-        /// `function@build=path` of each further binary: import-producer, import-processor or
-        /// hello-world.
-        #[arg(value_parser = queue_bench::cold_start::parse_binary)]
-        binaries: Vec<queue_bench::cold_start::Binary>,
-    },
+    ColdStart(queue_bench::cold_start::Args),
     /// The chaos soak (`make chaos`): a burst like the demo's under kills, duplicate
     /// deliveries, faults on every AWS call path and a capacity-limited items downstream;
     /// checked and measured, the report written as JSON.
@@ -222,50 +194,12 @@ async fn main() -> anyhow::Result<()> {
             pipeline.stop().await;
             outcome?;
         }
-        Command::ColdStart {
-            runs,
-            out,
-            shipped,
-            settings,
-            lambda_dirs,
-            trace_export_of,
-            mut binaries,
-        } => {
-            for (build, dir) in lambda_dirs.iter().rev() {
-                let built = queue_bench::cold_start::binaries_in(
-                    build,
-                    std::path::Path::new(dir),
-                    import_tests::cold_start::FUNCTIONS,
-                );
-                binaries.splice(0..0, built);
-            }
-            if let Some(build) = &trace_export_of {
-                let exporting = queue_bench::cold_start::exporting(&binaries, build);
-                anyhow::ensure!(
-                    !exporting.is_empty(),
-                    "--trace-export-of {build}: no binary of that build"
-                );
-                binaries.extend(exporting);
-            }
-            anyhow::ensure!(
-                !binaries.is_empty(),
-                "no binaries: give --lambda-dir or paths"
-            );
-            let shipped = shipped.unwrap_or_else(|| binaries[0].build.clone());
-            let logs = out.parent().unwrap_or(std::path::Path::new("."));
-            let results = queue_bench::cold_start::measure(
-                &binaries,
-                &settings,
-                runs,
-                &shipped,
-                logs,
+        Command::ColdStart(args) => {
+            args.run(
+                import_tests::cold_start::FUNCTIONS,
                 import_tests::cold_start::ImportWorkload::create,
             )
             .await?;
-            let text = serde_json::to_string_pretty(&results)?;
-            std::fs::write(&out, &text)
-                .map_err(|e| anyhow::anyhow!("writing {}: {e}", out.display()))?;
-            println!("{text}");
         }
         Command::Chaos {
             imports,
@@ -331,11 +265,4 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn parse_setting(value: &str) -> Result<(String, String), String> {
-    let (name, setting) = value
-        .split_once('=')
-        .ok_or_else(|| format!("expected NAME=VALUE, got {value:?}"))?;
-    Ok((name.to_owned(), setting.to_owned()))
 }

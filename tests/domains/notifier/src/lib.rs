@@ -12,9 +12,12 @@
 //! it (`make run`, `make demo`, `make chaos`): `demo` with a well-behaved partner, `chaos`
 //! with kills, duplicate deliveries, a faulty and capacity-limited partner.
 //!
+//! [`cold_start`] is its workload for `make bench`'s cold start over TLS.
+//!
 //! The integration tests (`tests/it`) run the notifier's processor in process against a
 //! counting fake, and the driver's demo and chaos paths against the emulator.
 
+pub mod cold_start;
 pub mod driver;
 pub mod hosted;
 pub mod partner;

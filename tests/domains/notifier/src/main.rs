@@ -38,6 +38,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Time init, the first invocation and a warm one of each binary (`make bench`), every AWS
+    /// request and the partner call over TLS; the events are the notifier's (a batch of one job
+    /// whose notification is delivered) or the `hello-world` baseline's.
+    ColdStart(queue_bench::cold_start::Args),
     /// Provision, host the notifier and its fake partner until Ctrl-C; each line on stdin is
     /// requested as a notification's payload.
     Run,
@@ -130,7 +134,7 @@ async fn main() -> anyhow::Result<()> {
         Command::Run | Command::Demo { .. } => {
             traces::collect_unless_configured(Path::new(traces::SPANS_FILE)).await?
         }
-        Command::Chaos { .. } => None,
+        Command::Chaos { .. } | Command::ColdStart(_) => None,
     };
     traces::init_telemetry(level, collector.as_ref());
     anyhow::ensure!(
@@ -148,6 +152,13 @@ async fn main() -> anyhow::Result<()> {
     };
     match cli.command {
         Command::Run => driver::run(&common).await,
+        Command::ColdStart(args) => {
+            args.run(
+                notifier_tests::cold_start::FUNCTIONS,
+                notifier_tests::cold_start::NotifierWorkload::create,
+            )
+            .await
+        }
         Command::Demo {
             requests,
             timeout,
