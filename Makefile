@@ -11,8 +11,8 @@ help: ## List the targets
 	@grep -hE '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-16s %s\n", $$1, $$2}'
 
 .PHONY: demo
-demo: ## Each domain's pipeline locally: a burst of 500 requests, watched live and checked (REQUESTS=N, FLAKY=0.2)
-	infra/demo.sh --requests $${REQUESTS:-$${IMPORTS:-500}} --flaky-downstream $${FLAKY:-0}
+demo: ## Each domain's pipeline locally: a burst of 500 requests, watched live and checked (REQUESTS=N, FLAKY=0.2, DOMAINS="name ...")
+	infra/demo.sh --requests $${REQUESTS:-500} --flaky-downstream $${FLAKY:-0}
 
 .PHONY: trace
 trace: ## One job's spans from the last demo or run, as a tree: requests, records, continuations, retries (ID=job id)
@@ -20,7 +20,7 @@ trace: ## One job's spans from the last demo or run, as a tree: requests, record
 	cargo run --quiet -p local-runner -- trace '$(ID)'
 
 .PHONY: chaos
-chaos: ## Chaos soak of each domain's pipeline at concurrency 2, 5, 10: kills, duplicates, AWS faults, a capacity-limited downstream (REQUESTS=N) -> target/chaos/report.json
+chaos: ## Chaos soak of each domain's pipeline at concurrency 2, 5, 10: kills, duplicates, AWS faults, a capacity-limited downstream (REQUESTS=N, DOMAINS="name ...") -> target/chaos/report.json
 	infra/chaos.sh
 
 .PHONY: run
@@ -96,7 +96,7 @@ test-localstack: ## Integration tests and the demo against LocalStack (started a
 	infra/test-localstack.sh
 
 .PHONY: bench
-bench: ## Every benchmark (size, init time, overhead vs Powertools, budget, memory, drain) -> target/bench/report.md
+bench: ## Every benchmark (size, init time, cold start over TLS, overhead vs Powertools, each domain's benches, drain, chaos) -> target/bench/report.md (DOMAINS="name ...")
 	infra/bench/bench.sh
 
 .PHONY: validate

@@ -6,7 +6,8 @@
 # stops it again). Exits non-zero when a correctness check fails in any run. Prints a table per
 # domain: the columns of each report's "summary" object (the import report's own columns when it
 # has none).
-#   infra/chaos.sh [OUT_DIR]    REQUESTS=N (default 10000), CONCURRENCY="2 5 10",
+#   infra/chaos.sh [OUT_DIR]    REQUESTS=N (default 10000), DOMAINS="name ..." (default all),
+#                               CONCURRENCY="2 5 10",
 #                               LIMITS="fixed adaptive", CHAOS_TIMEOUT=S, PANIC_RATE=P (default 0),
 #                               PROFILE=release (default dev), EMULATOR_PORT=...
 set -euo pipefail
@@ -15,6 +16,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 source infra/lib/common.sh
 out="${1:-target/chaos}"
 mkdir -p "$out"
+require_domains
 mapfile -t drivers < <(domain_drivers)
 if ((${#drivers[@]} == 0)); then
     echo "no domain driver under tests/domains/: nothing to soak"
@@ -40,7 +42,7 @@ for driver in "${drivers[@]}"; do
             rm -f "$report"
             echo "== $package: chaos soak at maximum concurrency $concurrency, $limit concurrency limit (load: $(cut -d' ' -f1-3 /proc/loadavg))"
             "$runner" --maximum-concurrency "$concurrency" chaos \
-                --requests "${REQUESTS:-${IMPORTS:-10000}}" --timeout "${CHAOS_TIMEOUT:-3600}" \
+                --requests "${REQUESTS:-10000}" --timeout "${CHAOS_TIMEOUT:-3600}" \
                 --concurrency-limit "$limit" --panic-rate "${PANIC_RATE:-0}" \
                 --report "$report" || status=1
             [[ -f "$report" ]] && reports+=("$report")

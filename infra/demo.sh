@@ -9,6 +9,7 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 # shellcheck source=infra/lib/common.sh
 source infra/lib/common.sh
 
+require_domains
 mapfile -t drivers < <(domain_drivers)
 if ((${#drivers[@]} == 0)); then
     echo "no domain driver under tests/domains/: nothing to demonstrate"

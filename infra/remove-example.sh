@@ -8,6 +8,8 @@
 #   2. deletes the example's directories, by convention: functions/NAME, functions/NAME-*,
 #      shared/NAME, shared/NAMEs and tests/domains/NAME, whichever exist (each printed).
 #   3. refreshes Cargo.lock (`cargo metadata`), which also checks the workspace still loads.
+#   4. deletes each `[profile.*.package.PKG]` section of Cargo.toml whose PKG is no longer in
+#      Cargo.lock (a tuning for a dependency only the example had; cargo warns about it).
 # Then `make check` and `infra/tools/tools.sh sam validate --lint` check what is left. A path
 # the example's code is named by outside these (docs, scripts) is left for the fork to edit:
 # `git grep -i NAME` finds them.
@@ -108,4 +110,19 @@ if ! cargo metadata --format-version 1 >/dev/null; then
     printf 'remove-example: the workspace left does not load (above): a crate outside the example still uses it (git grep -il %q -- "*Cargo.toml")\n' "$name" >&2
     exit 1
 fi
+# Sections `[profile.<profile>.package.<pkg>]` run until the next section header or blank line.
+mapfile -t stale < <(
+    comm -23 \
+        <(sed -nE 's/^\[profile\.[^.]+\.package\.("?)([^]"*]+)\1\]$/\2/p' Cargo.toml | sort -u) \
+        <(sed -nE 's/^name = "(.*)"$/\1/p' Cargo.lock | sort -u)
+)
+for package in "${stale[@]}"; do
+    printf 'deleting the profile tuning of %s from Cargo.toml (no longer a dependency)\n' "$package"
+    awk -v package="$package" '
+        /^\[/ { skipping = ($0 ~ "^\\[profile\\.[^.]+\\.package\\.\"?" package "\"?\\]$") }
+        skipping && /^$/ { skipping = 0; next }
+        !skipping
+    ' Cargo.toml >Cargo.toml.new
+    mv Cargo.toml.new Cargo.toml
+done
 printf 'done. What else names it: git grep -il %q\n' "$name"

@@ -2,7 +2,9 @@
 # `make bench`: every benchmark, then one report at target/bench/report.md (and report.json).
 # The functions are those of template.yaml (each one's Metadata.BuildProperties.Binary); the
 # domain-specific steps run every domain's tooling crate (tests/domains/NAME, see
-# domain_packages in infra/lib/common.sh), so a worker added or removed needs no edit here.
+# domain_packages in infra/lib/common.sh), so a worker added or removed needs no edit here;
+# DOMAINS="name ..." runs only those domains' steps (the size and init steps still time every
+# function of the template).
 #   1. size: every function built for Lambda (cargo lambda, release), stripped and zipped,
 #      x86_64 and (unless BENCH_ARM64=0) arm64
 #   2. init time: process start to the first poll of a fake Runtime API, against hello-world,
@@ -28,6 +30,7 @@ mkdir -p "$out"
 step() { printf '\n==> %s\n' "$*"; }
 # shellcheck source=infra/lib/common.sh
 source infra/lib/common.sh
+require_domains
 
 # Every function's binary, as template.yaml builds it.
 mapfile -t functions < <("$tools" python3 - template.yaml <<'PY'
@@ -160,7 +163,8 @@ cargo bench -p queue-worker --bench batch_overhead
 infra/bench/powertools/run.sh --json "$out/powertools.json"
 
 step "each domain's own benches (emulator)"
-while read -r package _; do
+while read -r package name; do
+    domain_selected "$name" || continue
     BENCH_DIR="$out" cargo bench -p "$package" --benches
 done < <(domain_packages)
 
@@ -170,7 +174,7 @@ if [[ "${BENCH_DRAIN:-1}" != 0 ]]; then
     while read -r package binary; do
         for concurrency in 2 5 10; do
             cargo run --quiet -p "$package" --bin "$binary" -- --maximum-concurrency "$concurrency" \
-                demo --requests "${BENCH_DRAIN_REQUESTS:-${BENCH_DRAIN_IMPORTS:-1000}}" \
+                demo --requests "${BENCH_DRAIN_REQUESTS:-1000}" \
                 --timeout 3600 --report "$out/drain-$package-$concurrency.json"
             drains+=("$out/drain-$package-$concurrency.json")
         done
@@ -182,4 +186,4 @@ fi
 step "report"
 cargo run --quiet -p queue-bench --bin queue-bench -- report --dir "$out" --criterion target/criterion
 echo "written: $out/report.md, $out/report.json"
-IMPORTS="${BENCH_CHAOS_IMPORTS:-1000}" infra/chaos.sh "$out/chaos"
+REQUESTS="${BENCH_CHAOS_REQUESTS:-1000}" infra/chaos.sh "$out/chaos"

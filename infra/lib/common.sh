@@ -133,13 +133,35 @@ domain_packages() {
     done
 }
 
+# domain_selected NAME
+# True when DOMAINS (space-separated domain names, e.g. DOMAINS="notifier") is unset or empty,
+# or names NAME: `make demo`, `make chaos` and `make bench` run only the domains it names.
+domain_selected() {
+    [[ -z "${DOMAINS:-}" || " $DOMAINS " == *" $1 "* ]]
+}
+
+# require_domains
+# Fails, naming the domains there are, when DOMAINS names one that has no crate under
+# tests/domains/.
+require_domains() {
+    local wanted
+    for wanted in ${DOMAINS:-}; do
+        if [[ ! -f "tests/domains/$wanted/Cargo.toml" ]]; then
+            printf 'DOMAINS: no domain %s under tests/domains/ (there: %s)\n' "$wanted" \
+                "$(domain_packages | cut -d' ' -f2 | tr '\n' ' ')" >&2
+            return 1
+        fi
+    done
+}
+
 # domain_drivers
-# Prints "PACKAGE BINARY" for each domain whose crate declares a binary NAME-driver. A driver
-# answers `run`, `demo` and `chaos` for its own worker(s) (`make run`, `make demo`,
-# `make chaos`).
+# Prints "PACKAGE BINARY" for each selected domain (domain_selected) whose crate declares a
+# binary NAME-driver. A driver answers `run`, `demo`, `chaos` and `cold-start` for its own
+# worker(s) (`make run`, `make demo`, `make chaos`, `make bench`).
 domain_drivers() {
     local package name
     while read -r package name; do
+        domain_selected "$name" || continue
         grep -qE "^name = \"$name-driver\"" "tests/domains/$name/Cargo.toml" &&
             printf '%s %s\n' "$package" "$name-driver"
     done < <(domain_packages)

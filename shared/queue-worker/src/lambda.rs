@@ -129,11 +129,16 @@ impl WorkerSettings {
     }
 }
 
+/// The variable that turns the seams' faults on in a worker's binary built with the feature
+/// `testing`: the rate (0 to 1) of `testing::Faults::from_env`. A binary built without the
+/// feature does not read it; it is defined here, without the feature, for the tools that set it.
+pub const FAULT_RATE_VARIABLE: &str = "QUEUE_WORKER_FAULT_RATE";
+
 #[cfg(feature = "testing")]
 impl WorkerSettings {
     /// The production processor with `faults` at the library's seams (the guard's store, the
     /// continuation send, the batch's queue actions): what [`run_worker`] runs in a binary built
-    /// with the feature `testing` and started with `QUEUE_WORKER_FAULT_RATE`, so that a chaos
+    /// with the feature `testing` and started with [`FAULT_RATE_VARIABLE`], so that a chaos
     /// soak of any worker's real binary also fails the library's own calls.
     pub fn faulty_processor<W: Worker>(
         &self,

@@ -52,9 +52,7 @@ struct KillSwitch {
     point: Mutex<Option<&'static str>>,
 }
 
-/// The variable that turns the seams' faults on in a worker's binary built with the feature
-/// `testing`: the rate (0 to 1) of [`Faults::from_env`]. Ignored by a binary built without it.
-pub const FAULT_RATE_VARIABLE: &str = "QUEUE_WORKER_FAULT_RATE";
+pub use crate::lambda::FAULT_RATE_VARIABLE;
 
 /// The faults of this process's worker, when [`crate::lambda::run_worker`] runs with
 /// [`FAULT_RATE_VARIABLE`]: the seams it does not build itself (a [`crate::protection::Dependency`]

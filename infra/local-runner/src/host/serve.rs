@@ -18,8 +18,6 @@ use crate::template::Template;
 
 /// The library's feature that compiles its seams' fault injectors into a worker's binary.
 const SEAM_FAULTS_FEATURE: &str = "queue-worker/testing";
-/// The variable that turns them on, with a rate (`queue_worker::testing::FAULT_RATE_VARIABLE`).
-const SEAM_FAULT_RATE_VARIABLE: &str = "QUEUE_WORKER_FAULT_RATE";
 
 /// What to host, and how.
 #[derive(Debug, Clone, Default)]
@@ -112,7 +110,7 @@ impl Serving {
             }
             if seam_faults {
                 config.set_variable(
-                    SEAM_FAULT_RATE_VARIABLE,
+                    queue_worker::lambda::FAULT_RATE_VARIABLE,
                     &options.host_chaos.seam_fault_rate.to_string(),
                 );
             }
