@@ -10,7 +10,9 @@ use aws_sdk_dynamodb::types::{AttributeValue, ReturnValuesOnConditionCheckFailur
 use super::{Checkpoint, ImportFormat, ImportId, ImportJob, ObjectKey, Principal};
 use queue_worker::BoxError;
 use queue_worker::accept::{RequestRecord, RequestStore};
-use queue_worker::dynamo::{Item, Put, PutError, from_millis, millis, n, put_if_absent, s};
+use queue_worker::dynamo::{
+    Item, Put, PutError, from_millis, get_consistent, millis, n, put_if_absent, s,
+};
 
 /// Where an import is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -645,21 +647,18 @@ impl ImportStore for DynamoDbImports {
     }
 
     async fn get(&self, import_id: ImportId) -> Result<Option<ImportRecord>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table_name)
-            .set_key(Some(Self::key(import_id)))
-            .consistent_read(true)
-            .send()
-            .await
-            .map_err(unavailable)?;
-        output
-            .item
-            .as_ref()
-            .map(decode)
-            .transpose()
-            .map_err(|reason| StoreError::Malformed { import_id, reason })
+        get_consistent(
+            &self.client,
+            &self.table_name,
+            attr::ID,
+            &import_id.to_string(),
+        )
+        .await
+        .map_err(StoreError::Unavailable)?
+        .as_ref()
+        .map(decode)
+        .transpose()
+        .map_err(|reason| StoreError::Malformed { import_id, reason })
     }
 }
 

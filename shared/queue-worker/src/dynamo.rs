@@ -91,6 +91,26 @@ pub async fn put_if_absent(
     }
 }
 
+/// The item of `table` whose `key_attribute` (a string partition key) is `key`, read
+/// consistently, so an item written just before is seen (a worker reading the record its
+/// sender wrote before queueing the job must not miss it); `None` when there is none.
+pub async fn get_consistent(
+    client: &Client,
+    table: &str,
+    key_attribute: &str,
+    key: &str,
+) -> Result<Option<HashMap<String, AttributeValue>>, BoxError> {
+    let output = client
+        .get_item()
+        .table_name(table)
+        .key(key_attribute, s(key))
+        .consistent_read(true)
+        .send()
+        .await
+        .map_err(Box::new)?;
+    Ok(output.item)
+}
+
 /// Typed, checked access to a stored item's attributes. Errors say which attribute is wrong.
 pub struct Item<'a>(pub &'a HashMap<String, AttributeValue>);
 

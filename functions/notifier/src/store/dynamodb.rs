@@ -7,7 +7,9 @@ use std::time::SystemTime;
 use aws_sdk_dynamodb::Client;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
 use aws_sdk_dynamodb::types::AttributeValue;
-use queue_worker::dynamo::{Item, Put, PutError, from_millis, millis, n, put_if_absent, s};
+use queue_worker::dynamo::{
+    Item, Put, PutError, from_millis, get_consistent, millis, n, put_if_absent, s,
+};
 
 use super::{Created, Marked, Notification, NotificationStatus, NotificationStore, StoreError};
 use crate::NotificationId;
@@ -108,17 +110,9 @@ impl NotificationStore for DynamoDbNotifications {
     }
 
     async fn get(&self, id: NotificationId) -> Result<Option<Notification>, StoreError> {
-        let output = self
-            .client
-            .get_item()
-            .table_name(&self.table_name)
-            .set_key(Some(Self::key(id)))
-            .consistent_read(true)
-            .send()
+        get_consistent(&self.client, &self.table_name, attr::ID, &id.to_string())
             .await
-            .map_err(unavailable)?;
-        output
-            .item
+            .map_err(StoreError::Unavailable)?
             .as_ref()
             .map(|item| decode(id, item))
             .transpose()
