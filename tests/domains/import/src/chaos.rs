@@ -963,6 +963,83 @@ pub async fn run(
     }
 }
 
+/// The columns `make chaos` prints for one run of the report `report` (infra/chaos.sh prints
+/// each report's `summary` in the order of `summary_columns`).
+fn table_columns(report: &Value) -> Vec<(String, Value)> {
+    let number = |value: &Value| value.as_u64().unwrap_or(0);
+    let sum = |value: &Value| {
+        value
+            .as_object()
+            .map_or(0, |counts| counts.values().map(number).sum::<u64>())
+    };
+    let downstream = &report["downstream"];
+    let goodput = downstream["goodput_fraction"]
+        .as_f64()
+        .map_or_else(|| "n/a".to_owned(), |g| format!("{:.0}%", g * 100.0));
+    let rows_ok = report["rows_of_completed_imports_checked"] == report["rows_expected"]
+        && number(&report["stray_rows"]) == 0
+        && number(&report["value_mismatches"]) == 0;
+    [
+        ("conc", report["maximum_concurrency"].clone()),
+        (
+            "limit",
+            json!(format!(
+                "{} {:.1}",
+                report["concurrency_limit"].as_str().unwrap_or("?"),
+                report["mean_concurrency_limit"].as_f64().unwrap_or(0.0)
+            )),
+        ),
+        ("accepted", report["accepted"].clone()),
+        (
+            "done+poison",
+            json!(format!(
+                "{}+{}",
+                report["completed"], report["failed_poison"]
+            )),
+        ),
+        (
+            "lost",
+            json!(number(&report["lost"]) + number(&report["failed_not_poison"])),
+        ),
+        ("unfinished", report["unfinished_at_timeout"].clone()),
+        ("twice", report["completed_twice"].clone()),
+        ("rows ok", json!(rows_ok)),
+        (
+            "peak/C",
+            json!(format!(
+                "{}/{}",
+                downstream["peak_concurrency"], downstream["capacity"]
+            )),
+        ),
+        ("goodput", json!(goodput)),
+        (
+            "drain s",
+            json!(format!(
+                "{:.0}",
+                report["drain_seconds"].as_f64().unwrap_or(f64::NAN)
+            )),
+        ),
+        ("retries", report["retries"].clone()),
+        (
+            "throttled",
+            json!(
+                number(&downstream["throttled_concurrency"])
+                    + number(&downstream["throttled_rate"])
+            ),
+        ),
+        ("parked", json!(sum(&report["parked_by_class"]))),
+        ("circuit", report["circuit_openings"].clone()),
+        ("kills", json!(sum(&report["kills"]))),
+        ("dups", report["duplicate_deliveries"].clone()),
+        ("panics", report["records_panicked"].clone()),
+        ("faults", json!(sum(&report["faults"]))),
+        ("pass", report["check_passed"].clone()),
+    ]
+    .into_iter()
+    .map(|(name, value)| (name.to_owned(), value))
+    .collect()
+}
+
 /// Checks every import and the downstream's measurements; returns the problems and the report.
 async fn check(
     pipeline: &Pipeline,
@@ -1230,6 +1307,10 @@ async fn check(
     summary["skus_checked"] = json!(values.skus);
     summary["value_mismatches"] = json!(values.mismatches);
     summary["records_panicked"] = json!(stats.count(RecordStatus::Panicked));
+    let columns = table_columns(&summary);
+    summary["summary"] = Value::Object(columns.iter().cloned().collect());
+    // JSON objects have no order: `make chaos`'s table columns, in order.
+    summary["summary_columns"] = json!(columns.iter().map(|(name, _)| name).collect::<Vec<_>>());
     let mut table = Table::new();
     table
         .load_style(UTF8_FULL)
