@@ -976,7 +976,8 @@ fn table_columns(report: &Value) -> Vec<(String, Value)> {
     let goodput = downstream["goodput_fraction"]
         .as_f64()
         .map_or_else(|| "n/a".to_owned(), |g| format!("{:.0}%", g * 100.0));
-    let rows_ok = report["rows_of_completed_imports_checked"] == report["rows_expected"]
+    // Every SKU of the completed imports compared with the last row of its file that names it.
+    let rows_ok = report["skus_checked"] == report["items_expected"]
         && number(&report["stray_rows"]) == 0
         && number(&report["value_mismatches"]) == 0;
     [
@@ -1572,5 +1573,48 @@ mod tests {
         assert_eq!((bytes.len(), result.unwrap()), (1000, 1000));
         let (bytes, result) = read_all(body(1000)).await;
         assert_eq!((bytes.len(), result.unwrap()), (1000, 1000));
+    }
+
+    #[test]
+    fn the_table_says_rows_ok_only_when_every_sku_was_compared_and_none_was_wrong() {
+        let report = |checked: u64, wrong: u64| {
+            json!({
+                "maximum_concurrency": 5, "concurrency_limit": "adaptive",
+                "mean_concurrency_limit": 4.26, "accepted": 90, "completed": 88,
+                "failed_poison": 2, "lost": 0, "failed_not_poison": 1,
+                "unfinished_at_timeout": 0, "completed_twice": 0,
+                // Files repeat SKUs: far more rows than SKUs.
+                "rows_expected": 600, "items_expected": 150, "skus_checked": checked,
+                "value_mismatches": wrong, "stray_rows": 0,
+                "downstream": {"peak_concurrency": 4, "capacity": 4, "goodput_fraction": 0.874,
+                               "throttled_concurrency": 3, "throttled_rate": 4},
+                "drain_seconds": 44.6, "retries": 26, "parked_by_class": {"a": 1, "b": 1},
+                "circuit_openings": 0, "kills": {"random": 1, "point": 2},
+                "duplicate_deliveries": 4, "records_panicked": 0, "faults": {"s3": 7},
+                "check_passed": wrong == 0,
+            })
+        };
+        let cell = |report: &Value, name: &str| {
+            table_columns(report)
+                .into_iter()
+                .find(|(column, _)| column == name)
+                .map(|(_, value)| value)
+                .unwrap()
+        };
+
+        let good = report(150, 0);
+        assert_eq!(cell(&good, "rows ok"), json!(true));
+        assert_eq!(cell(&good, "limit"), json!("adaptive 4.3"));
+        assert_eq!(cell(&good, "done+poison"), json!("88+2"));
+        assert_eq!(
+            cell(&good, "lost"),
+            json!(1),
+            "a healthy import failed counts as lost"
+        );
+        assert_eq!(cell(&good, "goodput"), json!("87%"));
+        assert_eq!(cell(&good, "throttled"), json!(7));
+        assert_eq!(cell(&good, "kills"), json!(3));
+        assert_eq!(cell(&report(150, 1), "rows ok"), json!(false));
+        assert_eq!(cell(&report(149, 0), "rows ok"), json!(false));
     }
 }
