@@ -177,6 +177,7 @@ pub async fn run(pipeline: &Pipeline, burst: Burst, report: Option<&Path>) -> an
     let (problems, totals) = check(pipeline, &accepted, replays, drained_in).await?;
     if let Some(path) = report {
         let summary = json!({
+            "domain": "import",
             "requests": burst.imports,
             "imports": accepted.len(),
             "rows_per_file": burst.rows,
