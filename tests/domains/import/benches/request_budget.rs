@@ -484,6 +484,13 @@ async fn main() {
         .filter(|p| !p.is_empty())
     {
         let report = json!({
+            // The report's columns: each case's key holding its requests to one place, titled.
+            "columns": [
+                ["guard", "guard (idempotency table)"],
+                ["imports", "import record"],
+                ["items", "items table"],
+                ["sqs", "SQS"],
+            ],
             "rows_per_new_record": ROWS,
             "cases": cases.iter().map(Case::to_json).collect::<Vec<_>>(),
             "once_per_environment": once_per_environment,
