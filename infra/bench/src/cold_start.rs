@@ -640,6 +640,14 @@ pub fn sqs_event(body: &str, queue_arn: &str) -> Value {
     }]})
 }
 
+/// Whether `response`, a function's answer to an [`sqs_event`], reports every record processed
+/// (an empty `batchItemFailures`).
+pub fn batch_processed(response: &Value) -> bool {
+    response["batchItemFailures"]
+        .as_array()
+        .is_some_and(Vec::is_empty)
+}
+
 /// A `POST` of `body` to `path` with a fresh idempotency key, as an API Gateway HTTP API
 /// (payload 2.0, IAM authorizer) delivers it, the caller being `caller_arn`.
 pub fn api_gateway_post(path: &str, body: &str, caller_arn: &str) -> Value {

@@ -12,7 +12,9 @@ use imports::{
     DynamoDbImports, ImportFormat, ImportId, ImportJob, ImportRecord, ImportStatus, ImportStore,
     ObjectKey, Principal, import_attributes,
 };
-use queue_bench::cold_start::{Setup, Workload, api_gateway_post, create_table, sqs_event};
+use queue_bench::cold_start::{
+    Setup, Workload, api_gateway_post, batch_processed, create_table, sqs_event,
+};
 use queue_worker::idempotency::attributes;
 use queue_worker::job::Job as _;
 use serde_json::Value;
@@ -148,9 +150,7 @@ impl Workload for ImportWorkload {
         for response in responses {
             let ok = match function {
                 PRODUCER => response["statusCode"] == 202,
-                _ => response["batchItemFailures"]
-                    .as_array()
-                    .is_some_and(Vec::is_empty),
+                _ => batch_processed(response),
             };
             ensure!(ok, "unexpected answer: {response}");
         }

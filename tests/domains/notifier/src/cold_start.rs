@@ -10,7 +10,7 @@ use std::time::{Duration, SystemTime};
 use anyhow::ensure;
 use notifier::store::{DynamoDbNotifications, Notification, NotificationStatus, NotificationStore};
 use notifier::{NotificationId, NotificationJob};
-use queue_bench::cold_start::{Setup, Workload, create_table, sqs_event};
+use queue_bench::cold_start::{Setup, Workload, batch_processed, create_table, sqs_event};
 use queue_bench::tls_proxy::TlsProxy;
 use queue_worker::idempotency::attributes;
 use queue_worker::job::Job as _;
@@ -120,12 +120,7 @@ impl Workload for NotifierWorkload {
 
     async fn check(&self, _function: &str, responses: &[Value]) -> anyhow::Result<()> {
         for response in responses {
-            ensure!(
-                response["batchItemFailures"]
-                    .as_array()
-                    .is_some_and(Vec::is_empty),
-                "unexpected answer: {response}"
-            );
+            ensure!(batch_processed(response), "unexpected answer: {response}");
         }
         let ledger = self.partner.ledger();
         let pending = std::mem::take(&mut *self.pending.lock().expect("not poisoned"));
